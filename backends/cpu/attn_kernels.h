@@ -1,0 +1,44 @@
+/* Inner kernels of CPU dense attention (backends/cpu/attn_dense.c), one table per SIMD level.
+ * The driver converts each 64-key tile of K and V to f32 once, then runs qk -> softmax -> pv
+ * on R query rows that share the KV head; every level computes the same function. */
+#ifndef ELA_CPU_ATTN_KERNELS_H
+#define ELA_CPU_ATTN_KERNELS_H
+
+#include <stdint.h>
+
+#include "ela.h"
+
+#define CPU_ATTN_BK 64   /* keys per tile; row stride of S/P */
+#define CPU_ATTN_DPAD 16 /* head dim is padded to a multiple of this in f32 tiles */
+
+typedef struct {
+    const char *name;
+    /* dst[r*dp + c] = (float)src[r][c] for c < d, 0 for d <= c < dp; rows of src are
+     * src_stride bytes apart and packed inside; dtype f32/f16/bf16. */
+    void (*load_rows)(float *dst, int64_t dp, const void *src, int64_t src_stride, ela_dtype dtype,
+                      int64_t rows, int64_t d);
+    /* S[r*BK + j] = sum_{c<dp} Q[r*dp + c] * K[j*dp + c] for r < R, j < nk <= BK. */
+    void (*qk)(float *S, const float *Q, const float *K, int64_t R, int64_t nk, int64_t dp);
+    /* One online-softmax step in the log2 domain (Q was pre-scaled by scale*log2(e)).
+     * For each row r over S[r*BK + j], j < nk (-INFINITY marks a masked key):
+     *   m_new = max(m[r], max_j S);
+     *   if m_new == -INFINITY: P = 0, alpha[r] = 1, m and l unchanged;
+     *   else P = exp2(S - m_new), alpha[r] = exp2(m[r] - m_new), l[r] = l[r]*alpha[r] + sum P,
+     *   m[r] = m_new.
+     * P overwrites S; entries nk <= j < BK are set to 0. */
+    void (*softmax)(float *S, float *m, float *l, float *alpha, int64_t R, int64_t nk);
+    /* O[r*dp + c] = alpha[r]*O[r*dp + c] + sum_{j<nk} P[r*BK + j] * V[j*dp + c], c < dp. */
+    void (*pv)(float *O, const float *P, const float *V, const float *alpha, int64_t R, int64_t nk,
+               int64_t dp);
+} cpu_attn_kernels;
+
+const cpu_attn_kernels *cpu_attn_kernels_scalar(void);
+#if defined(__x86_64__) || defined(_M_X64)
+const cpu_attn_kernels *cpu_attn_kernels_avx2(void);
+const cpu_attn_kernels *cpu_attn_kernels_avx512(void);
+#endif
+#if defined(__aarch64__)
+const cpu_attn_kernels *cpu_attn_kernels_neon(void);
+#endif
+
+#endif

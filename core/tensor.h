@@ -1,0 +1,29 @@
+/* Tensor and buffer descriptors shared by the core and every backend (plugins included).
+ * A tensor is a reference-counted backend buffer + byte offset + dtype + extents + strides. */
+#ifndef ELA_CORE_TENSOR_H
+#define ELA_CORE_TENSOR_H
+
+#include <stdint.h>
+
+#include "ela.h"
+
+typedef struct ela_buffer {
+    ela_backend *backend; /* owner; the buffer is freed through its iface */
+    void *handle;         /* backend's own handle (host pointer for the CPU) */
+    size_t size;          /* bytes */
+    int refs;             /* tensors (and views) that hold it */
+} ela_buffer;
+
+struct ela_tensor {
+    ela_buffer *buffer;
+    size_t offset; /* bytes from the buffer start to element [0, 0, ...] */
+    ela_dtype dtype;
+    int n_dims;
+    int64_t extents[ELA_MAX_DIMS]; /* outermost first */
+    int64_t strides[ELA_MAX_DIMS]; /* bytes */
+};
+
+/* Bytes from the first to one past the last element (0 for an empty tensor). */
+int64_t ela_tensor_span(const ela_tensor *t);
+
+#endif
