@@ -1,0 +1,268 @@
+/* CPU dense attention (DESIGN.md 4.1), prefill and decode in one tiled online-softmax driver.
+ *
+ * Work is cut into groups of R query rows that share one KV head: the G query heads of that KV
+ * head times Bq consecutive queries (R ~ 64, so a 64-key tile of K and V is converted to f32 once
+ * and reused by all R rows). Each group walks its visible keys in 64-key tiles:
+ * S = Q K^T -> causal mask -> online softmax -> O = alpha O + P V; nothing of size L x n exists.
+ * When there are too few groups to feed every thread (decode: L = 1 gives Hkv groups), each
+ * group's keys are split into chunks processed in parallel and merged by their log-sum-exp,
+ * so one query still uses every core. Causal prefill groups are scheduled largest first. */
+#include <math.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "backend.h"
+#include "core/alloc.h"
+#include "core/dtype.h"
+#include "core/error.h"
+
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
+#define ROWS_TARGET 64       /* rows per group: enough to amortise each tile's conversion */
+#define MIN_SPLIT_KEYS 512   /* a key chunk below this costs more to merge than it saves */
+
+typedef struct {
+    const ela_attn_dense_args *a;
+    const cpu_attn_kernels *kern;
+    int64_t G, bq, nqb, dp, R;
+    int64_t n_groups, splits, split_keys;
+    const char *q, *k, *v;
+    char *o, *lse;
+} plan;
+
+/* Per-thread scratch, carved from one allocation made before the parallel region. */
+typedef struct {
+    float *Q, *O, *K, *V, *S, *m, *l, *alpha;
+    int64_t *pos;
+} scratch;
+
+static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+static int64_t scratch_floats(const plan *p) {
+    int64_t R = round_up(p->R, 16);
+    return 2 * R * p->dp + 2 * CPU_ATTN_BK * p->dp + R * CPU_ATTN_BK + 3 * R + R * 2;
+}
+
+static scratch carve(float *base, const plan *p) {
+    int64_t R = round_up(p->R, 16);
+    scratch s;
+    s.Q = base;
+    s.O = s.Q + R * p->dp;
+    s.K = s.O + R * p->dp;
+    s.V = s.K + CPU_ATTN_BK * p->dp;
+    s.S = s.V + CPU_ATTN_BK * p->dp;
+    s.m = s.S + R * CPU_ATTN_BK;
+    s.l = s.m + R;
+    s.alpha = s.l + R;
+    s.pos = (int64_t *)(void *)(s.alpha + R); /* 2 floats per int64, 8-byte aligned */
+    return s;
+}
+
+/* Rows of group `grp`: queries [i0, i1) of KV head g; row r = (i - i0) * G + (h - g * G). */
+static void group_rows(const plan *p, int64_t grp, int *g, int64_t *i0, int64_t *i1) {
+    *g = (int)(grp % p->a->hkv);
+    int64_t qb = grp / p->a->hkv;
+    *i0 = qb * p->bq;
+    *i1 = *i0 + p->bq < p->a->L ? *i0 + p->bq : p->a->L;
+}
+
+/* Keys [0, end) that any row of queries [i0, i1) can see. */
+static int64_t visible_keys(const plan *p, int64_t i1) {
+    if (!p->a->causal)
+        return p->a->n;
+    int64_t end = p->a->q_pos0 + i1; /* last row's position + 1 */
+    return end < p->a->n ? end : p->a->n;
+}
+
+/* Run rows of one group over keys [k0, k1), leaving unnormalised O, m, l in the scratch. */
+static void run_chunk(const plan *p, scratch *s, int g, int64_t i0, int64_t i1, int64_t k0,
+                      int64_t k1) {
+    const ela_attn_dense_args *a = p->a;
+    const cpu_attn_kernels *kern = p->kern;
+    int64_t R = (i1 - i0) * p->G, dp = p->dp, d = a->d;
+    float qscale = a->scale * LOG2E; /* exp2 domain: exp(x) = exp2(x * log2 e) */
+    int64_t q0 = a->q->strides[0], q1 = a->q->strides[1];
+    int64_t k_0 = a->k->strides[0], k_1 = a->k->strides[1];
+    int64_t v_0 = a->v->strides[0], v_1 = a->v->strides[1];
+
+    for (int64_t i = i0; i < i1; i++) {
+        float *dst = s->Q + (i - i0) * p->G * dp;
+        kern->load_rows(dst, dp, p->q + i * q0 + (int64_t)g * p->G * q1, q1, a->q->dtype, p->G, d);
+        for (int64_t c = 0; c < p->G * dp; c++)
+            dst[c] *= qscale;
+        for (int64_t h = 0; h < p->G; h++)
+            s->pos[(i - i0) * p->G + h] = a->q_pos0 + i;
+    }
+    memset(s->O, 0, (size_t)(R * dp) * sizeof(float));
+    for (int64_t r = 0; r < R; r++) {
+        s->m[r] = -INFINITY;
+        s->l[r] = 0.0f;
+    }
+    int64_t min_pos = a->q_pos0 + i0;
+    const char *kh = p->k + g * k_0, *vh = p->v + g * v_0;
+    for (int64_t j0 = k0; j0 < k1; j0 += CPU_ATTN_BK) {
+        int64_t nk = k1 - j0 < CPU_ATTN_BK ? k1 - j0 : CPU_ATTN_BK;
+        kern->load_rows(s->K, dp, kh + j0 * k_1, k_1, a->k->dtype, nk, d);
+        kern->load_rows(s->V, dp, vh + j0 * v_1, v_1, a->v->dtype, nk, d);
+        kern->qk(s->S, s->Q, s->K, R, nk, dp);
+        if (a->causal && j0 + nk - 1 > min_pos) { /* tile crosses the diagonal */
+            for (int64_t r = 0; r < R; r++) {
+                int64_t first_hidden = s->pos[r] + 1 - j0;
+                for (int64_t j = first_hidden < 0 ? 0 : first_hidden; j < nk; j++)
+                    s->S[r * CPU_ATTN_BK + j] = -INFINITY;
+            }
+        }
+        kern->softmax(s->S, s->m, s->l, s->alpha, R, nk);
+        kern->pv(s->O, s->S, s->V, s->alpha, R, nk, dp);
+    }
+}
+
+/* Normalise rows and store O (and LSE) of queries [i0, i1), head group g. */
+static void store_rows(const plan *p, const float *O, const float *m, const float *l, int g,
+                       int64_t i0, int64_t i1) {
+    const ela_attn_dense_args *a = p->a;
+    ela_dtype odt = a->o->dtype;
+    int64_t o0 = a->o->strides[0], o1 = a->o->strides[1];
+    for (int64_t i = i0; i < i1; i++) {
+        for (int64_t hh = 0; hh < p->G; hh++) {
+            int64_t r = (i - i0) * p->G + hh, h = (int64_t)g * p->G + hh;
+            const float *src = O + r * p->dp;
+            float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+            char *dst = p->o + i * o0 + h * o1;
+            if (odt == ELA_F32) {
+                for (int64_t c = 0; c < a->d; c++)
+                    ((float *)dst)[c] = src[c] * inv;
+            } else {
+                for (int64_t c = 0; c < a->d; c++)
+                    ((uint16_t *)dst)[c] = odt == ELA_F16 ? ela_f32_to_f16(src[c] * inv)
+                                                          : ela_f32_to_bf16(src[c] * inv);
+            }
+            if (p->lse) {
+                float lse = l[r] > 0.0f ? (m[r] + log2f(l[r])) * LN2 : -INFINITY;
+                *(float *)(p->lse + i * a->lse->strides[0] + h * a->lse->strides[1]) = lse;
+            }
+        }
+    }
+}
+
+/* Partial results of (group, split): O [R, dp], then m [R], l [R]. */
+static float *partial_at(const plan *p, float *partials, int64_t grp, int64_t split) {
+    return partials + (grp * p->splits + split) * p->R * (p->dp + 2);
+}
+
+/* Merge the splits of one group by their log-sum-exp into the first split's slot. */
+static void merge_group(const plan *p, float *partials, int64_t grp, int64_t R) {
+    float *dst = partial_at(p, partials, grp, 0);
+    float *dm = dst + p->R * p->dp, *dl = dm + p->R;
+    for (int64_t sp = 1; sp < p->splits; sp++) {
+        const float *src = partial_at(p, partials, grp, sp);
+        const float *sm = src + p->R * p->dp, *sl = sm + p->R;
+        for (int64_t r = 0; r < R; r++) {
+            if (sl[r] == 0.0f) /* this chunk saw no key of this row */
+                continue;
+            float mx = dm[r] > sm[r] ? dm[r] : sm[r];
+            float wd = dl[r] > 0.0f ? exp2f(dm[r] - mx) : 0.0f, ws = exp2f(sm[r] - mx);
+            float *od = dst + r * p->dp;
+            const float *os = src + r * p->dp;
+            for (int64_t c = 0; c < p->dp; c++)
+                od[c] = od[c] * wd + os[c] * ws;
+            dl[r] = dl[r] * wd + sl[r] * ws;
+            dm[r] = mx;
+        }
+    }
+}
+
+static void make_plan(plan *p, const ela_attn_dense_args *a, const cpu_backend *cpu) {
+    memset(p, 0, sizeof *p);
+    p->a = a;
+    p->kern = cpu->attn;
+    p->G = a->hq / a->hkv;
+    p->bq = ROWS_TARGET / p->G > 0 ? ROWS_TARGET / p->G : 1;
+    if (p->bq > a->L)
+        p->bq = a->L;
+    p->nqb = (a->L + p->bq - 1) / p->bq;
+    p->R = p->bq * p->G;
+    p->dp = round_up(a->d, CPU_ATTN_DPAD);
+    p->n_groups = p->nqb * a->hkv;
+    /* Split keys only when groups alone cannot keep ~4 items per thread busy. */
+    int64_t want = 4 * (int64_t)cpu->threads;
+    int64_t max_keys = visible_keys(p, a->L);
+    p->splits = 1;
+    if (p->n_groups < want) {
+        p->splits = (want + p->n_groups - 1) / p->n_groups;
+        int64_t cap = max_keys / MIN_SPLIT_KEYS > 1 ? max_keys / MIN_SPLIT_KEYS : 1;
+        if (p->splits > cap)
+            p->splits = cap;
+    }
+    p->split_keys = round_up((max_keys + p->splits - 1) / p->splits, CPU_ATTN_BK);
+    p->q = cpu_tensor_data(a->q);
+    p->k = cpu_tensor_data(a->k);
+    p->v = cpu_tensor_data(a->v);
+    p->o = cpu_tensor_data(a->o);
+    p->lse = a->lse ? cpu_tensor_data(a->lse) : NULL;
+}
+
+ela_status cpu_attn_dense(void *ctx, const ela_attn_dense_args *a) {
+    const cpu_backend *cpu = ctx;
+    plan p;
+    make_plan(&p, a, cpu);
+    int threads = cpu->threads;
+    int64_t n_items = p.n_groups * p.splits;
+    if (n_items < threads)
+        threads = (int)n_items;
+    int64_t per_thread = round_up(scratch_floats(&p), 16);
+    int64_t partial_floats = p.splits > 1 ? n_items * p.R * (p.dp + 2) : 0;
+    float *mem = ela_aligned_alloc((size_t)(per_thread * threads + partial_floats) * sizeof(float));
+    if (!mem)
+        return ela_fail(ELA_ERR_OOM, "cpu: attn_dense: out of memory for %d thread tiles", threads);
+    float *partials = mem + per_thread * threads;
+
+#pragma omp parallel num_threads(threads)
+    {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        scratch s = carve(mem + per_thread * tid, &p);
+        /* Items in descending group order: with causal masks the last query blocks cost most. */
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t item = 0; item < n_items; item++) {
+            int64_t grp = p.n_groups - 1 - item / p.splits, split = item % p.splits;
+            int g;
+            int64_t i0, i1;
+            group_rows(&p, grp, &g, &i0, &i1);
+            int64_t end = visible_keys(&p, i1);
+            int64_t k0 = split * p.split_keys, k1 = k0 + p.split_keys < end ? k0 + p.split_keys : end;
+            int64_t R = (i1 - i0) * p.G;
+            if (p.splits == 1) {
+                run_chunk(&p, &s, g, i0, i1, 0, end);
+                store_rows(&p, s.O, s.m, s.l, g, i0, i1);
+                continue;
+            }
+            float *dst = partial_at(&p, partials, grp, split);
+            if (k0 >= k1) { /* causal: this chunk lies past every row of the group */
+                memset(dst, 0, (size_t)(p.R * (p.dp + 2)) * sizeof(float));
+                continue;
+            }
+            run_chunk(&p, &s, g, i0, i1, k0, k1);
+            memcpy(dst, s.O, (size_t)(R * p.dp) * sizeof(float));
+            memcpy(dst + p.R * p.dp, s.m, (size_t)R * sizeof(float));
+            memcpy(dst + p.R * p.dp + p.R, s.l, (size_t)R * sizeof(float));
+        }
+        if (p.splits > 1) {
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t grp = 0; grp < p.n_groups; grp++) {
+                int g;
+                int64_t i0, i1;
+                group_rows(&p, grp, &g, &i0, &i1);
+                merge_group(&p, partials, grp, (i1 - i0) * p.G);
+                float *o = partial_at(&p, partials, grp, 0);
+                store_rows(&p, o, o + p.R * p.dp, o + p.R * p.dp + p.R, g, i0, i1);
+            }
+        }
+    }
+    ela_aligned_free(mem);
+    return ELA_OK;
+}

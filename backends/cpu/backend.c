@@ -1,0 +1,128 @@
+/* The built-in CPU backend: host memory buffers, one device (this machine), the SIMD level and
+ * thread count fixed at open, and the op table. Kernels live in one file per op. */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "core/alloc.h"
+#include "core/backend_iface.h"
+#include "core/error.h"
+
+static ela_status cpu_list_devices(ela_device_info *out, int capacity, int *count) {
+    *count = 1;
+    if (capacity < 1)
+        return ELA_OK;
+    const cpu_info *ci = cpu_detect();
+    int threads = 1;
+    const char *threads_note = "";
+    if (cpu_thread_count(&threads) != ELA_OK)
+        threads_note = " (ELA_THREADS invalid)";
+    memset(out, 0, sizeof *out);
+    snprintf(out->name, sizeof out->name, "%s", ci->model);
+    out->kind = ELA_DEVICE_CPU;
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    out->memory_bytes = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+    cpu_level level = ci->best;
+    if (cpu_level_choose(&level) != ELA_OK)
+        level = ci->best;
+    snprintf(out->details, sizeof out->details, "simd=%s features=[%s] threads=%d%s openmp=%s openblas=%s",
+             cpu_level_name(level), ci->features, threads, threads_note,
+#ifdef _OPENMP
+             "yes",
+#else
+             "no",
+#endif
+#ifdef ELA_HAVE_OPENBLAS
+             "yes"
+#else
+             "no"
+#endif
+    );
+    return ELA_OK;
+}
+
+static ela_status cpu_open(int device, void **ctx) {
+    if (device != 0)
+        return ela_fail(ELA_ERR_INVALID_ARG, "cpu: no device %d", device);
+    cpu_level level;
+    int threads;
+    ela_status st = cpu_level_choose(&level);
+    if (st == ELA_OK)
+        st = cpu_thread_count(&threads);
+    if (st != ELA_OK)
+        return st;
+    cpu_backend *cpu = ela_calloc(1, sizeof *cpu);
+    if (!cpu)
+        return ela_fail(ELA_ERR_OOM, "cpu: out of host memory");
+    cpu->level = level;
+    cpu->attn = cpu_level_kernels(level);
+    cpu->threads = threads;
+    *ctx = cpu;
+    return ELA_OK;
+}
+
+static void cpu_close(void *ctx) { ela_free(ctx); }
+
+static ela_status cpu_buffer_alloc(void *ctx, size_t bytes, void **handle) {
+    (void)ctx;
+    *handle = ela_aligned_alloc(bytes);
+    if (!*handle)
+        return ela_fail(ELA_ERR_OOM, "cpu: cannot allocate %zu bytes", bytes);
+    return ELA_OK;
+}
+
+static void cpu_buffer_free(void *ctx, void *handle) {
+    (void)ctx;
+    ela_aligned_free(handle);
+}
+
+static void *cpu_buffer_host_ptr(void *ctx, void *handle) {
+    (void)ctx;
+    return handle;
+}
+
+static ela_status cpu_buffer_write(void *ctx, void *handle, size_t offset, const void *src,
+                                   size_t bytes) {
+    (void)ctx;
+    memcpy((char *)handle + offset, src, bytes);
+    return ELA_OK;
+}
+
+static ela_status cpu_buffer_read(void *ctx, void *handle, size_t offset, void *dst, size_t bytes) {
+    (void)ctx;
+    memcpy(dst, (const char *)handle + offset, bytes);
+    return ELA_OK;
+}
+
+static ela_status cpu_synchronize(void *ctx) {
+    (void)ctx; /* every CPU op has finished when it returns */
+    return ELA_OK;
+}
+
+static int cpu_supports(void *ctx, ela_op op, const ela_dtype *dtypes, int n_dtypes) {
+    (void)ctx;
+    for (int i = 0; i < n_dtypes; i++)
+        if (dtypes[i] != ELA_F32 && dtypes[i] != ELA_F16 && dtypes[i] != ELA_BF16)
+            return 0;
+    return op == ELA_OP_ATTN_DENSE;
+}
+
+static const ela_backend_iface cpu_iface = {
+    .api_version = ELA_BACKEND_API_VERSION,
+    .name = "cpu",
+    .priority = 0,
+    .list_devices = cpu_list_devices,
+    .open = cpu_open,
+    .close = cpu_close,
+    .buffer_alloc = cpu_buffer_alloc,
+    .buffer_free = cpu_buffer_free,
+    .buffer_host_ptr = cpu_buffer_host_ptr,
+    .buffer_write = cpu_buffer_write,
+    .buffer_read = cpu_buffer_read,
+    .synchronize = cpu_synchronize,
+    .supports = cpu_supports,
+    .attn_dense = cpu_attn_dense,
+};
+
+const ela_backend_iface *ela_cpu_backend_iface(void) { return &cpu_iface; }

@@ -1,0 +1,69 @@
+/* Public dtype helpers: sizes, names, parsing and packed conversions between f32/f16/bf16. */
+#include <string.h>
+
+#include "dtype.h"
+#include "error.h"
+
+size_t ela_dtype_size(ela_dtype dtype) {
+    switch (dtype) {
+    case ELA_F32: return 4;
+    case ELA_F16: return 2;
+    case ELA_BF16: return 2;
+    default: return 0;
+    }
+}
+
+const char *ela_dtype_name(ela_dtype dtype) {
+    switch (dtype) {
+    case ELA_F32: return "f32";
+    case ELA_F16: return "f16";
+    case ELA_BF16: return "bf16";
+    default: return "?";
+    }
+}
+
+ela_status ela_dtype_parse(const char *name, ela_dtype *out) {
+    if (!name || !out)
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_dtype_parse: NULL argument");
+    for (int t = 0; t < ELA_DTYPE_COUNT; t++) {
+        if (strcmp(name, ela_dtype_name((ela_dtype)t)) == 0) {
+            *out = (ela_dtype)t;
+            return ELA_OK;
+        }
+    }
+    return ela_fail(ELA_ERR_INVALID_ARG, "unknown dtype '%s' (expected f32, f16 or bf16)", name);
+}
+
+static float load_as_f32(const void *src, ela_dtype dtype, int64_t i) {
+    switch (dtype) {
+    case ELA_F16: return ela_f16_to_f32(((const uint16_t *)src)[i]);
+    case ELA_BF16: return ela_bf16_to_f32(((const uint16_t *)src)[i]);
+    default: return ((const float *)src)[i];
+    }
+}
+
+static void store_from_f32(void *dst, ela_dtype dtype, int64_t i, float x) {
+    switch (dtype) {
+    case ELA_F16: ((uint16_t *)dst)[i] = ela_f32_to_f16(x); break;
+    case ELA_BF16: ((uint16_t *)dst)[i] = ela_f32_to_bf16(x); break;
+    default: ((float *)dst)[i] = x; break;
+    }
+}
+
+ela_status ela_convert(const void *src, ela_dtype src_dtype, void *dst, ela_dtype dst_dtype,
+                       int64_t n) {
+    if (n < 0)
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_convert: negative count %lld", (long long)n);
+    if (n > 0 && (!src || !dst))
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_convert: NULL %s", src ? "dst" : "src");
+    if (ela_dtype_size(src_dtype) == 0 || ela_dtype_size(dst_dtype) == 0)
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_convert: unknown dtype %d",
+                        ela_dtype_size(src_dtype) == 0 ? (int)src_dtype : (int)dst_dtype);
+    if (src_dtype == dst_dtype) {
+        memmove(dst, src, (size_t)n * ela_dtype_size(src_dtype));
+        return ELA_OK;
+    }
+    for (int64_t i = 0; i < n; i++)
+        store_from_f32(dst, dst_dtype, i, load_as_f32(src, src_dtype, i));
+    return ELA_OK;
+}
