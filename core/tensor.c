@@ -60,7 +60,8 @@ static ela_status describe(ela_tensor *t, ela_dtype dtype, int n_dims, const int
         empty |= extents[i] == 0;
         if (extents[i] > 0 && !mul_add_ok(extents[i] - 1, stride, span, &span))
             return ela_fail(ELA_ERR_INVALID_ARG, "%s: tensor size overflows", fn);
-        if (!mul_add_ok(extents[i], packed, 0, &packed))
+        /* An empty dim still advances packed strides, so they stay positive and distinct. */
+        if (!mul_add_ok(extents[i] > 0 ? extents[i] : 1, packed, 0, &packed))
             return ela_fail(ELA_ERR_INVALID_ARG, "%s: tensor size overflows", fn);
     }
     *span_out = empty ? 0 : span;
@@ -71,8 +72,11 @@ static ela_status describe(ela_tensor *t, ela_dtype dtype, int n_dims, const int
  * reach past everything the smaller-strided dims cover. */
 static int overlaps(const ela_tensor *t) {
     int order[ELA_MAX_DIMS];
-    for (int i = 0; i < t->n_dims; i++)
+    for (int i = 0; i < t->n_dims; i++) {
+        if (t->extents[i] == 0)
+            return 0; /* no elements, nothing to overlap */
         order[i] = i;
+    }
     for (int i = 1; i < t->n_dims; i++) /* insertion sort by ascending stride */
         for (int j = i; j > 0 && t->strides[order[j]] < t->strides[order[j - 1]]; j--) {
             int tmp = order[j];
@@ -99,7 +103,7 @@ ela_status ela_tensor_new(ela_backend *backend, ela_dtype dtype, int n_dims,
     if (!backend)
         return ela_fail(ELA_ERR_INVALID_ARG, "ela_tensor_new: backend is NULL");
     ela_tensor shape;
-    int64_t span;
+    int64_t span = 0;
     ela_status st = describe(&shape, dtype, n_dims, extents, strides, &span, "ela_tensor_new");
     if (st != ELA_OK)
         return st;
@@ -137,7 +141,7 @@ ela_status ela_tensor_view(const ela_tensor *base, int n_dims, const int64_t *ex
     if (!base)
         return ela_fail(ELA_ERR_INVALID_ARG, "ela_tensor_view: base is NULL");
     ela_tensor shape;
-    int64_t span;
+    int64_t span = 0;
     ela_status st = describe(&shape, base->dtype, n_dims, extents, strides, &span, "ela_tensor_view");
     if (st != ELA_OK)
         return st;

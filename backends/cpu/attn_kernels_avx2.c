@@ -1,0 +1,381 @@
+/* AVX2+FMA+F16C inner kernels of CPU dense attention (see attn_kernels.h for the contract and
+ * attn_kernels_scalar.c for the reference). Built with -mavx2 -mfma -mf16c; the CPU backend
+ * picks this table at run time on x86-64 CPUs with those features but no AVX-512. As in the
+ * contract, dp (the f32 row length of Q, K, V, O) is a multiple of 16 (8 would do here). */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "attn_kernels.h"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define AVX2_INLINE static inline __attribute__((always_inline))
+#else
+#define AVX2_INLINE static inline
+#endif
+
+#define BK CPU_ATTN_BK
+
+/* All-ones in lanes [0, n) of 8 (n clamped to [0, 8]), for maskload/maskstore/blend. */
+AVX2_INLINE __m256i lanes8(int64_t n) {
+    int32_t k = n < 0 ? 0 : n > 8 ? 8 : (int32_t)n;
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* ---------------------------------------------------------------------------------------
+ * load_rows: 8 elements per step (one xmm of f16/bf16 -> one ymm of f32), four steps (64
+ * source bytes) per iteration. AVX2 has no masked 16-bit load, so the last < 8 elements of a
+ * row go through a zeroed 16-byte buffer: nothing past the end of a row is read. [d, dp) is
+ * written as zeros. Each iteration also prefetches (into L2) the same 64 bytes of row
+ * r + rows, i.e. of the next tile, which the driver converts after this tile's qk/softmax/pv:
+ * in decode that overlaps the DRAM reads of the next tile with this tile's compute.
+ * Prefetches never fault, so rows past the end of the tensor are harmless.
+ * Bound: cvtph2ps + store from L1/L2; in decode the DRAM bandwidth of the source.
+ * ------------------------------------------------------------------------------------- */
+AVX2_INLINE __m256 f16x8_to_f32(__m128i h) { return _mm256_cvtph_ps(h); }
+
+AVX2_INLINE __m256 bf16x8_to_f32(__m128i h) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+/* Prefetch into L2 the line at integer address `at` (it may lie past the end of the source,
+ * where a pointer could not point). */
+#define PREFETCH_L2(at) _mm_prefetch((const char *)(at), _MM_HINT_T1)
+
+/* Converts row s (uint16_t *) into out up to column d, prefetching the same bytes at `next`;
+ * leaves c at the first column >= d. */
+#define LOAD_ROW_16BIT(CVT)                                                                 \
+    do {                                                                                    \
+        for (; c + 32 <= d; c += 32) {                                                      \
+            PREFETCH_L2(next + (uintptr_t)(2 * c));                                         \
+            __m128i h0 = _mm_loadu_si128((const __m128i *)(s + c));                         \
+            __m128i h1 = _mm_loadu_si128((const __m128i *)(s + c + 8));                     \
+            __m128i h2 = _mm_loadu_si128((const __m128i *)(s + c + 16));                    \
+            __m128i h3 = _mm_loadu_si128((const __m128i *)(s + c + 24));                    \
+            _mm256_storeu_ps(out + c, CVT(h0));                                             \
+            _mm256_storeu_ps(out + c + 8, CVT(h1));                                         \
+            _mm256_storeu_ps(out + c + 16, CVT(h2));                                        \
+            _mm256_storeu_ps(out + c + 24, CVT(h3));                                        \
+        }                                                                                   \
+        if (c < d)                                                                          \
+            PREFETCH_L2(next + (uintptr_t)(2 * c));                                         \
+        for (; c + 8 <= d; c += 8)                                                          \
+            _mm256_storeu_ps(out + c, CVT(_mm_loadu_si128((const __m128i *)(s + c))));      \
+        if (c < d) {                                                                        \
+            uint16_t tmp[8] = {0};                                                          \
+            memcpy(tmp, s + c, (size_t)(d - c) * sizeof(uint16_t));                         \
+            _mm256_maskstore_ps(out + c, lanes8(dp - c),                                    \
+                                CVT(_mm_loadu_si128((const __m128i *)tmp)));                \
+            c += 8;                                                                         \
+        }                                                                                   \
+    } while (0)
+
+static void avx2_load_rows(float *dst, int64_t dp, const void *src, int64_t src_stride,
+                           ela_dtype dtype, int64_t rows, int64_t d) {
+    for (int64_t r = 0; r < rows; r++) {
+        const char *row = (const char *)src + r * src_stride;
+        uintptr_t next = (uintptr_t)row + (uintptr_t)(rows * src_stride); /* row r of next tile */
+        float *out = dst + r * dp;
+        int64_t c = 0;
+        if (dtype == ELA_F32) {
+            const float *s = (const float *)row;
+            for (; c + 16 <= d; c += 16) {
+                PREFETCH_L2(next + (uintptr_t)(4 * c));
+                __m256 x0 = _mm256_loadu_ps(s + c);
+                __m256 x1 = _mm256_loadu_ps(s + c + 8);
+                _mm256_storeu_ps(out + c, x0);
+                _mm256_storeu_ps(out + c + 8, x1);
+            }
+            if (c < d)
+                PREFETCH_L2(next + (uintptr_t)(4 * c));
+            /* maskload does not touch masked-off lanes, so it never reads past the row. */
+            for (; c < d; c += 8)
+                _mm256_maskstore_ps(out + c, lanes8(dp - c),
+                                    _mm256_maskload_ps(s + c, lanes8(d - c)));
+        } else if (dtype == ELA_F16) {
+            const uint16_t *s = (const uint16_t *)row;
+            LOAD_ROW_16BIT(f16x8_to_f32);
+        } else {
+            const uint16_t *s = (const uint16_t *)row;
+            LOAD_ROW_16BIT(bf16x8_to_f32);
+        }
+        for (; c < dp; c += 8)
+            _mm256_maskstore_ps(out + c, lanes8(dp - c), _mm256_setzero_ps());
+    }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * qk: S = Q K^T. A tile keeps 8 ymm accumulators acc[i], i = row*NK + key, as 2 rows x 4
+ * keys (or 1 x 8 for the last odd row); each holds 8 partial sums over c of one dot
+ * product. Per 8 columns a 2x4 tile loads 2 Q + 4 K vectors for 8 FMAs. After the c loop a
+ * transpose-style reduction (unpack + add within 128-bit lanes, then one cross-lane add;
+ * 14 shuffles + 7 adds) gives one ymm whose lane i is dot product i. Keys past nk repeat key
+ * nk-1 and are masked off at the store. Bound: FMA peak less the reduction (21 ops per 8
+ * dot products against dp/8 FMAs each). Measured 75-80% of peak on Zen 4 at dp = 128 (GCC
+ * folds each K load into both of its FMAs: 10 loads per 8 FMAs); a 4x3 tile that keeps K in
+ * registers measured only 4% faster at dp = 128 and 20% slower at dp = 64 and R = 2.
+ * ------------------------------------------------------------------------------------- */
+
+/* Per 128-bit lane L: [sum a, sum b, sum c, sum d] over the 4 floats of lane L of each input. */
+AVX2_INLINE __m256 reduce4(__m256 a, __m256 b, __m256 c, __m256 d) {
+    __m256 ab = _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+    __m256 cd = _mm256_add_ps(_mm256_unpacklo_ps(c, d), _mm256_unpackhi_ps(c, d));
+    __m256d abd = _mm256_castps_pd(ab), cdd = _mm256_castps_pd(cd);
+    return _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(abd, cdd)),
+                         _mm256_castpd_ps(_mm256_unpackhi_pd(abd, cdd)));
+}
+
+/* Lane i of the result is the sum of all 8 lanes of accumulator i. */
+AVX2_INLINE __m256 reduce8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5,
+                           __m256 a6, __m256 a7) {
+    __m256 v0 = reduce4(a0, a1, a2, a3), v1 = reduce4(a4, a5, a6, a7);
+    return _mm256_add_ps(_mm256_permute2f128_ps(v0, v1, 0x20),
+                         _mm256_permute2f128_ps(v0, v1, 0x31));
+}
+
+AVX2_INLINE const float *key_row(const float *K, int64_t j, int64_t nk, int64_t dp) {
+    return K + (j < nk ? j : nk - 1) * dp;
+}
+
+static void qk_tile_2x4(float *S, const float *Q, const float *K, int64_t j0, int64_t nk,
+                        int64_t dp) {
+    const float *q0 = Q, *q1 = Q + dp;
+    const float *k0 = key_row(K, j0, nk, dp), *k1 = key_row(K, j0 + 1, nk, dp);
+    const float *k2 = key_row(K, j0 + 2, nk, dp), *k3 = key_row(K, j0 + 3, nk, dp);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+           a7 = a0;
+    for (int64_t c = 0; c < dp; c += 8) {
+        __m256 x0 = _mm256_loadu_ps(q0 + c), x1 = _mm256_loadu_ps(q1 + c);
+        __m256 y = _mm256_loadu_ps(k0 + c);
+        a0 = _mm256_fmadd_ps(x0, y, a0);
+        a4 = _mm256_fmadd_ps(x1, y, a4);
+        y = _mm256_loadu_ps(k1 + c);
+        a1 = _mm256_fmadd_ps(x0, y, a1);
+        a5 = _mm256_fmadd_ps(x1, y, a5);
+        y = _mm256_loadu_ps(k2 + c);
+        a2 = _mm256_fmadd_ps(x0, y, a2);
+        a6 = _mm256_fmadd_ps(x1, y, a6);
+        y = _mm256_loadu_ps(k3 + c);
+        a3 = _mm256_fmadd_ps(x0, y, a3);
+        a7 = _mm256_fmadd_ps(x1, y, a7);
+    }
+    __m256 z = reduce8(a0, a1, a2, a3, a4, a5, a6, a7);
+    if (nk - j0 >= 4) {
+        _mm_storeu_ps(S + j0, _mm256_castps256_ps128(z));
+        _mm_storeu_ps(S + BK + j0, _mm256_extractf128_ps(z, 1));
+    } else {
+        __m128i m = _mm256_castsi256_si128(lanes8(nk - j0));
+        _mm_maskstore_ps(S + j0, m, _mm256_castps256_ps128(z));
+        _mm_maskstore_ps(S + BK + j0, m, _mm256_extractf128_ps(z, 1));
+    }
+}
+
+#define QK_1X8(k) a##k = _mm256_fmadd_ps(x0, _mm256_loadu_ps(kp##k + c), a##k)
+
+static void qk_tile_1x8(float *S, const float *Q, const float *K, int64_t j0, int64_t nk,
+                        int64_t dp) {
+    const float *kp0 = key_row(K, j0, nk, dp), *kp1 = key_row(K, j0 + 1, nk, dp);
+    const float *kp2 = key_row(K, j0 + 2, nk, dp), *kp3 = key_row(K, j0 + 3, nk, dp);
+    const float *kp4 = key_row(K, j0 + 4, nk, dp), *kp5 = key_row(K, j0 + 5, nk, dp);
+    const float *kp6 = key_row(K, j0 + 6, nk, dp), *kp7 = key_row(K, j0 + 7, nk, dp);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+           a7 = a0;
+    for (int64_t c = 0; c < dp; c += 8) {
+        __m256 x0 = _mm256_loadu_ps(Q + c);
+        QK_1X8(0);
+        QK_1X8(1);
+        QK_1X8(2);
+        QK_1X8(3);
+        QK_1X8(4);
+        QK_1X8(5);
+        QK_1X8(6);
+        QK_1X8(7);
+    }
+    __m256 z = reduce8(a0, a1, a2, a3, a4, a5, a6, a7);
+    if (nk - j0 >= 8)
+        _mm256_storeu_ps(S + j0, z);
+    else
+        _mm256_maskstore_ps(S + j0, lanes8(nk - j0), z);
+}
+
+static void avx2_qk(float *S, const float *Q, const float *K, int64_t R, int64_t nk,
+                    int64_t dp) {
+    int64_t r = 0;
+    for (; r + 2 <= R; r += 2)
+        for (int64_t j = 0; j < nk; j += 4)
+            qk_tile_2x4(S + r * BK, Q + r * dp, K, j, nk, dp);
+    if (r < R)
+        for (int64_t j = 0; j < nk; j += 8)
+            qk_tile_1x8(S + r * BK, Q + r * dp, K, j, nk, dp);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * softmax: a row of S is 8 ymm (BK = 64). exp2(x) = 2^n * p(f), n = round(x), f = x - n in
+ * [-1/2, 1/2], p the degree-6 minimax polynomial of 2^f (Cephes exp2f; measured relative
+ * error below 8e-8 in f32, 1.3 ulp); 2^n is built in the exponent field. x is clamped to
+ * [-127, 128] first: n = -127 gives a zero scale, so exp2(-inf) and everything below 2^-127
+ * is exactly 0 (results under 2^-126 flush to 0 or lose precision; they weigh nothing next
+ * to the row max's 1).
+ * Bound: negligible next to qk and pv.
+ * ------------------------------------------------------------------------------------- */
+AVX2_INLINE __m256 exp2_ps(__m256 x) {
+    x = _mm256_max_ps(_mm256_set1_ps(-127.0f), x);
+    x = _mm256_min_ps(_mm256_set1_ps(128.0f), x);
+    __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 f = _mm256_sub_ps(x, n);
+    __m256 p = _mm256_set1_ps(1.535336188319500e-4f);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.339887440266574e-3f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.618437357674640e-3f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550332471162809e-2f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.402264791363012e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931472028550421e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+    e = _mm256_slli_epi32(e, 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+AVX2_INLINE float hmax8(__m256 v) {
+    __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_max_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
+}
+
+AVX2_INLINE float hsum8(__m256 v) {
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_add_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
+}
+
+static void avx2_softmax(float *S, float *m, float *l, float *alpha, int64_t R, int64_t nk) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    __m256 live[8]; /* all-ones lanes for keys < nk */
+    for (int v = 0; v < 8; v++)
+        live[v] = _mm256_castsi256_ps(lanes8(nk - 8 * v));
+    for (int64_t r = 0; r < R; r++) {
+        float *s = S + r * BK;
+        /* Lanes past nk (whatever they hold) read as -inf and so come out of exp2 as 0. */
+        __m256 x[8];
+        __m256 mx = ninf;
+        for (int v = 0; v < 8; v++) {
+            x[v] = _mm256_blendv_ps(ninf, _mm256_loadu_ps(s + 8 * v), live[v]);
+            mx = _mm256_max_ps(mx, x[v]);
+        }
+        float mr = hmax8(mx);
+        float m_new = mr > m[r] ? mr : m[r];
+        if (m_new == -INFINITY) {
+            for (int v = 0; v < 8; v++)
+                _mm256_storeu_ps(s + 8 * v, _mm256_setzero_ps());
+            alpha[r] = 1.0f;
+            continue;
+        }
+        __m256 vm = _mm256_set1_ps(m_new), sum = _mm256_setzero_ps();
+        for (int v = 0; v < 8; v++) {
+            __m256 p = exp2_ps(_mm256_sub_ps(x[v], vm));
+            _mm256_storeu_ps(s + 8 * v, p);
+            sum = _mm256_add_ps(sum, p);
+        }
+        float a = _mm256_cvtss_f32(exp2_ps(_mm256_set1_ps(m[r] - m_new)));
+        alpha[r] = a;
+        l[r] = l[r] * a + hsum8(sum);
+        m[r] = m_new;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * pv: O = alpha*O + P V. A tile is NR <= 4 rows x NV <= 4 ymm (8 columns each), at most 8
+ * accumulators acc[i][v] = O[r0+i][c0+8v..] scaled by alpha on load: 4 rows x 16 columns, or
+ * 1-2 rows x 32 columns so that a small R still has 4-8 independent FMA chains. Per key j:
+ * one broadcast of P[r0+i][j] per row, one load of V[j][c0+8v..] per vector, NR*NV FMAs
+ * (4x16: 6 loads per 8 FMAs; V is read once per 4 rows). NR and NV are compile-time
+ * constants in each instantiation. Bound: FMA peak for R >= 2 (V is in L1/L2).
+ * ------------------------------------------------------------------------------------- */
+#define PV_ROW(i, STMT)                                                                     \
+    do {                                                                                    \
+        if (NR > (i)) {                                                                     \
+            STMT(i, 0);                                                                     \
+            if (NV > 1)                                                                     \
+                STMT(i, 1);                                                                 \
+            if (NV > 2)                                                                     \
+                STMT(i, 2);                                                                 \
+            if (NV > 3)                                                                     \
+                STMT(i, 3);                                                                 \
+        }                                                                                   \
+    } while (0)
+#define PV_ALL(STMT)                                                                        \
+    do {                                                                                    \
+        PV_ROW(0, STMT);                                                                    \
+        PV_ROW(1, STMT);                                                                    \
+        PV_ROW(2, STMT);                                                                    \
+        PV_ROW(3, STMT);                                                                    \
+    } while (0)
+#define PV_INIT(i, v) acc##i##v = _mm256_mul_ps(al##i, _mm256_loadu_ps(O + (i) * dp + 8 * (v)))
+#define PV_FMA(i, v) acc##i##v = _mm256_fmadd_ps(p##i, y##v, acc##i##v)
+#define PV_STORE(i, v) _mm256_storeu_ps(O + (i) * dp + 8 * (v), acc##i##v)
+
+/* O, P, alpha point at row r0 (and O at column c0); V at column c0. */
+AVX2_INLINE void pv_tile(float *O, const float *P, const float *V, const float *alpha,
+                         int64_t nk, int64_t dp, const int NR, const int NV) {
+    __m256 acc00, acc01, acc02, acc03, acc10, acc11, acc12, acc13;
+    __m256 acc20, acc21, acc22, acc23, acc30, acc31, acc32, acc33;
+    acc00 = acc01 = acc02 = acc03 = acc10 = acc11 = acc12 = acc13 = _mm256_setzero_ps();
+    acc20 = acc21 = acc22 = acc23 = acc30 = acc31 = acc32 = acc33 = acc00;
+    __m256 al0 = _mm256_set1_ps(alpha[0]);
+    __m256 al1 = NR > 1 ? _mm256_set1_ps(alpha[1]) : al0;
+    __m256 al2 = NR > 2 ? _mm256_set1_ps(alpha[2]) : al0;
+    __m256 al3 = NR > 3 ? _mm256_set1_ps(alpha[3]) : al0;
+    PV_ALL(PV_INIT);
+    for (int64_t j = 0; j < nk; j++) {
+        const float *vj = V + j * dp;
+        __m256 y0 = _mm256_loadu_ps(vj);
+        __m256 y1 = NV > 1 ? _mm256_loadu_ps(vj + 8) : y0;
+        __m256 y2 = NV > 2 ? _mm256_loadu_ps(vj + 16) : y0;
+        __m256 y3 = NV > 3 ? _mm256_loadu_ps(vj + 24) : y0;
+        __m256 p0 = _mm256_broadcast_ss(P + j);
+        __m256 p1 = NR > 1 ? _mm256_broadcast_ss(P + BK + j) : p0;
+        __m256 p2 = NR > 2 ? _mm256_broadcast_ss(P + 2 * BK + j) : p0;
+        __m256 p3 = NR > 3 ? _mm256_broadcast_ss(P + 3 * BK + j) : p0;
+        PV_ALL(PV_FMA);
+    }
+    PV_ALL(PV_STORE);
+}
+
+/* One instantiation per NR in 1..4: 32-column tiles for NR <= 2, 16-column tiles for NR >= 3,
+ * then the narrower tail (dp is a multiple of 8). */
+#define PV_NR(NR)                                                                           \
+    static void pv_rows##NR(float *O, const float *P, const float *V, const float *alpha,   \
+                            int64_t nk, int64_t dp) {                                       \
+        int64_t c = 0;                                                                      \
+        if (NR <= 2)                                                                        \
+            for (; c + 32 <= dp; c += 32)                                                   \
+                pv_tile(O + c, P, V + c, alpha, nk, dp, NR, 4);                             \
+        for (; c + 16 <= dp; c += 16)                                                       \
+            pv_tile(O + c, P, V + c, alpha, nk, dp, NR, 2);                                 \
+        if (c < dp)                                                                         \
+            pv_tile(O + c, P, V + c, alpha, nk, dp, NR, 1);                                 \
+    }
+PV_NR(1)
+PV_NR(2)
+PV_NR(3)
+PV_NR(4)
+
+static void avx2_pv(float *O, const float *P, const float *V, const float *alpha, int64_t R,
+                    int64_t nk, int64_t dp) {
+    int64_t r = 0;
+    for (; r + 4 <= R; r += 4)
+        pv_rows4(O + r * dp, P + r * BK, V, alpha + r, nk, dp);
+    switch (R - r) {
+    case 3: pv_rows3(O + r * dp, P + r * BK, V, alpha + r, nk, dp); break;
+    case 2: pv_rows2(O + r * dp, P + r * BK, V, alpha + r, nk, dp); break;
+    case 1: pv_rows1(O + r * dp, P + r * BK, V, alpha + r, nk, dp); break;
+    default: break;
+    }
+}
+
+static const cpu_attn_kernels avx2_kernels = {
+    "avx2", avx2_load_rows, avx2_qk, avx2_softmax, avx2_pv,
+};
+
+const cpu_attn_kernels *cpu_attn_kernels_avx2(void) { return &avx2_kernels; }

@@ -1,0 +1,70 @@
+/* The ela command-line tool (DESIGN.md section 1): `ela info`, `ela bench attn|membw`,
+ * `ela --version`, `ela help`. Dispatches to one cmd_* per file; exit 0 on success, 1 when
+ * the library fails, 2 on a wrong command line. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char usage[] =
+    "usage: ela <command> [options]\n"
+    "commands:\n"
+    "  info                 version, backends and devices, which backend opens by default\n"
+    "  bench attn [opts]    time dense attention (ela bench attn --help for options)\n"
+    "  bench membw [opts]   measure memory bandwidth (ela bench membw --help)\n"
+    "  help                 this message\n"
+    "  --version            print the version\n"
+    "environment: ELA_BACKEND (default backend), ELA_THREADS (CPU threads),\n"
+    "             ELA_PLUGIN_PATH (directories with backend plugins)\n";
+
+static const char bench_usage[] =
+    "usage: ela bench attn [options]   (ela bench attn --help)\n"
+    "       ela bench membw [options]  (ela bench membw --help)\n";
+
+static int is_help(const char *arg)
+{
+    return strcmp(arg, "help") == 0 || strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0;
+}
+
+static int cmd_bench(int argc, char **argv)
+{
+    if (argc < 2)
+        return cli_usage_error(bench_usage, "bench: which benchmark?");
+    if (is_help(argv[1])) {
+        fputs(bench_usage, stdout);
+        return CLI_EXIT_OK;
+    }
+    if (strcmp(argv[1], "attn") == 0)
+        return cmd_bench_attn(argc - 1, argv + 1);
+    if (strcmp(argv[1], "membw") == 0)
+        return cmd_bench_membw(argc - 1, argv + 1);
+    return cli_usage_error(bench_usage, "bench: unknown benchmark '%s'", argv[1]);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return cli_usage_error(usage, "no command given");
+    const char *cmd = argv[1];
+    if (is_help(cmd)) {
+        if (argc > 2)
+            return cli_usage_error(usage, "help takes no arguments");
+        fputs(usage, stdout);
+        return CLI_EXIT_OK;
+    }
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0 || strcmp(cmd, "version") == 0) {
+        if (argc > 2)
+            return cli_usage_error(usage, "%s takes no arguments", cmd);
+        const char *lib = ela_version();
+        if (strcmp(lib, ELA_VERSION_STRING) == 0)
+            printf("ela %s\n", lib);
+        else
+            printf("ela %s (library), built against ela.h %s\n", lib, ELA_VERSION_STRING);
+        return CLI_EXIT_OK;
+    }
+    if (strcmp(cmd, "info") == 0)
+        return cmd_info(argc - 1, argv + 1);
+    if (strcmp(cmd, "bench") == 0)
+        return cmd_bench(argc - 1, argv + 1);
+    return cli_usage_error(usage, "unknown command '%s'", cmd);
+}
