@@ -12,7 +12,7 @@
 
 /* Bumped whenever this header changes shape; a plugin built against another version is
  * refused with a message, never loaded. */
-#define ELA_BACKEND_API_VERSION 1u
+#define ELA_BACKEND_API_VERSION 2u
 
 /* Services libela lends to a plugin (plugins never link libela themselves, so a statically
  * linked application and its plugins share one error state). */
@@ -34,6 +34,91 @@ typedef struct {
     int64_t q_pos0;
     float scale;
 } ela_attn_dense_args;
+
+/* The sparse ops' arguments after core/ops/<op>.c validated them: shapes agree, dtypes are
+ * supported, scale is resolved (never 0), positions are absolute. Field meanings follow the
+ * public functions in ela.h of the same name. */
+typedef struct {
+    ela_attn_dense_args attn;    /* q, k, v, o, lse, sizes, causal (always 1), q_pos0, scale */
+    const ela_head_mode *modes;  /* [hq], validated: sink/local >= 0, mask in range */
+    const ela_tensor *masks;     /* u8 [n_masks, nqb, nkb] or NULL */
+    int64_t qb0;                 /* absolute query block of row 0: q_pos0 / 128 */
+    int64_t nqb, nkb;            /* query blocks the rows touch, key blocks ceil(n / 128) */
+} ela_attn_blocks_args;
+
+typedef struct {
+    const ela_tensor *q, *k;     /* [L, Hq, d], [Hkv, n, d] */
+    int64_t L, n, d;
+    int hq, hkv;
+    int64_t q_pos0;              /* multiple of 128 */
+    float scale;                 /* 1/sqrt(d) unless given; the op divides it by stride */
+    const int *heads;            /* [n_heads] query heads, each in [0, hq) */
+    int n_heads;
+    int stride;
+    float threshold;
+    ela_tensor *masks;           /* u8 [n_heads, nqb, nkb] */
+    int64_t nqb, nkb;
+    int64_t *kept_blocks;        /* may be NULL */
+} ela_xattn_estimate_args;
+
+typedef struct {
+    const ela_tensor *k_pre;     /* [Hkv, L, d] */
+    int64_t L, d, hidden;        /* hidden: the MLPs' inner width */
+    int hkv;
+    ela_router_weights w;        /* all ten present, shapes checked */
+    int *full;                   /* host [hkv] */
+    float *logits;               /* host [hkv, 2] or NULL */
+} ela_router_eval_args;
+
+typedef struct {
+    const ela_tensor *q, *k;     /* [L, Hq, d], [Hkv, L, d] */
+    int64_t L, d;
+    int hq, hkv;
+    float scale;
+    ela_tsa_params p;            /* validated: window >= 1, pool odd >= 1, coverage in [0, 1) */
+    ela_tensor *idx;             /* i32 [hq, L] */
+    int64_t *n_sel;
+} ela_token_select_args;
+
+typedef struct {
+    ela_attn_dense_args attn;    /* k, v are [Hkv, L, d] with n == L; causal as given */
+    const ela_tensor *idx;       /* i32 [hq, >= n_sel] */
+    int64_t n_sel;
+} ela_attn_token_sparse_args;
+
+typedef struct {
+    const ela_tensor *q, *k;     /* [1, Hq, d], [Hkv, n, d] */
+    int64_t n, d;
+    int hq, hkv;
+    float scale;
+    ela_decode_select_params p;  /* validated: budget >= 1, recent in [0, 1], sinks >= 0 */
+    ela_tensor *idx;             /* i32 [>= min(budget, n)] */
+    int64_t *count;
+} ela_decode_select_args;
+
+typedef struct {
+    ela_attn_dense_args attn;
+    const ela_tensor *idx;       /* i32 [m] (shared) or [hkv, m] (per KV head) */
+    int64_t m;
+    int per_head;                /* idx is [hkv, m] */
+} ela_attn_gather_args;
+
+typedef struct {
+    const ela_tensor *q, *k;     /* [L, Hq, d], [Hkv, n, d] */
+    int64_t L, n, d;
+    int hq, hkv;
+    int64_t q_pos0;
+    float scale;
+    int block, top;
+    ela_tensor *blocks;          /* i32 [L, hkv, top] */
+} ela_nsa_select_args;
+
+typedef struct {
+    ela_attn_dense_args attn;    /* causal (always 1) */
+    const ela_tensor *blocks;    /* i32 [L, hkv, top] or NULL (full attention) */
+    const ela_tensor *gate;      /* f32 [L, hq] or NULL */
+    int block, top;
+} ela_attn_nsa_args;
 
 typedef struct ela_backend_iface {
     uint32_t api_version; /* ELA_BACKEND_API_VERSION */
@@ -58,6 +143,15 @@ typedef struct ela_backend_iface {
 
     /* Ops: NULL means unsupported (the core answers ELA_ERR_UNSUPPORTED naming both). */
     ela_status (*attn_dense)(void *ctx, const ela_attn_dense_args *args);
+    ela_status (*attn_blocks)(void *ctx, const ela_attn_blocks_args *args);
+    ela_status (*xattn_estimate)(void *ctx, const ela_xattn_estimate_args *args);
+    ela_status (*router_eval)(void *ctx, const ela_router_eval_args *args);
+    ela_status (*token_select)(void *ctx, const ela_token_select_args *args);
+    ela_status (*attn_token_sparse)(void *ctx, const ela_attn_token_sparse_args *args);
+    ela_status (*decode_select)(void *ctx, const ela_decode_select_args *args);
+    ela_status (*attn_gather)(void *ctx, const ela_attn_gather_args *args);
+    ela_status (*nsa_select)(void *ctx, const ela_nsa_select_args *args);
+    ela_status (*attn_nsa)(void *ctx, const ela_attn_nsa_args *args);
 } ela_backend_iface;
 
 /* The one symbol a plugin exports. Returns NULL (after host->set_error) when the plugin cannot

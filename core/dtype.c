@@ -1,4 +1,6 @@
-/* Public dtype helpers: sizes, names, parsing and packed conversions between f32/f16/bf16. */
+/* Public dtype helpers: sizes, names, parsing and packed conversions between the float dtypes
+ * (f32/f16/bf16) and the index dtypes (i32 index lists, u8 block masks). */
+#include <math.h>
 #include <string.h>
 
 #include "dtype.h"
@@ -9,6 +11,8 @@ size_t ela_dtype_size(ela_dtype dtype) {
     case ELA_F32: return 4;
     case ELA_F16: return 2;
     case ELA_BF16: return 2;
+    case ELA_I32: return 4;
+    case ELA_U8: return 1;
     default: return 0;
     }
 }
@@ -18,6 +22,8 @@ const char *ela_dtype_name(ela_dtype dtype) {
     case ELA_F32: return "f32";
     case ELA_F16: return "f16";
     case ELA_BF16: return "bf16";
+    case ELA_I32: return "i32";
+    case ELA_U8: return "u8";
     default: return "?";
     }
 }
@@ -31,21 +37,34 @@ ela_status ela_dtype_parse(const char *name, ela_dtype *out) {
             return ELA_OK;
         }
     }
-    return ela_fail(ELA_ERR_INVALID_ARG, "unknown dtype '%s' (expected f32, f16 or bf16)", name);
+    return ela_fail(ELA_ERR_INVALID_ARG, "unknown dtype '%s' (expected f32, f16, bf16, i32 or u8)", name);
 }
 
 static float load_as_f32(const void *src, ela_dtype dtype, int64_t i) {
     switch (dtype) {
     case ELA_F16: return ela_f16_to_f32(((const uint16_t *)src)[i]);
     case ELA_BF16: return ela_bf16_to_f32(((const uint16_t *)src)[i]);
+    case ELA_I32: return (float)((const int32_t *)src)[i];
+    case ELA_U8: return (float)((const uint8_t *)src)[i];
     default: return ((const float *)src)[i];
     }
+}
+
+/* Integer dtypes take x rounded to nearest (ties to even) and saturated; NaN becomes 0.
+ * (2147483520 is the largest float below 2^31.) */
+static float round_clamp(float x, float lo, float hi) {
+    if (isnan(x))
+        return 0.0f;
+    x = nearbyintf(x);
+    return x < lo ? lo : x > hi ? hi : x;
 }
 
 static void store_from_f32(void *dst, ela_dtype dtype, int64_t i, float x) {
     switch (dtype) {
     case ELA_F16: ((uint16_t *)dst)[i] = ela_f32_to_f16(x); break;
     case ELA_BF16: ((uint16_t *)dst)[i] = ela_f32_to_bf16(x); break;
+    case ELA_I32: ((int32_t *)dst)[i] = (int32_t)round_clamp(x, -2147483648.0f, 2147483520.0f); break;
+    case ELA_U8: ((uint8_t *)dst)[i] = (uint8_t)round_clamp(x, 0.0f, 255.0f); break;
     default: ((float *)dst)[i] = x; break;
     }
 }

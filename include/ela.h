@@ -52,12 +52,14 @@ typedef enum {
     ELA_F32 = 0,
     ELA_F16 = 1,  /* IEEE binary16 */
     ELA_BF16 = 2, /* bfloat16, round-to-nearest-even on conversion */
+    ELA_I32 = 3,  /* index lists (token or block indices); from float: rounded, saturated */
+    ELA_U8 = 4,   /* block masks (0 = skip, nonzero = keep); from float: rounded, saturated */
     ELA_DTYPE_COUNT
 } ela_dtype;
 
 ELA_API size_t ela_dtype_size(ela_dtype dtype);     /* 0 for an unknown dtype */
-ELA_API const char *ela_dtype_name(ela_dtype dtype); /* "f32", "f16", "bf16", "?" */
-/* Parse "f32" / "f16" / "bf16". */
+ELA_API const char *ela_dtype_name(ela_dtype dtype); /* "f32", "f16", "bf16", "i32", "u8", "?" */
+/* Parse "f32" / "f16" / "bf16" / "i32" / "u8". */
 ELA_API ela_status ela_dtype_parse(const char *name, ela_dtype *out);
 /* Convert n packed elements between dtypes (same dtype copies). */
 ELA_API ela_status ela_convert(const void *src, ela_dtype src_dtype, void *dst, ela_dtype dst_dtype,
@@ -111,8 +113,20 @@ ELA_API ela_status ela_backend_synchronize(ela_backend *backend);
 
 typedef enum {
     ELA_OP_ATTN_DENSE = 0,
+    ELA_OP_ATTN_BLOCKS,
+    ELA_OP_XATTN_ESTIMATE,
+    ELA_OP_ROUTER_EVAL,
+    ELA_OP_TOKEN_SELECT,
+    ELA_OP_ATTN_TOKEN_SPARSE,
+    ELA_OP_DECODE_SELECT,
+    ELA_OP_ATTN_GATHER,
+    ELA_OP_NSA_SELECT,
+    ELA_OP_ATTN_NSA,
     ELA_OP_COUNT
 } ela_op;
+
+/* "attn_dense", "attn_blocks", ...; "?" for an unknown op. */
+ELA_API const char *ela_op_name(ela_op op);
 
 /* Nonzero when the backend can run `op` with these input dtypes (q, k/v, o for attention). */
 ELA_API int ela_backend_supports(const ela_backend *backend, ela_op op, const ela_dtype *dtypes,
@@ -170,6 +184,156 @@ ELA_API ela_attn_params ela_attn_params_default(void);
 ELA_API ela_status ela_attn_dense(ela_backend *backend, const ela_tensor *q, const ela_tensor *k,
                                   const ela_tensor *v, ela_tensor *o, ela_tensor *lse,
                                   const ela_attn_params *params);
+
+/* ---------------------------------------------------------------------------------------
+ * Sparse attention ops (DESIGN.md 4, PAPERS.md). All are causal with absolute positions like
+ * ela_attn_dense, take the same Q/K/V layouts, accept f32/f16/bf16 data with f32 accumulation,
+ * and use 128-token blocks. Index lists are i32 tensors, block masks u8 tensors (nonzero =
+ * keep). Small per-head settings are host arrays; everything large is a tensor.
+ * ------------------------------------------------------------------------------------- */
+#define ELA_BLOCK 128 /* tokens per sparse block, as in Block-Sparse-Attention */
+
+typedef enum {
+    ELA_HEAD_DENSE = 0,     /* every causal key */
+    ELA_HEAD_STREAMING = 1, /* sink blocks + local blocks (Elastic's E-SSA) */
+    ELA_HEAD_MASK = 2       /* the key blocks its block mask keeps (XAttention, any mask) */
+} ela_head_kind;
+
+typedef struct {
+    ela_head_kind kind;
+    int sink_blocks;  /* STREAMING: key blocks [0, sink_blocks) */
+    int local_blocks; /* STREAMING: key blocks [M - local_blocks + 1, M] for query block M (>= 1) */
+    int mask;         /* MASK: index into the masks tensor's first dim */
+} ela_head_mode;
+
+/* Fused hybrid block-sparse prefill (op 2): one pass over (query block, head) work items where
+ * each query head runs its own mode. Query row i sits at position q_pos0 + i; its absolute
+ * query block is M = (q_pos0 + i) / 128, and key block J holds keys [128 J, 128 J + 128).
+ * A row sees key j when j <= its position and j's block is allowed: DENSE all blocks <= M,
+ * STREAMING blocks J < sink_blocks or M - local_blocks < J <= M, MASK blocks J <= M with
+ * masks[mask, M - q_pos0 / 128, J] != 0 (the diagonal block J = M is always kept, so no row is
+ * empty). modes: host array [Hq]. masks: u8 [n_masks, nqb, nkb] with nqb = number of absolute
+ * query blocks the rows touch, nkb = ceil(n / 128); NULL when no head is MASK. params->causal
+ * must be 1. lse as in ela_attn_dense (may be NULL). */
+ELA_API ela_status ela_attn_blocks(ela_backend *backend, const ela_tensor *q, const ela_tensor *k,
+                                   const ela_tensor *v, ela_tensor *o, ela_tensor *lse,
+                                   const ela_head_mode *modes, const ela_tensor *masks,
+                                   const ela_attn_params *params);
+
+typedef struct {
+    int stride;      /* antidiagonal stride S; divides 128; default 16 */
+    float threshold; /* kept block mass per query-block row, tau in (0, 1]; default 0.9 */
+} ela_xattn_params;
+
+ELA_API ela_xattn_params ela_xattn_params_default(void); /* stride 16, threshold 0.9 */
+
+/* XAttention block selection (op 3, PAPERS.md 5.1) for the query heads listed in `heads`
+ * (host array [n_heads]; mask i belongs to head heads[i]). Antidiagonal stride-S reduction of Q
+ * and K (zero rows past the end), reduced causal softmax with scale 1/(sqrt(d) S), 128x128
+ * block sums, key block 0 and the diagonal block always kept, then blocks by descending mass
+ * until the kept mass reaches threshold * row mass. masks: u8 [n_heads, nqb, nkb] as in
+ * ela_attn_blocks, written 1 (kept) or 0. Causal; q_pos0 from params must be a multiple of 128.
+ * kept_blocks (optional, may be NULL): total kept causal blocks over all heads, for reports. */
+ELA_API ela_status ela_xattn_estimate(ela_backend *backend, const ela_tensor *q,
+                                      const ela_tensor *k, const int *heads, int n_heads,
+                                      const ela_xattn_params *xparams,
+                                      const ela_attn_params *params, ela_tensor *masks,
+                                      int64_t *kept_blocks);
+
+/* Elastic Attention router weights of one layer (PAPERS.md 1.3), PyTorch Linear layout
+ * (weight [out, in], bias [out]), f32/f16/bf16. Task MLP d -> h -> d (SiLU between), Router
+ * MLP d -> h -> d -> 2 (SiLU between each); h is read from the weights (4d in the paper). */
+typedef struct {
+    const ela_tensor *task_w1, *task_b1, *task_w2, *task_b2;
+    const ela_tensor *route_w1, *route_b1, *route_w2, *route_b2, *route_w3, *route_b3;
+} ela_router_weights;
+
+/* Router decision (op 4): k_pre is [Hkv, L, d] pre-RoPE keys (any strides, packed last dim,
+ * e.g. a view of a token-major [L, Hkv, d] projection). Pools the mean of rows [0, min(100,L))
+ * and [L - min(100,L), L) (overlap counted twice), runs both MLPs and writes, per KV head,
+ * full[h] = 1 when logit 1 > logit 0 (class 1 is FULL; a tie is sparse). full: host [Hkv];
+ * logits: host [Hkv, 2] or NULL. */
+ELA_API ela_status ela_router_eval(ela_backend *backend, const ela_tensor *k_pre,
+                                   const ela_router_weights *weights, int *full, float *logits);
+
+typedef struct {
+    int window;        /* observation window w: last w queries score, always kept; default 128 */
+    int pool;          /* odd avg-pool width over the scores; default 7 */
+    float coverage;    /* tau: head-mean mass that may be dropped; default 0.005 */
+    int64_t min_keep;  /* m: lower bound on kept prefix tokens; default 1024 */
+} ela_tsa_params;
+
+ELA_API ela_tsa_params ela_tsa_params_default(void); /* 128, 7, 0.005, 1024 */
+
+/* Token Sparse Attention selection (op 5, PAPERS.md 2.3) over a whole prompt: q [L, Hq, d],
+ * k [Hkv, L, d] (n == L, positions 0..L-1). Writes per query head its sorted kept token indices
+ * to idx (i32 [Hq, L], first *n_sel columns valid) and *n_sel = L' (equal for all heads).
+ * Dense (every head keeps 0..L-1, *n_sel = L) when L <= min_keep + window or nothing is
+ * dropped. */
+ELA_API ela_status ela_token_select(ela_backend *backend, const ela_tensor *q, const ela_tensor *k,
+                                    const ela_tsa_params *tparams, ela_tensor *idx,
+                                    int64_t *n_sel);
+
+/* Token-sparse attention (op 6): for each query head h, gather rows idx[h, 0..n_sel) of Q (head
+ * h) and of K, V (KV head h / G), causal attention among them (idx sorted ascending, so the
+ * compressed causal mask is the original one), scatter into o; rows of o not selected for head
+ * h are zero. q, o [L, Hq, d]; k, v [Hkv, L, d]; idx i32 [Hq, >= n_sel]. */
+ELA_API ela_status ela_attn_token_sparse(ela_backend *backend, const ela_tensor *q,
+                                         const ela_tensor *k, const ela_tensor *v,
+                                         const ela_tensor *idx, int64_t n_sel, ela_tensor *o,
+                                         const ela_attn_params *params);
+
+typedef struct {
+    int64_t budget;  /* K: tokens kept per step */
+    float recent;    /* share of K kept as the most recent tokens; default 0.25 */
+    int sinks;       /* first tokens always kept, taken out of the recent share; default 4 */
+} ela_decode_select_params;
+
+ELA_API ela_decode_select_params ela_decode_select_params_default(int64_t budget);
+
+/* LessIsMore selection (op 7, PAPERS.md 3.2) for one decode query: q [1, Hq, d], k [Hkv, n, d]
+ * (all n keys visible). Raw logits q.k * scale per query head; k_mid = floor(K (1 - recent)),
+ * n_rec = K - k_mid with `sinks` taken out of it (sinks = 0 when n_rec < sinks); per-head top
+ * k_mid over [sinks, n - n_rec), rank-major union over heads (rank outer, head inner) of the
+ * first k_mid distinct tokens. idx (i32 [>= K]) gets sinks, then the union in union order,
+ * then the recent tokens ascending; *count = min(K, n) (all of 0..n-1 when K >= n). */
+ELA_API ela_status ela_decode_select(ela_backend *backend, const ela_tensor *q, const ela_tensor *k,
+                                     const ela_decode_select_params *dparams,
+                                     const ela_attn_params *params, ela_tensor *idx,
+                                     int64_t *count);
+
+/* Attention over an index set (op 8): each query row sees only the keys listed in idx (and,
+ * when causal, only those <= its position). idx: i32 [m] shared by all heads, or [Hkv, m] one
+ * list per KV head; entries in [0, n), distinct, any order. q, o [L, Hq, d]; k, v [Hkv, n, d];
+ * lse as in ela_attn_dense. A row that sees no key gets o = 0, lse = -inf. */
+ELA_API ela_status ela_attn_gather(ela_backend *backend, const ela_tensor *q, const ela_tensor *k,
+                                   const ela_tensor *v, const ela_tensor *idx, ela_tensor *o,
+                                   ela_tensor *lse, const ela_attn_params *params);
+
+typedef struct {
+    int block; /* tokens per selection block; default 16 */
+    int top;   /* blocks kept per token and KV head; default 16 */
+} ela_nsa_params;
+
+ELA_API ela_nsa_params ela_nsa_params_default(void); /* block 16, top 16 */
+
+/* SSA/NSA block selection (op 9, PAPERS.md 4.3): for query row i at t = q_pos0 + i and KV head
+ * g, score complete mean-pooled key blocks c < floor(t / block) by their softmax probability
+ * (over the NC = floor((t + 1) / block) complete blocks, per query head) summed over the G heads
+ * of the group; the current block floor(t / block) is forced first. blocks: i32 [L, Hkv, top],
+ * kept block indices by descending score (ties: lower block first), -1 past the kept count. */
+ELA_API ela_status ela_nsa_select(ela_backend *backend, const ela_tensor *q, const ela_tensor *k,
+                                  const ela_nsa_params *nparams, const ela_attn_params *params,
+                                  ela_tensor *blocks);
+
+/* Gated attention of SSA models (op 9): o[i, h] = gate[i, h] * attention of row i over the keys
+ * of the blocks listed in blocks[i, h / G] (block size from nparams), causal; blocks NULL means
+ * full causal attention ("full" inference mode, still gated). gate: f32 [L, Hq], the sigmoid
+ * already applied; NULL means 1. */
+ELA_API ela_status ela_attn_nsa(ela_backend *backend, const ela_tensor *q, const ela_tensor *k,
+                                const ela_tensor *v, const ela_tensor *blocks,
+                                const ela_tensor *gate, ela_tensor *o,
+                                const ela_nsa_params *nparams, const ela_attn_params *params);
 
 /* ---------------------------------------------------------------------------------------
  * Testing hooks

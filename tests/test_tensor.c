@@ -514,7 +514,9 @@ static void test_f32_transfers(ela_backend *be) {
             for (int i = 0; i < R * CC; i++) {
                 double want = dt == ELA_F32 ? vals[i]
                               : dt == ELA_F16 ? f16_value(ref_f16_bits(vals[i]))
-                                              : bf16_value(ref_bf16_bits(vals[i]));
+                              : dt == ELA_BF16 ? bf16_value(ref_bf16_bits(vals[i]))
+                              : dt == ELA_I32 ? nearbyint((double)vals[i])
+                                              : fmin(255.0, fmax(0.0, nearbyint((double)vals[i])));
                 ok &= (double)got[i] == want;
             }
             CHECKF(ok, "%s: read_f32 after write_f32", ela_dtype_name((ela_dtype)dt));

@@ -100,12 +100,28 @@ static ela_status cpu_synchronize(void *ctx) {
     return ELA_OK;
 }
 
+static const ela_backend_iface cpu_iface;
+
+/* Every float dtype for every op the iface implements (index tensors are not listed). */
 static int cpu_supports(void *ctx, ela_op op, const ela_dtype *dtypes, int n_dtypes) {
     (void)ctx;
     for (int i = 0; i < n_dtypes; i++)
         if (dtypes[i] != ELA_F32 && dtypes[i] != ELA_F16 && dtypes[i] != ELA_BF16)
             return 0;
-    return op == ELA_OP_ATTN_DENSE;
+    const ela_backend_iface *f = &cpu_iface;
+    switch (op) {
+    case ELA_OP_ATTN_DENSE: return f->attn_dense != NULL;
+    case ELA_OP_ATTN_BLOCKS: return f->attn_blocks != NULL;
+    case ELA_OP_XATTN_ESTIMATE: return f->xattn_estimate != NULL;
+    case ELA_OP_ROUTER_EVAL: return f->router_eval != NULL;
+    case ELA_OP_TOKEN_SELECT: return f->token_select != NULL;
+    case ELA_OP_ATTN_TOKEN_SPARSE: return f->attn_token_sparse != NULL;
+    case ELA_OP_DECODE_SELECT: return f->decode_select != NULL;
+    case ELA_OP_ATTN_GATHER: return f->attn_gather != NULL;
+    case ELA_OP_NSA_SELECT: return f->nsa_select != NULL;
+    case ELA_OP_ATTN_NSA: return f->attn_nsa != NULL;
+    default: return 0;
+    }
 }
 
 static const ela_backend_iface cpu_iface = {

@@ -1,0 +1,155 @@
+/* Argument checks shared by every op in core/ops (see op_check.h). */
+#include "op_check.h"
+
+#include <math.h>
+#include <stdio.h>
+
+#include "core/error.h"
+
+static const char *const op_names[ELA_OP_COUNT] = {
+    "attn_dense",   "attn_blocks",   "xattn_estimate", "router_eval", "token_select",
+    "attn_token_sparse", "decode_select", "attn_gather", "nsa_select", "attn_nsa",
+};
+
+const char *ela_op_name(ela_op op) {
+    return (int)op >= 0 && op < ELA_OP_COUNT ? op_names[op] : "?";
+}
+
+ela_status op_check_tensor(const char *op, const ela_backend *be, const ela_tensor *t,
+                           const char *name, int n_dims, unsigned allowed, const char *layout) {
+    if (!t)
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_%s: tensor %s is NULL", op, name);
+    if (t->buffer->backend != be)
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_%s: tensor %s lives on backend '%s', not on '%s'",
+                        op, name, t->buffer->backend->name, be->name);
+    if (t->n_dims != n_dims)
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_%s: tensor %s has %d dims, expected %d %s", op,
+                        name, t->n_dims, n_dims, layout);
+    if ((int)t->dtype < 0 || t->dtype >= ELA_DTYPE_COUNT || !(allowed & (1u << t->dtype)))
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_%s: tensor %s has unsupported dtype %s", op, name,
+                        ela_dtype_name(t->dtype));
+    if (t->strides[n_dims - 1] != (int64_t)ela_dtype_size(t->dtype))
+        return ela_fail(ELA_ERR_INVALID_ARG,
+                        "ela_%s: tensor %s must be packed in its last dim (stride %lld bytes, "
+                        "expected %zu)", op, name, (long long)t->strides[n_dims - 1],
+                        ela_dtype_size(t->dtype));
+    return ELA_OK;
+}
+
+/* "[a, b, c]" of n values into buf. */
+static const char *format_dims(char *buf, size_t size, const int64_t *x, int n) {
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < n && used < size; i++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%lld", i ? ", " : "[", (long long)x[i]);
+    if (used < size)
+        snprintf(buf + used, size - used, "]");
+    return buf;
+}
+
+ela_status op_shape_mismatch(const char *op, const char *name, const ela_tensor *t,
+                             const char *expect, const int64_t *want) {
+    char got_s[128], want_s[128];
+    return ela_fail(ELA_ERR_INVALID_ARG, "ela_%s: tensor %s is %s, expected %s = %s", op, name,
+                    format_dims(got_s, sizeof got_s, t->extents, t->n_dims), expect,
+                    format_dims(want_s, sizeof want_s, want, t->n_dims));
+}
+
+ela_status op_check_shape(const char *op, const char *name, const ela_tensor *t,
+                          const char *expect, const int64_t *want) {
+    for (int i = 0; i < t->n_dims; i++)
+        if (t->extents[i] != want[i])
+            return op_shape_mismatch(op, name, t, expect, want);
+    return ELA_OK;
+}
+
+ela_status op_resolve_scale(const char *op, float scale, int64_t d, float *out) {
+    if (!isfinite(scale))
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_%s: scale is not finite", op);
+    *out = scale == 0.0f ? 1.0f / sqrtf((float)d) : scale;
+    return ELA_OK;
+}
+
+ela_status op_check_qk(const char *op, const ela_backend *be, const ela_tensor *q,
+                       const ela_tensor *k, int64_t *L, int64_t *n, int64_t *d, int *hq, int *hkv) {
+    ela_status st;
+    if ((st = op_check_tensor(op, be, q, "q", 3, OP_FLOAT_DTYPES, "[L, Hq, d]")) != ELA_OK ||
+        (st = op_check_tensor(op, be, k, "k", 3, OP_FLOAT_DTYPES, "[Hkv, n, d]")) != ELA_OK)
+        return st;
+    if (q->extents[1] > 1 << 20 || k->extents[0] > 1 << 20)
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_%s: head count above 2^20", op);
+    *L = q->extents[0];
+    *hq = (int)q->extents[1];
+    *d = q->extents[2];
+    *hkv = (int)k->extents[0];
+    *n = k->extents[1];
+    if (*hq < 1 || *d < 1)
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_%s: tensor q [%lld, %d, %lld] has no heads or zero "
+                        "head dim", op, (long long)*L, *hq, (long long)*d);
+    if (*hkv < 1 || *n < 1)
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_%s: tensor k [%d, %lld, %lld] has no KV heads or "
+                        "no keys (n >= 1 is required)", op, *hkv, (long long)*n,
+                        (long long)k->extents[2]);
+    if (k->extents[2] != *d) {
+        int64_t want[3] = {*hkv, *n, *d};
+        return op_shape_mismatch(op, "k", k, "[Hkv, n, d] with q's d", want);
+    }
+    if (*hq % *hkv != 0)
+        return ela_fail(ELA_ERR_INVALID_ARG,
+                        "ela_%s: tensor q has %d heads, not a multiple of k's %d KV heads", op, *hq,
+                        *hkv);
+    return ELA_OK;
+}
+
+ela_status op_check_attention(const char *op, const ela_backend *be, const ela_tensor *q,
+                              const ela_tensor *k, const ela_tensor *v, ela_tensor *o,
+                              ela_tensor *lse, const ela_attn_params *params,
+                              ela_attn_dense_args *a) {
+    ela_status st;
+    if (!be)
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_%s: backend is NULL", op);
+    if ((st = op_check_tensor(op, be, q, "q", 3, OP_FLOAT_DTYPES, "[L, Hq, d]")) != ELA_OK ||
+        (st = op_check_tensor(op, be, k, "k", 3, OP_FLOAT_DTYPES, "[Hkv, n, d]")) != ELA_OK ||
+        (st = op_check_tensor(op, be, v, "v", 3, OP_FLOAT_DTYPES, "[Hkv, n, d]")) != ELA_OK ||
+        (st = op_check_tensor(op, be, o, "o", 3, OP_FLOAT_DTYPES, "[L, Hq, d]")) != ELA_OK ||
+        (lse && (st = op_check_tensor(op, be, lse, "lse", 2, 1u << ELA_F32, "[L, Hq]")) != ELA_OK))
+        return st;
+    ela_attn_params p = params ? *params : ela_attn_params_default();
+    ela_attn_dense_args args = {q, k, v, o, lse, 0, 0, 0, 0, 0, p.causal != 0, p.q_pos0, p.scale};
+    if ((st = op_check_qk(op, be, q, k, &args.L, &args.n, &args.d, &args.hq, &args.hkv)) != ELA_OK)
+        return st;
+    int64_t kv_shape[3] = {args.hkv, args.n, args.d}, q_shape[3] = {args.L, args.hq, args.d};
+    if ((st = op_check_shape(op, "v", v, "k's shape", kv_shape)) != ELA_OK ||
+        (st = op_check_shape(op, "o", o, "q's shape", q_shape)) != ELA_OK ||
+        (lse && (st = op_check_shape(op, "lse", lse, "[L, Hq]", q_shape)) != ELA_OK))
+        return st;
+    if (k->dtype != v->dtype)
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_%s: tensors k (%s) and v (%s) must have the same "
+                        "dtype", op, ela_dtype_name(k->dtype), ela_dtype_name(v->dtype));
+    if (args.causal && args.q_pos0 < 0)
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_%s: q_pos0 is %lld, must be >= 0", op,
+                        (long long)args.q_pos0);
+    if (!args.causal)
+        args.q_pos0 = 0;
+    if ((st = op_resolve_scale(op, args.scale, args.d, &args.scale)) != ELA_OK)
+        return st;
+    *a = args;
+    return ELA_OK;
+}
+
+ela_status op_check_backend(const ela_backend *be, ela_op op, int implemented,
+                            const ela_dtype *dtypes, int n_dtypes) {
+    if (!implemented)
+        return ela_fail(ELA_ERR_UNSUPPORTED, "backend '%s' does not implement %s", be->name,
+                        ela_op_name(op));
+    if (be->iface->supports && !be->iface->supports(be->ctx, op, dtypes, n_dtypes)) {
+        char list[96] = "";
+        size_t used = 0;
+        for (int i = 0; i < n_dtypes && used < sizeof list; i++)
+            used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", i ? "/" : "",
+                                     ela_dtype_name(dtypes[i]));
+        return ela_fail(ELA_ERR_UNSUPPORTED, "backend '%s' cannot run %s with dtypes %s", be->name,
+                        ela_op_name(op), list);
+    }
+    return ELA_OK;
+}

@@ -1,0 +1,43 @@
+/* Argument checks shared by the op files in core/ops: each names the op and the offending
+ * tensor in its message (DESIGN.md 6), so every op validates the same way. */
+#ifndef ELA_CORE_OPS_OP_CHECK_H
+#define ELA_CORE_OPS_OP_CHECK_H
+
+#include "core/backend_iface.h"
+
+/* t is present, lives on be, has n_dims dims, one of the dtypes in `allowed` (a bit per
+ * ela_dtype, OP_FLOAT_DTYPES for f32/f16/bf16) and a packed innermost dim. `layout` names the
+ * expected shape in the message, e.g. "[L, Hq, d]". */
+#define OP_FLOAT_DTYPES ((1u << ELA_F32) | (1u << ELA_F16) | (1u << ELA_BF16))
+ela_status op_check_tensor(const char *op, const ela_backend *be, const ela_tensor *t,
+                           const char *name, int n_dims, unsigned allowed, const char *layout);
+
+/* The error for a tensor whose extents are not `want` (n_dims values, as in t). */
+ela_status op_shape_mismatch(const char *op, const char *name, const ela_tensor *t,
+                             const char *expect, const int64_t *want);
+
+/* Checks t has exactly the extents in want (t->n_dims values); the error names `expect`. */
+ela_status op_check_shape(const char *op, const char *name, const ela_tensor *t,
+                          const char *expect, const int64_t *want);
+
+/* The attention quartet shared by attn_dense and the sparse attention ops: q, o [L, Hq, d],
+ * k, v [Hkv, n, d], optional lse f32 [L, Hq], params (NULL = defaults). Fills *a with sizes and
+ * the resolved scale (1/sqrt(d) when 0); q_pos0 is 0 when not causal. */
+ela_status op_check_attention(const char *op, const ela_backend *be, const ela_tensor *q,
+                              const ela_tensor *k, const ela_tensor *v, ela_tensor *o,
+                              ela_tensor *lse, const ela_attn_params *params,
+                              ela_attn_dense_args *a);
+
+/* q [L, Hq, d] and k [Hkv, n, d] alone (selection ops): sizes into the out parameters. */
+ela_status op_check_qk(const char *op, const ela_backend *be, const ela_tensor *q,
+                       const ela_tensor *k, int64_t *L, int64_t *n, int64_t *d, int *hq, int *hkv);
+
+/* The backend implements the op (its iface entry is non-NULL) and accepts these dtypes; else
+ * ELA_ERR_UNSUPPORTED naming backend, op and dtypes. */
+ela_status op_check_backend(const ela_backend *be, ela_op op, int implemented,
+                            const ela_dtype *dtypes, int n_dtypes);
+
+/* scale resolved: 0 means 1/sqrt(d); a non-finite scale is an error. */
+ela_status op_resolve_scale(const char *op, float scale, int64_t d, float *out);
+
+#endif
