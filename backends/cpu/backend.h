@@ -17,6 +17,16 @@ static inline char *cpu_tensor_data(const ela_tensor *t) {
     return (char *)t->buffer->handle + t->offset;
 }
 
+/* One function per op, each in backends/cpu/<op>.c. */
 ela_status cpu_attn_dense(void *ctx, const ela_attn_dense_args *args);
+ela_status cpu_attn_blocks(void *ctx, const ela_attn_blocks_args *args);
+ela_status cpu_xattn_estimate(void *ctx, const ela_xattn_estimate_args *args);
+ela_status cpu_router_eval(void *ctx, const ela_router_eval_args *args);
+ela_status cpu_token_select(void *ctx, const ela_token_select_args *args);
+ela_status cpu_attn_token_sparse(void *ctx, const ela_attn_token_sparse_args *args);
+ela_status cpu_decode_select(void *ctx, const ela_decode_select_args *args);
+ela_status cpu_attn_gather(void *ctx, const ela_attn_gather_args *args);
+ela_status cpu_nsa_select(void *ctx, const ela_nsa_select_args *args);
+ela_status cpu_attn_nsa(void *ctx, const ela_attn_nsa_args *args);
 
 #endif
