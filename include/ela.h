@@ -214,7 +214,9 @@ typedef struct {
  * masks[mask, M - q_pos0 / 128, J] != 0 (the diagonal block J = M is always kept, so no row is
  * empty). modes: host array [Hq]. masks: u8 [n_masks, nqb, nkb] with nqb = number of absolute
  * query blocks the rows touch, nkb = ceil(n / 128); NULL when no head is MASK. params->causal
- * must be 1. lse as in ela_attn_dense (may be NULL). */
+ * must be 1 and params->q_pos0 a multiple of 128 (so nqb = ceil(L / 128)). lse as in
+ * ela_attn_dense (may be NULL); a row that sees no key (only when n ends before its block) gets
+ * o = 0, lse = -inf. */
 ELA_API ela_status ela_attn_blocks(ela_backend *backend, const ela_tensor *q, const ela_tensor *k,
                                    const ela_tensor *v, ela_tensor *o, ela_tensor *lse,
                                    const ela_head_mode *modes, const ela_tensor *masks,
@@ -230,9 +232,10 @@ ELA_API ela_xattn_params ela_xattn_params_default(void); /* stride 16, threshold
 /* XAttention block selection (op 3, PAPERS.md 5.1) for the query heads listed in `heads`
  * (host array [n_heads]; mask i belongs to head heads[i]). Antidiagonal stride-S reduction of Q
  * and K (zero rows past the end), reduced causal softmax with scale 1/(sqrt(d) S), 128x128
- * block sums, key block 0 and the diagonal block always kept, then blocks by descending mass
- * until the kept mass reaches threshold * row mass. masks: u8 [n_heads, nqb, nkb] as in
- * ela_attn_blocks, written 1 (kept) or 0. Causal; q_pos0 from params must be a multiple of 128.
+ * block sums, key block 0 and the diagonal block (when < nkb) always kept, then blocks by
+ * descending mass (equal masses: lower block first) until the kept mass reaches threshold * row
+ * mass. masks: u8 [n_heads, nqb, nkb] as in ela_attn_blocks, written 1 (kept) or 0. Causal;
+ * q_pos0 from params must be a multiple of 128.
  * kept_blocks (optional, may be NULL): total kept causal blocks over all heads, for reports. */
 ELA_API ela_status ela_xattn_estimate(ela_backend *backend, const ela_tensor *q,
                                       const ela_tensor *k, const int *heads, int n_heads,
@@ -269,7 +272,7 @@ ELA_API ela_tsa_params ela_tsa_params_default(void); /* 128, 7, 0.005, 1024 */
  * k [Hkv, L, d] (n == L, positions 0..L-1). Writes per query head its sorted kept token indices
  * to idx (i32 [Hq, L], first *n_sel columns valid) and *n_sel = L' (equal for all heads).
  * Dense (every head keeps 0..L-1, *n_sel = L) when L <= min_keep + window or nothing is
- * dropped. */
+ * dropped. Softmax scale 1/sqrt(d); inf/NaN scores (from q or k) are ELA_ERR_INVALID_ARG. */
 ELA_API ela_status ela_token_select(ela_backend *backend, const ela_tensor *q, const ela_tensor *k,
                                     const ela_tsa_params *tparams, ela_tensor *idx,
                                     int64_t *n_sel);
@@ -277,7 +280,10 @@ ELA_API ela_status ela_token_select(ela_backend *backend, const ela_tensor *q, c
 /* Token-sparse attention (op 6): for each query head h, gather rows idx[h, 0..n_sel) of Q (head
  * h) and of K, V (KV head h / G), causal attention among them (idx sorted ascending, so the
  * compressed causal mask is the original one), scatter into o; rows of o not selected for head
- * h are zero. q, o [L, Hq, d]; k, v [Hkv, L, d]; idx i32 [Hq, >= n_sel]. */
+ * h are zero. q, o [L, Hq, d]; k, v [Hkv, L, d]; idx i32 [Hq, >= n_sel], each row's first n_sel
+ * entries strictly ascending in [0, L) (checked: ELA_ERR_INVALID_ARG); 0 <= n_sel <= L (0: o is
+ * all zero). Causal needs params->q_pos0 = 0; not causal, each selected row sees all of its
+ * head's selected keys. */
 ELA_API ela_status ela_attn_token_sparse(ela_backend *backend, const ela_tensor *q,
                                          const ela_tensor *k, const ela_tensor *v,
                                          const ela_tensor *idx, int64_t n_sel, ela_tensor *o,
@@ -292,11 +298,15 @@ typedef struct {
 ELA_API ela_decode_select_params ela_decode_select_params_default(int64_t budget);
 
 /* LessIsMore selection (op 7, PAPERS.md 3.2) for one decode query: q [1, Hq, d], k [Hkv, n, d]
- * (all n keys visible). Raw logits q.k * scale per query head; k_mid = floor(K (1 - recent)),
- * n_rec = K - k_mid with `sinks` taken out of it (sinks = 0 when n_rec < sinks); per-head top
- * k_mid over [sinks, n - n_rec), rank-major union over heads (rank outer, head inner) of the
- * first k_mid distinct tokens. idx (i32 [>= K]) gets sinks, then the union in union order,
- * then the recent tokens ascending; *count = min(K, n) (all of 0..n-1 when K >= n). */
+ * (all n keys visible; of params only the scale is used). Raw logits q.k * scale per query head;
+ * k_mid = floor(K (1 - recent)), n_rec = K - k_mid with `sinks` taken out of it (sinks = 0 when
+ * n_rec < sinks); per-head top k_mid over [sinks, n - n_rec) ranked by logit descending, ties to
+ * the lower index; rank-major union over heads (rank outer, head inner) of the first k_mid
+ * distinct tokens. idx (i32 [>= min(K, n)]) gets sinks, then the union in union order, then the
+ * recent tokens ascending; *count = min(K, n) (all of 0..n-1 when K >= n). The floor is exact
+ * (integer arithmetic) when 4 recent is an integer, e.g. int(K * 0.75) for the default 0.25;
+ * other values are taken as the decimal they approximate: floor(K (1 - recent) + K 1e-7) in
+ * double, so recent = 0.1f gives floor(0.9 K). */
 ELA_API ela_status ela_decode_select(ela_backend *backend, const ela_tensor *q, const ela_tensor *k,
                                      const ela_decode_select_params *dparams,
                                      const ela_attn_params *params, ela_tensor *idx,
@@ -321,7 +331,8 @@ ELA_API ela_nsa_params ela_nsa_params_default(void); /* block 16, top 16 */
  * g, score complete mean-pooled key blocks c < floor(t / block) by their softmax probability
  * (over the NC = floor((t + 1) / block) complete blocks, per query head) summed over the G heads
  * of the group; the current block floor(t / block) is forced first. blocks: i32 [L, Hkv, top],
- * kept block indices by descending score (ties: lower block first), -1 past the kept count. */
+ * kept block indices by descending score (ties: lower block first), -1 past the kept count.
+ * Causal only; every query's own key must be in k (q_pos0 + L <= n). */
 ELA_API ela_status ela_nsa_select(ela_backend *backend, const ela_tensor *q, const ela_tensor *k,
                                   const ela_nsa_params *nparams, const ela_attn_params *params,
                                   ela_tensor *blocks);
@@ -329,11 +340,119 @@ ELA_API ela_status ela_nsa_select(ela_backend *backend, const ela_tensor *q, con
 /* Gated attention of SSA models (op 9): o[i, h] = gate[i, h] * attention of row i over the keys
  * of the blocks listed in blocks[i, h / G] (block size from nparams), causal; blocks NULL means
  * full causal attention ("full" inference mode, still gated). gate: f32 [L, Hq], the sigmoid
- * already applied; NULL means 1. */
+ * already applied; NULL means 1. blocks: i32 [L, Hkv, top] as ela_nsa_select writes it; entries
+ * -1 are ignored, the others must be distinct and in [0, ceil(n / block)) (checked before o is
+ * written); a row whose blocks hold no key <= its position gets o = 0. q_pos0 + L <= n. */
 ELA_API ela_status ela_attn_nsa(ela_backend *backend, const ela_tensor *q, const ela_tensor *k,
                                 const ela_tensor *v, const ela_tensor *blocks,
                                 const ela_tensor *gate, ela_tensor *o,
                                 const ela_nsa_params *nparams, const ela_attn_params *params);
+
+/* ---------------------------------------------------------------------------------------
+ * Policies (DESIGN.md 4, core/policy): which sparse method a context runs, parsed from one
+ * string such as "elastic:fa-xa,tau=0.9,sink=128,local=2048" or "lessismore:2048".
+ *
+ * Prefill: dense | xattn | streaming | elastic:fa-xa | elastic:fa-ssa | elastic:xa-ssa | tsa |
+ * tsa+xattn, with options (defaults from PAPERS.md):
+ *   stride=16 tau=0.9            XAttention stride and kept-mass threshold (xattn, *-xa, xa-*)
+ *   sink=128 local=2048          streaming window in tokens, rounded up to 128-token blocks
+ *   full=F                       elastic without router weights: fraction of KV heads run as
+ *                                "full" (spread evenly over the heads); default 0.5
+ *   coverage=0.005 window=128 pool=7 min=1024   Token Sparse Attention (tsa, tsa+xattn)
+ * Decode: dense | lessismore:K | nsa | streaming, with options
+ *   recent=0.25 sinks=4          LessIsMore recency share and sink tokens
+ *   block=16 top=16              NSA selection
+ *   sink=128 local=2048          streaming decode: the first `sink` and last `local` tokens
+ * ------------------------------------------------------------------------------------- */
+typedef enum {
+    ELA_PREFILL_DENSE = 0,
+    ELA_PREFILL_XATTN,
+    ELA_PREFILL_STREAMING,
+    ELA_PREFILL_ELASTIC, /* router picks per KV head between full_mode and sparse_mode */
+    ELA_PREFILL_TSA,
+    ELA_PREFILL_TSA_XATTN
+} ela_prefill_kind;
+
+typedef struct {
+    ela_prefill_kind kind;
+    ela_head_kind full_mode;   /* elastic: mode of router-"full" heads (DENSE or MASK) */
+    ela_head_kind sparse_mode; /* elastic: mode of the other heads (MASK or STREAMING) */
+    int64_t sink, local;       /* streaming window, tokens */
+    float full_fraction;       /* elastic without router weights */
+    ela_xattn_params xattn;
+    ela_tsa_params tsa;
+} ela_prefill_policy;
+
+typedef enum {
+    ELA_DECODE_DENSE = 0,
+    ELA_DECODE_LESSISMORE,
+    ELA_DECODE_NSA,
+    ELA_DECODE_STREAMING
+} ela_decode_kind;
+
+typedef struct {
+    ela_decode_kind kind;
+    ela_decode_select_params select; /* lessismore (budget = K) */
+    ela_nsa_params nsa;
+    int64_t sink, local;             /* streaming */
+} ela_decode_policy;
+
+/* Parse a policy string; on error ELA_ERR_INVALID_ARG quoting the bad part, *out untouched. */
+ELA_API ela_status ela_prefill_policy_parse(const char *text, ela_prefill_policy *out);
+ELA_API ela_status ela_decode_policy_parse(const char *text, ela_decode_policy *out);
+/* Canonical string with every option spelled out ("elastic:fa-xa,stride=16,tau=0.9,..."),
+ * which parses back to the same policy. Returns the length it needed (snprintf-style). */
+ELA_API int ela_prefill_policy_format(const ela_prefill_policy *policy, char *buf, size_t size);
+ELA_API int ela_decode_policy_format(const ela_decode_policy *policy, char *buf, size_t size);
+
+/* What a prefill policy did, for reports and benchmarks. */
+#define ELA_REPORT_MAX_HEADS 256
+typedef struct {
+    int hq;                                   /* query heads reported (<= ELA_REPORT_MAX_HEADS) */
+    uint8_t head_mode[ELA_REPORT_MAX_HEADS];  /* ela_head_kind each query head ran */
+    int full_kv_heads;                        /* elastic: KV heads routed to full_mode */
+    int64_t kept_blocks, causal_blocks;       /* block policies: kept / all causal blocks */
+    int64_t kept_tokens;                      /* tsa: tokens each head kept (L when dense) */
+    double sparsity;      /* fraction of the dense causal (query, key) pairs skipped */
+    double select_ms;     /* routing, estimation and selection */
+    double attend_ms;     /* attention itself */
+} ela_prefill_report;
+
+/* Prefill attention of one layer under a policy: q, o [L, Hq, d], k, v [Hkv, n, d] as in
+ * ela_attn_dense (causal; chunks need q_pos0 a multiple of 128 for block policies). Elastic
+ * routes with `router` on k_pre ([Hkv, L, d] pre-RoPE keys; NULL means k) or, when router is
+ * NULL, runs the fraction policy->full_fraction of KV heads (spread evenly) in full_mode.
+ * report may be NULL. */
+ELA_API ela_status ela_prefill_attention(ela_backend *backend, const ela_prefill_policy *policy,
+                                         const ela_tensor *q, const ela_tensor *k,
+                                         const ela_tensor *v, ela_tensor *o,
+                                         const ela_tensor *k_pre,
+                                         const ela_router_weights *router,
+                                         const ela_attn_params *params,
+                                         ela_prefill_report *report);
+
+/* A decode layer's part in a decode policy (LessIsMore's schedule: dense layers, selection
+ * layers that attend densely and choose the token set, sparse layers that use the last set). */
+typedef enum {
+    ELA_DECODE_LAYER_DENSE = 0,
+    ELA_DECODE_LAYER_SELECT = 1,
+    ELA_DECODE_LAYER_SPARSE = 2
+} ela_decode_layer_role;
+
+/* Role of layer `layer` of n_layers under the policy: lessismore: 0-1 dense, 2 and
+ * n_layers * 3 / 8 (12 of 32-36, PAPERS.md 3.3) select, the rest sparse; dense and streaming
+ * policies: every layer the same (streaming layers count as SPARSE). */
+ELA_API ela_decode_layer_role ela_decode_layer_role_of(const ela_decode_policy *policy, int layer,
+                                                       int n_layers);
+
+/* Decode attention of one layer: q, o [1, Hq, d]; k, v [Hkv, n, d] hold every cached token (the
+ * query is the last, position n - 1). `selection` (i32 [>= budget]) and *selected carry the
+ * LessIsMore token set from a SELECT layer to the SPARSE layers after it; they are unused by
+ * the other policies (may be NULL). */
+ELA_API ela_status ela_decode_attention(ela_backend *backend, const ela_decode_policy *policy,
+                                        ela_decode_layer_role role, const ela_tensor *q,
+                                        const ela_tensor *k, const ela_tensor *v, ela_tensor *o,
+                                        ela_tensor *selection, int64_t *selected);
 
 /* ---------------------------------------------------------------------------------------
  * Testing hooks

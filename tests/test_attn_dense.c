@@ -167,6 +167,25 @@ static void build_cases(void) {
                  (LAYOUT_CACHE + i) % LAYOUT_COUNT, i % DATA_COUNT, F_THREADS);
     add_case(7, 1000, 64, 8, 1, 1, 5000, 0.0f, F32, F32, F32, LAYOUT_PACKED, DATA_NORMAL,
              F_THREADS); /* every row past the last key */
+    /* 4. Decode on the row path (R = L*G <= 8 rows read K/V in place): GQA 1, 4, 8 x KV dtype
+     * f32/f16/bf16 (q f32, as the model runtime has it, or q of the KV dtype), d 64/128/80,
+     * key counts around the 64-key tile and long enough to split over threads; then L = 2 with
+     * G = 4 (R = 8) and d = 96, and an odd d (17) that takes the tiled path. */
+    static const int64_t row_n[6] = {1, 63, 65, 129, 1000, 4099};
+    idx = 0;
+    for (int g = 0; g < 3; g++)
+        for (int t = 0; t < 3; t++)
+            for (int di = 0; di < 3; di++, idx++) {
+                ela_dtype tkv = (ela_dtype)t, tq = idx % 2 ? tkv : F32;
+                int64_t n = row_n[idx % 6];
+                int causal = idx % 4 != 3;
+                add_case(1, n, dims[di], gqa[g][0], gqa[g][1], causal, causal ? n - 1 : 0, 0.0f,
+                         tq, tkv, F32, idx % LAYOUT_COUNT, idx % DATA_COUNT,
+                         idx % 3 == 0 ? F_THREADS : 0);
+            }
+    add_case(2, 1000, 128, 8, 2, 1, 998, 0.0f, F32, F16, F32, LAYOUT_CACHE, DATA_RAMP, F_THREADS);
+    add_case(2, 4099, 96, 8, 2, 1, 4097, 0.0f, BF16, BF16, BF16, LAYOUT_FUSED, DATA_SHARP, 0);
+    add_case(1, 700, 17, 4, 1, 1, 699, 0.0f, F32, F16, F32, LAYOUT_QKV, DATA_NORMAL, F_THREADS);
     /* Causal prefill with few query groups and >= 1024 keys: with many threads the keys are
      * split, some chunks lie past a whole group (q_pos0 = 0) or past only some of its rows
      * (q_pos0 = 10 moves the diagonal off the 64-key chunk boundaries). */

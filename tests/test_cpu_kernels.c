@@ -1,6 +1,8 @@
 /* Unit test of the SIMD inner kernels of CPU dense attention (backends/cpu/attn_kernels_*.c):
  * every SIMD level this CPU supports is compared with the scalar table (attn_kernels_scalar.c)
- * on fresh random inputs for each shape. Exit status 0 on pass, 1 with messages on failure. */
+ * on fresh random inputs for each shape; the row-path kernels (qk_rows, pv_rows) of every
+ * level, scalar included, against a float64 reference. Exit status 0 on pass, 1 with messages
+ * on failure. */
 #if defined(__linux__) && !defined(_DEFAULT_SOURCE)
 #define _DEFAULT_SOURCE /* mmap / MAP_ANONYMOUS for the guard page after each input */
 #endif
@@ -454,6 +456,217 @@ static void test_pv(const cpu_attn_kernels *ref, const cpu_attn_kernels *k, int6
             }
 }
 
+/* ---- qk_rows / pv_rows (row path) ------------------------------------------------------ */
+/* Every level, scalar included, against a float64 reference of the same function (the row
+ * kernels have no older twin to compare with). K/V rows lie in one fenced buffer, `stride`
+ * elements apart, in shuffled order (as a gathered index set would be), the last row in
+ * memory ending at the fence: a read past d elements of that row faults. */
+static const int64_t rows_Rs[] = {1, 2, 3, 4, 5, 7, 8, 9, 12, 13, 16};
+static const int64_t rows_nks[] = {1, 2, 5, 16, 17, 31, 63, 64};
+static const int64_t rows_ds[] = {16, 32, 64, 80, 128, 256};
+static const ela_dtype rows_dtypes[] = {ELA_F32, ELA_F16, ELA_BF16};
+
+typedef struct {
+    unsigned char *buf;
+    size_t bytes;
+    const void **row;  /* row[j], j < nk: key j's row (shuffled over the buffer) */
+    const void **pf;   /* prefetch list: the rows again, in another order */
+    float *val;        /* val[j*d + c]: the value the kernel must read, as f32 */
+    int64_t nk, d;
+} row_set;
+
+static void row_set_make(row_set *rs, int64_t nk, int64_t d, ela_dtype dt, int64_t extra,
+                         float lo, float hi) {
+    int64_t es = dt == ELA_F32 ? 4 : 2, stride = (d + extra) * es;
+    rs->nk = nk;
+    rs->d = d;
+    rs->bytes = (size_t)((nk - 1) * stride + d * es);
+    rs->buf = fenced_alloc(rs->bytes);
+    rs->row = malloc((size_t)nk * sizeof(void *));
+    rs->pf = malloc((size_t)nk * sizeof(void *));
+    rs->val = malloc((size_t)(nk * d) * sizeof(float));
+    int64_t *perm = malloc((size_t)nk * sizeof(int64_t));
+    if (!rs->row || !rs->pf || !rs->val || !perm) {
+        fprintf(stderr, "out of memory\n");
+        exit(2);
+    }
+    for (int64_t j = 0; j < nk; j++)
+        perm[j] = j;
+    for (int64_t j = nk - 1; j > 0; j--) { /* Fisher-Yates */
+        int64_t i = (int64_t)(rng_u64() % (uint64_t)(j + 1)), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    memset(rs->buf, 0xff, rs->bytes); /* padding between rows: NaN in every dtype */
+    for (int64_t j = 0; j < nk; j++) {
+        unsigned char *row = rs->buf + perm[j] * stride;
+        rs->row[j] = row;
+        rs->pf[nk - 1 - j] = row;
+        for (int64_t c = 0; c < d; c++) {
+            float x = rng_range(lo, hi);
+            if (dt == ELA_F32) {
+                memcpy(row + 4 * c, &x, 4);
+            } else {
+                uint16_t h = dt == ELA_F16 ? ela_f32_to_f16(x) : ela_f32_to_bf16(x);
+                memcpy(row + 2 * c, &h, 2);
+                x = dt == ELA_F16 ? ela_f16_to_f32(h) : ela_bf16_to_f32(h);
+            }
+            rs->val[j * d + c] = x;
+        }
+    }
+    free(perm);
+}
+
+static void row_set_free(row_set *rs) {
+    fenced_free(rs->buf, rs->bytes);
+    free(rs->row);
+    free(rs->pf);
+    free(rs->val);
+}
+
+/* The prefetch list of a case: none, part of the rows or all of them (never read). */
+static int64_t pick_npf(int64_t nk, const void *const **pf, const row_set *rs) {
+    switch (rng_u64() % 3) {
+    case 0: *pf = NULL; return 0;
+    case 1: *pf = rs->pf; return 1 + (int64_t)(rng_u64() % (uint64_t)nk);
+    default: *pf = rs->pf; return nk;
+    }
+}
+
+static void test_qk_rows(const cpu_attn_kernels *k, int64_t *n_cases) {
+    for (size_t t = 0; t < COUNT(rows_dtypes); t++)
+        for (size_t a = 0; a < COUNT(rows_Rs); a++)
+            for (size_t b = 0; b < COUNT(rows_nks); b++)
+                for (size_t c = 0; c < COUNT(rows_ds); c++) {
+                    ela_dtype dt = rows_dtypes[t];
+                    int64_t R = rows_Rs[a], nk = rows_nks[b], d = rows_ds[c];
+                    int64_t dp = d + CPU_ATTN_DPAD * (int64_t)((a + b) % 2);
+                    row_set ks;
+                    row_set_make(&ks, nk, d, dt, (int64_t)((a + c) % 3) * 8, -1.0f, 1.0f);
+                    float *Q = fenced_floats(R * dp), *S = guarded_alloc(R * BK);
+                    float scale = (a + b + c) % 3 == 0 ? 10.0f : 1.0f;
+                    fill_range(Q, R * dp, -scale, scale);
+                    for (int64_t i = 0; i < R * BK; i++)
+                        S[i] = s_sentinel;
+                    const void *const *pf;
+                    int64_t npf = pick_npf(nk, &pf, &ks);
+                    k->qk_rows(S, Q, R, dp, ks.row, nk, d, dt, pf, npf);
+                    (*n_cases)++;
+                    if (!guard_ok(S, R * BK))
+                        FAIL("%s qk_rows %s R=%lld nk=%lld d=%lld: wrote outside S", k->name,
+                             dtype_name(dt), (long long)R, (long long)nk, (long long)d);
+                    int reported = 0;
+                    for (int64_t r = 0; r < R && !reported; r++)
+                        for (int64_t j = 0; j < BK && !reported; j++) {
+                            double want = 0.0, mag = 0.0;
+                            for (int64_t x = 0; j < nk && x < d; x++) {
+                                double term = (double)Q[r * dp + x] * ks.val[j * d + x];
+                                want += term;
+                                mag += fabs(term);
+                            }
+                            float g = S[r * BK + j];
+                            int ok = j < nk ? fabs((double)g - want) <= TOL_DOT * mag + 1e-30
+                                            : g == s_sentinel;
+                            if (!ok) {
+                                FAIL("%s qk_rows %s R=%lld nk=%lld d=%lld dp=%lld npf=%lld: "
+                                     "S[%lld][%lld] = %.9g, want %.9g%s",
+                                     k->name, dtype_name(dt), (long long)R, (long long)nk,
+                                     (long long)d, (long long)dp, (long long)npf, (long long)r,
+                                     (long long)j, g, j < nk ? want : (double)s_sentinel,
+                                     j < nk ? "" : " (past nk: must be left alone)");
+                                reported = 1;
+                            }
+                        }
+                    fenced_free_floats(Q, R * dp);
+                    guarded_free(S);
+                    row_set_free(&ks);
+                }
+}
+
+static void test_pv_rows(const cpu_attn_kernels *k, int64_t *n_cases) {
+    for (size_t t = 0; t < COUNT(rows_dtypes); t++)
+        for (size_t a = 0; a < COUNT(rows_Rs); a++)
+            for (size_t b = 0; b < COUNT(rows_nks); b++)
+                for (size_t c = 0; c < COUNT(rows_ds); c++) {
+                    ela_dtype dt = rows_dtypes[t];
+                    int64_t R = rows_Rs[a], nk = rows_nks[b], d = rows_ds[c];
+                    int64_t dp = d + CPU_ATTN_DPAD * (int64_t)((a + c) % 2);
+                    row_set vs;
+                    row_set_make(&vs, nk, d, dt, (int64_t)((b + c) % 3) * 8, -1.0f, 1.0f);
+                    float *P = fenced_floats(R * BK), *alpha = guarded_alloc(R);
+                    float *O0 = guarded_alloc(R * dp), *O = guarded_alloc(R * dp);
+                    for (int64_t r = 0; r < R; r++) {
+                        for (int64_t j = 0; j < BK; j++) /* past nk: NaN, must not be read */
+                            P[r * BK + j] = j >= nk              ? NAN
+                                            : rng_unit() < 0.15 ? 0.0f
+                                                                : rng_range(0.0f, 1.0f);
+                        uint64_t u = rng_u64() % 4;
+                        alpha[r] = u == 0 ? 0.0f : u == 1 ? 1.0f : rng_range(0.0f, 1.0f);
+                    }
+                    fill_range(O0, R * dp, -4.0f, 4.0f);
+                    for (int64_t r = 0; r < R; r++) /* columns [d, dp): must be left alone */
+                        for (int64_t x = d; x < dp; x++)
+                            O0[r * dp + x] = s_sentinel;
+                    memcpy(O, O0, (size_t)(R * dp) * 4);
+                    const void *const *pf;
+                    int64_t npf = pick_npf(nk, &pf, &vs);
+                    k->pv_rows(O, P, alpha, R, dp, vs.row, nk, d, dt, pf, npf);
+                    (*n_cases)++;
+                    if (!guard_ok(O, R * dp))
+                        FAIL("%s pv_rows %s R=%lld nk=%lld d=%lld: wrote outside O", k->name,
+                             dtype_name(dt), (long long)R, (long long)nk, (long long)d);
+                    int reported = 0;
+                    for (int64_t r = 0; r < R && !reported; r++)
+                        for (int64_t x = 0; x < dp && !reported; x++) {
+                            double want = (double)alpha[r] * O0[r * dp + x];
+                            double mag = fabs(want);
+                            for (int64_t j = 0; x < d && j < nk; j++) {
+                                double term = (double)P[r * BK + j] * vs.val[j * d + x];
+                                want += term;
+                                mag += fabs(term);
+                            }
+                            float g = O[r * dp + x];
+                            int ok = x < d ? fabs((double)g - want) <= TOL_DOT * mag + 1e-30
+                                           : g == s_sentinel;
+                            if (!ok) {
+                                FAIL("%s pv_rows %s R=%lld nk=%lld d=%lld dp=%lld npf=%lld: "
+                                     "O[%lld][%lld] = %.9g, want %.9g%s",
+                                     k->name, dtype_name(dt), (long long)R, (long long)nk,
+                                     (long long)d, (long long)dp, (long long)npf, (long long)r,
+                                     (long long)x, g, x < d ? want : (double)s_sentinel,
+                                     x < d ? "" : " (past d: must be left alone)");
+                                reported = 1;
+                            }
+                        }
+                    fenced_free_floats(P, R * BK);
+                    float *bufs[] = {alpha, O0, O};
+                    for (size_t i = 0; i < COUNT(bufs); i++)
+                        guarded_free(bufs[i]);
+                    row_set_free(&vs);
+                }
+}
+
+/* Runs the row-kernel tests on one table; a table without them (NULL) is reported as such. */
+static void test_rows_level(const cpu_attn_kernels *k) {
+    if (!k->qk_rows || !k->pv_rows) {
+        if (k->qk_rows || k->pv_rows)
+            FAIL("%s: qk_rows and pv_rows must be both set or both NULL", k->name);
+        printf("%-8s qk_rows/pv_rows: none (tiled path only)\n", k->name);
+        return;
+    }
+    int64_t nq = 0, np = 0;
+    int before = n_fail;
+    static char name[64]; /* current_case points here after we return */
+    snprintf(name, sizeof name, "%s qk_rows", k->name);
+    current_case = name;
+    test_qk_rows(k, &nq);
+    snprintf(name, sizeof name, "%s pv_rows", k->name);
+    current_case = name;
+    test_pv_rows(k, &np);
+    printf("%-8s qk_rows %lld, pv_rows %lld cases: %s\n", k->name, (long long)nq,
+           (long long)np, n_fail == before ? "ok" : "FAILED");
+}
+
 /* ---- main --------------------------------------------------------------------------- */
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
 #if defined(__clang__) /* clang's __builtin_cpu_supports has no "f16c" before clang 16 */
@@ -483,15 +696,18 @@ int main(void) {
     const char *seed_env = getenv("ELA_TEST_SEED");
     uint64_t seed = seed_env ? strtoull(seed_env, NULL, 0) : 0x5eedull;
     rng_state = seed;
-    if (n_levels == 0) {
-        printf("test_cpu_kernels: no SIMD level on this CPU, nothing to compare\n");
-        return 0;
-    }
     signal(SIGSEGV, on_fault);
 #if defined(SIGBUS)
     signal(SIGBUS, on_fault);
 #endif
     const cpu_attn_kernels *ref = cpu_attn_kernels_scalar();
+    test_rows_level(ref);
+    for (int i = 0; i < n_levels; i++)
+        test_rows_level(levels[i]);
+    if (n_levels == 0 && !n_fail) {
+        printf("test_cpu_kernels: no SIMD level on this CPU, scalar row kernels passed\n");
+        return 0;
+    }
     for (int i = 0; i < n_levels; i++) {
         const cpu_attn_kernels *k = levels[i];
         int64_t nl = 0, nq = 0, ns = 0, np = 0;

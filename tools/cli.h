@@ -19,6 +19,7 @@
  * code. */
 int cmd_info(int argc, char **argv);
 int cmd_bench_attn(int argc, char **argv);
+int cmd_bench_sparse(int argc, char **argv);
 int cmd_bench_membw(int argc, char **argv);
 
 /* "ela: <ela_status_str>: <ela_last_error()>" on stderr; returns CLI_EXIT_FAIL. */

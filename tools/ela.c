@@ -1,4 +1,4 @@
-/* The ela command-line tool (DESIGN.md section 1): `ela info`, `ela bench attn|membw`,
+/* The ela command-line tool (DESIGN.md section 1): `ela info`, `ela bench attn|sparse|membw`,
  * `ela --version`, `ela help`. Dispatches to one cmd_* per file; exit 0 on success, 1 when
  * the library fails, 2 on a wrong command line. */
 #include <stdio.h>
@@ -11,6 +11,7 @@ static const char usage[] =
     "commands:\n"
     "  info                 version, backends and devices, which backend opens by default\n"
     "  bench attn [opts]    time dense attention (ela bench attn --help for options)\n"
+    "  bench sparse [opts]  a sparse policy against dense attention (ela bench sparse --help)\n"
     "  bench membw [opts]   measure memory bandwidth (ela bench membw --help)\n"
     "  help                 this message\n"
     "  --version            print the version\n"
@@ -19,6 +20,7 @@ static const char usage[] =
 
 static const char bench_usage[] =
     "usage: ela bench attn [options]   (ela bench attn --help)\n"
+    "       ela bench sparse [options] (ela bench sparse --help)\n"
     "       ela bench membw [options]  (ela bench membw --help)\n";
 
 static int is_help(const char *arg)
@@ -36,6 +38,8 @@ static int cmd_bench(int argc, char **argv)
     }
     if (strcmp(argv[1], "attn") == 0)
         return cmd_bench_attn(argc - 1, argv + 1);
+    if (strcmp(argv[1], "sparse") == 0)
+        return cmd_bench_sparse(argc - 1, argv + 1);
     if (strcmp(argv[1], "membw") == 0)
         return cmd_bench_membw(argc - 1, argv + 1);
     return cli_usage_error(bench_usage, "bench: unknown benchmark '%s'", argv[1]);

@@ -6,7 +6,13 @@
  * S = Q K^T -> causal mask -> online softmax -> O = alpha O + P V; nothing of size L x n exists.
  * When there are too few groups to feed every thread (decode: L = 1 gives Hkv groups), each
  * group's keys are split into chunks processed in parallel and merged by their log-sum-exp,
- * so one query still uses every core. Causal prefill groups are scheduled largest first. */
+ * so one query still uses every core. Causal prefill groups are scheduled largest first.
+ *
+ * Row path: when a group has few rows (R <= CPU_ATTN_ROWS_FAST: decode, R = G), converting a
+ * tile to f32 (64 KiB of scratch at d = 128, more than L1) and reading it back costs more than
+ * the R-row compute, so qk_rows / pv_rows read K and V in place through per-tile arrays of row
+ * pointers and are handed the next tile's rows to prefetch. Decode is then bound by the DRAM
+ * bandwidth of K and V, each byte read once. */
 #include <math.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -28,6 +34,7 @@ typedef struct {
     const cpu_attn_kernels *kern;
     int64_t G, bq, nqb, dp, R;
     int64_t n_groups, splits, split_keys;
+    int rows_path; /* qk_rows/pv_rows instead of f32 tiles (see the file comment) */
     const char *q, *k, *v;
     char *o, *lse;
 } plan;
@@ -36,13 +43,16 @@ typedef struct {
 typedef struct {
     float *Q, *O, *K, *V, *S, *m, *l, *alpha;
     int64_t *pos;
+    const void **krow[2], **vrow[2]; /* row path: this tile's and the next tile's rows */
 } scratch;
 
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 static int64_t scratch_floats(const plan *p) {
     int64_t R = round_up(p->R, 16);
-    return 2 * R * p->dp + 2 * CPU_ATTN_BK * p->dp + R * CPU_ATTN_BK + 3 * R + R * 2;
+    int64_t ptr_floats = (int64_t)(sizeof(void *) + sizeof(float) - 1) / (int64_t)sizeof(float);
+    return 2 * R * p->dp + 2 * CPU_ATTN_BK * p->dp + R * CPU_ATTN_BK + 3 * R + R * 2 +
+           4 * CPU_ATTN_BK * ptr_floats;
 }
 
 static scratch carve(float *base, const plan *p) {
@@ -57,6 +67,11 @@ static scratch carve(float *base, const plan *p) {
     s.l = s.m + R;
     s.alpha = s.l + R;
     s.pos = (int64_t *)(void *)(s.alpha + R); /* 2 floats per int64, 8-byte aligned */
+    const void **rows = (const void **)(void *)(s.pos + R);
+    for (int b = 0; b < 2; b++) {
+        s.krow[b] = rows + (2 * b) * CPU_ATTN_BK;
+        s.vrow[b] = rows + (2 * b + 1) * CPU_ATTN_BK;
+    }
     return s;
 }
 
@@ -74,6 +89,53 @@ static int64_t visible_keys(const plan *p, int64_t i1) {
         return p->a->n;
     int64_t end = p->a->q_pos0 + i1; /* last row's position + 1 */
     return end < p->a->n ? end : p->a->n;
+}
+
+/* Causal mask of a tile that crosses the diagonal: row r sees keys up to its position. */
+static void mask_tile(scratch *s, int64_t R, int64_t j0, int64_t nk) {
+    for (int64_t r = 0; r < R; r++) {
+        int64_t first_hidden = s->pos[r] + 1 - j0;
+        for (int64_t j = first_hidden < 0 ? 0 : first_hidden; j < nk; j++)
+            s->S[r * CPU_ATTN_BK + j] = -INFINITY;
+    }
+}
+
+/* Row pointers of keys [j0, j0 + nk) of one head (rows `stride` bytes apart). Contiguous keys
+ * here; an index set would fill base + idx[j] * stride instead. */
+static void fill_rows(const void **rows, const char *base, int64_t stride, int64_t j0, int64_t nk) {
+    for (int64_t j = 0; j < nk; j++)
+        rows[j] = base + (j0 + j) * stride;
+}
+
+/* Row path over keys [k0, k1): per 64-key tile qk_rows -> mask -> softmax -> pv_rows, each
+ * kernel handed the next tile's rows (pointer arrays double-buffered) to prefetch. */
+static void run_tiles_rows(const plan *p, scratch *s, int64_t R, const char *kh, const char *vh,
+                           int64_t k0, int64_t k1, int64_t min_pos) {
+    const ela_attn_dense_args *a = p->a;
+    const cpu_attn_kernels *kern = p->kern;
+    int64_t k_1 = a->k->strides[1], v_1 = a->v->strides[1];
+    int b = 0;
+    int64_t nk = k1 - k0 < CPU_ATTN_BK ? k1 - k0 : CPU_ATTN_BK;
+    fill_rows(s->krow[b], kh, k_1, k0, nk);
+    fill_rows(s->vrow[b], vh, v_1, k0, nk);
+    for (int64_t j0 = k0; j0 < k1; j0 += CPU_ATTN_BK, b ^= 1) {
+        int64_t j1 = j0 + CPU_ATTN_BK;
+        int64_t nk_next = k1 - j1 < CPU_ATTN_BK ? k1 - j1 : CPU_ATTN_BK;
+        if (nk_next > 0) {
+            fill_rows(s->krow[b ^ 1], kh, k_1, j1, nk_next);
+            fill_rows(s->vrow[b ^ 1], vh, v_1, j1, nk_next);
+        } else {
+            nk_next = 0;
+        }
+        kern->qk_rows(s->S, s->Q, R, p->dp, s->krow[b], nk, a->d, a->k->dtype, s->krow[b ^ 1],
+                      nk_next);
+        if (a->causal && j0 + nk - 1 > min_pos)
+            mask_tile(s, R, j0, nk);
+        kern->softmax(s->S, s->m, s->l, s->alpha, R, nk);
+        kern->pv_rows(s->O, s->S, s->alpha, R, p->dp, s->vrow[b], nk, a->d, a->v->dtype,
+                      s->vrow[b ^ 1], nk_next);
+        nk = nk_next;
+    }
 }
 
 /* Run rows of one group over keys [k0, k1), leaving unnormalised O, m, l in the scratch. */
@@ -102,18 +164,17 @@ static void run_chunk(const plan *p, scratch *s, int g, int64_t i0, int64_t i1, 
     }
     int64_t min_pos = a->q_pos0 + i0;
     const char *kh = p->k + g * k_0, *vh = p->v + g * v_0;
+    if (p->rows_path) {
+        run_tiles_rows(p, s, R, kh, vh, k0, k1, min_pos);
+        return;
+    }
     for (int64_t j0 = k0; j0 < k1; j0 += CPU_ATTN_BK) {
         int64_t nk = k1 - j0 < CPU_ATTN_BK ? k1 - j0 : CPU_ATTN_BK;
         kern->load_rows(s->K, dp, kh + j0 * k_1, k_1, a->k->dtype, nk, d);
         kern->load_rows(s->V, dp, vh + j0 * v_1, v_1, a->v->dtype, nk, d);
         kern->qk(s->S, s->Q, s->K, R, nk, dp);
-        if (a->causal && j0 + nk - 1 > min_pos) { /* tile crosses the diagonal */
-            for (int64_t r = 0; r < R; r++) {
-                int64_t first_hidden = s->pos[r] + 1 - j0;
-                for (int64_t j = first_hidden < 0 ? 0 : first_hidden; j < nk; j++)
-                    s->S[r * CPU_ATTN_BK + j] = -INFINITY;
-            }
-        }
+        if (a->causal && j0 + nk - 1 > min_pos)
+            mask_tile(s, R, j0, nk);
         kern->softmax(s->S, s->m, s->l, s->alpha, R, nk);
         kern->pv(s->O, s->S, s->V, s->alpha, R, nk, dp);
     }
@@ -185,6 +246,8 @@ static void make_plan(plan *p, const ela_attn_dense_args *a, const cpu_backend *
     p->nqb = (a->L + p->bq - 1) / p->bq;
     p->R = p->bq * p->G;
     p->dp = round_up(a->d, CPU_ATTN_DPAD);
+    p->rows_path = p->R <= CPU_ATTN_ROWS_FAST && a->d % CPU_ATTN_DPAD == 0 &&
+                   p->kern->qk_rows && p->kern->pv_rows;
     p->n_groups = p->nqb * a->hkv;
     /* Split keys only when groups alone cannot keep ~4 items per thread busy. */
     int64_t want = 4 * (int64_t)cpu->threads;

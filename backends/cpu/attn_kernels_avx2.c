@@ -374,8 +374,302 @@ static void avx2_pv(float *O, const float *P, const float *V, const float *alpha
     }
 }
 
+/* ---------------------------------------------------------------------------------------
+ * Row path (qk_rows, pv_rows): few query rows (decode: R = G), K and V read in place through
+ * row pointers and converted in registers, no f32 tile; see the AVX-512 file for the bound
+ * (DRAM bandwidth of K and V, each byte read once) and the prefetch scheme, which is the same
+ * here. A key costs R*d/8 FMAs and d/8 conversions (p0 + p5 each) in each of qk and pv: at
+ * R = 4, d = 128, 128 FMAs + 32 conversions, ~80 cycles on 2 FMA ports. Measured ~38 ns per
+ * f16 key from L2 on an AVX-512 Xeon (whose 256-bit FMAs have 2 ports) against ~45 ns per key
+ * of DRAM reads per core: there this level is compute-bound at about 0.55 of the read
+ * bandwidth; CPUs without AVX-512 have less bandwidth per core, or more FP ports.
+ * qk_rows: tiles of NR rows x NK keys, NR*NK = 8 ymm accumulators (8x1, 4x2, 2x4, 1x8: the
+ * tallest that fits the rows left; Q is a memory operand of the FMAs, so a tile needs only its
+ * accumulators and NK converted K vectors in registers), each K vector converted once per NR
+ * rows, reduced by reduce8 as in qk. pv_rows: tiles of NR rows x NV ymm of columns (4x16,
+ * 2x32, 1x32 or 8x8 columns: <= 8 accumulators); per key NV conversions, NR broadcasts of P,
+ * NR*NV FMAs; each column pass reads its own bytes of V, so V is converted once.
+ * Prefetch: a qk tile prefetches (into L2) the pf rows of its keys, a pv pass the same columns
+ * of the pf rows of its keys: the next tile's K and V arrive while this tile computes.
+ * ------------------------------------------------------------------------------------- */
+enum { DT_F32, DT_F16, DT_BF16 };
+
+/* Columns [c, c+8) of a row of DT, as f32. */
+AVX2_INLINE __m256 row8(const void *row, int64_t c, const int DT) {
+    if (DT == DT_F32)
+        return _mm256_loadu_ps((const float *)row + c);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)row + c));
+    return DT == DT_F16 ? f16x8_to_f32(h) : bf16x8_to_f32(h);
+}
+
+/* Prefetch into L2 the lines holding bytes [b0, b1) of row (b0 < b1). */
+AVX2_INLINE void prefetch_span(const void *row, int64_t b0, int64_t b1) {
+    uintptr_t at = ((uintptr_t)row + (uintptr_t)b0) & ~(uintptr_t)63;
+    uintptr_t end = (uintptr_t)row + (uintptr_t)b1;
+    for (; at < end; at += 64)
+        PREFETCH_L2(at);
+}
+
+AVX2_INLINE const void *row_at(const void *const *rows, int64_t j, int64_t nk) {
+    return rows[j < nk ? j : nk - 1]; /* keys past nk repeat the last one (valid memory) */
+}
+
+#define QKR_FMA(acc, r, y) acc = _mm256_fmadd_ps(_mm256_loadu_ps(Q + (r) * dp + c), y, acc)
+
+/* Rows [0, NR) of Q/S (pointing at the block's first row) x keys [j0, j0 + 8/NR). */
+AVX2_INLINE void qkr_tile(float *S, const float *Q, int64_t dp, const void *const *krow,
+                          int64_t j0, int64_t nk, int64_t d, const void *const *pf,
+                          int64_t npf, const int NR, const int DT) {
+    const int NK = 8 / NR;
+    const void *k0 = row_at(krow, j0, nk), *k1 = k0, *k2 = k0, *k3 = k0, *k4 = k0, *k5 = k0;
+    const void *k6 = k0, *k7 = k0;
+    if (NK >= 2)
+        k1 = row_at(krow, j0 + 1, nk);
+    if (NK >= 4) {
+        k2 = row_at(krow, j0 + 2, nk);
+        k3 = row_at(krow, j0 + 3, nk);
+    }
+    if (NK >= 8) {
+        k4 = row_at(krow, j0 + 4, nk);
+        k5 = row_at(krow, j0 + 5, nk);
+        k6 = row_at(krow, j0 + 6, nk);
+        k7 = row_at(krow, j0 + 7, nk);
+    }
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+           a7 = a0;
+    for (int64_t c = 0; c < d; c += 8) {
+        if (NR == 8) { /* acc r */
+            __m256 y = row8(k0, c, DT);
+            QKR_FMA(a0, 0, y);
+            QKR_FMA(a1, 1, y);
+            QKR_FMA(a2, 2, y);
+            QKR_FMA(a3, 3, y);
+            QKR_FMA(a4, 4, y);
+            QKR_FMA(a5, 5, y);
+            QKR_FMA(a6, 6, y);
+            QKR_FMA(a7, 7, y);
+        } else if (NR == 4) { /* acc r*2 + k */
+            __m256 y0 = row8(k0, c, DT), y1 = row8(k1, c, DT);
+            QKR_FMA(a0, 0, y0);
+            QKR_FMA(a1, 0, y1);
+            QKR_FMA(a2, 1, y0);
+            QKR_FMA(a3, 1, y1);
+            QKR_FMA(a4, 2, y0);
+            QKR_FMA(a5, 2, y1);
+            QKR_FMA(a6, 3, y0);
+            QKR_FMA(a7, 3, y1);
+        } else if (NR == 2) { /* acc r*4 + k */
+            __m256 x0 = _mm256_loadu_ps(Q + c), x1 = _mm256_loadu_ps(Q + dp + c);
+            __m256 y = row8(k0, c, DT);
+            a0 = _mm256_fmadd_ps(x0, y, a0);
+            a4 = _mm256_fmadd_ps(x1, y, a4);
+            y = row8(k1, c, DT);
+            a1 = _mm256_fmadd_ps(x0, y, a1);
+            a5 = _mm256_fmadd_ps(x1, y, a5);
+            y = row8(k2, c, DT);
+            a2 = _mm256_fmadd_ps(x0, y, a2);
+            a6 = _mm256_fmadd_ps(x1, y, a6);
+            y = row8(k3, c, DT);
+            a3 = _mm256_fmadd_ps(x0, y, a3);
+            a7 = _mm256_fmadd_ps(x1, y, a7);
+        } else { /* acc k */
+            __m256 x = _mm256_loadu_ps(Q + c);
+            a0 = _mm256_fmadd_ps(x, row8(k0, c, DT), a0);
+            a1 = _mm256_fmadd_ps(x, row8(k1, c, DT), a1);
+            a2 = _mm256_fmadd_ps(x, row8(k2, c, DT), a2);
+            a3 = _mm256_fmadd_ps(x, row8(k3, c, DT), a3);
+            a4 = _mm256_fmadd_ps(x, row8(k4, c, DT), a4);
+            a5 = _mm256_fmadd_ps(x, row8(k5, c, DT), a5);
+            a6 = _mm256_fmadd_ps(x, row8(k6, c, DT), a6);
+            a7 = _mm256_fmadd_ps(x, row8(k7, c, DT), a7);
+        }
+    }
+    /* Lane r*NK + k of z is S[r][j0 + k]. */
+    float z[8];
+    _mm256_storeu_ps(z, reduce8(a0, a1, a2, a3, a4, a5, a6, a7));
+    int64_t live = nk - j0 < NK ? nk - j0 : NK;
+    for (int r = 0; r < NR; r++)
+        for (int64_t k = 0; k < live; k++)
+            S[r * BK + j0 + k] = z[r * NK + k];
+    int64_t bytes = d * (DT == DT_F32 ? 4 : 2);
+    for (int64_t j = j0; j < j0 + NK && j < npf; j++)
+        prefetch_span(pf[j], 0, bytes);
+}
+
+/* Row blocks of 8, then 4, 2, 1 rows; only the first block prefetches. */
+AVX2_INLINE void qk_rows_dt(float *S, const float *Q, int64_t R, int64_t dp,
+                            const void *const *krow, int64_t nk, int64_t d,
+                            const void *const *pf, int64_t npf, const int DT) {
+    int64_t r = 0;
+    for (; r + 8 <= R; r += 8, npf = 0)
+        for (int64_t j = 0; j < nk; j++)
+            qkr_tile(S + r * BK, Q + r * dp, dp, krow, j, nk, d, pf, npf, 8, DT);
+    if (R - r >= 4) {
+        for (int64_t j = 0; j < nk; j += 2)
+            qkr_tile(S + r * BK, Q + r * dp, dp, krow, j, nk, d, pf, npf, 4, DT);
+        r += 4;
+        npf = 0;
+    }
+    if (R - r >= 2) {
+        for (int64_t j = 0; j < nk; j += 4)
+            qkr_tile(S + r * BK, Q + r * dp, dp, krow, j, nk, d, pf, npf, 2, DT);
+        r += 2;
+        npf = 0;
+    }
+    if (r < R)
+        for (int64_t j = 0; j < nk; j += 8)
+            qkr_tile(S + r * BK, Q + r * dp, dp, krow, j, nk, d, pf, npf, 1, DT);
+}
+
+static void qk_rows_f32(float *S, const float *Q, int64_t R, int64_t dp, const void *const *krow,
+                        int64_t nk, int64_t d, const void *const *pf, int64_t npf) {
+    qk_rows_dt(S, Q, R, dp, krow, nk, d, pf, npf, DT_F32);
+}
+static void qk_rows_f16(float *S, const float *Q, int64_t R, int64_t dp, const void *const *krow,
+                        int64_t nk, int64_t d, const void *const *pf, int64_t npf) {
+    qk_rows_dt(S, Q, R, dp, krow, nk, d, pf, npf, DT_F16);
+}
+static void qk_rows_bf16(float *S, const float *Q, int64_t R, int64_t dp,
+                         const void *const *krow, int64_t nk, int64_t d, const void *const *pf,
+                         int64_t npf) {
+    qk_rows_dt(S, Q, R, dp, krow, nk, d, pf, npf, DT_BF16);
+}
+
+static void avx2_qk_rows(float *S, const float *Q, int64_t R, int64_t dp,
+                         const void *const *krow, int64_t nk, int64_t d, ela_dtype dtype,
+                         const void *const *pf, int64_t npf) {
+    if (!pf)
+        npf = 0;
+    if (dtype == ELA_F32)
+        qk_rows_f32(S, Q, R, dp, krow, nk, d, pf, npf);
+    else if (dtype == ELA_F16)
+        qk_rows_f16(S, Q, R, dp, krow, nk, d, pf, npf);
+    else
+        qk_rows_bf16(S, Q, R, dp, krow, nk, d, pf, npf);
+}
+
+/* pv_rows tile: rows [0, NR) x columns [c0, c0 + 8*NV), NR <= 8, NR*NV <= 8. */
+#define PVR_ROW(i, STMT)                                                                    \
+    do {                                                                                    \
+        if (NR > (i)) {                                                                     \
+            STMT(i, 0);                                                                     \
+            if (NV > 1)                                                                     \
+                STMT(i, 1);                                                                 \
+            if (NV > 2)                                                                     \
+                STMT(i, 2);                                                                 \
+            if (NV > 3)                                                                     \
+                STMT(i, 3);                                                                 \
+        }                                                                                   \
+    } while (0)
+#define PVR_ALL(STMT)                                                                       \
+    do {                                                                                    \
+        PVR_ROW(0, STMT);                                                                   \
+        PVR_ROW(1, STMT);                                                                   \
+        PVR_ROW(2, STMT);                                                                   \
+        PVR_ROW(3, STMT);                                                                   \
+        PVR_ROW(4, STMT);                                                                   \
+        PVR_ROW(5, STMT);                                                                   \
+        PVR_ROW(6, STMT);                                                                   \
+        PVR_ROW(7, STMT);                                                                   \
+    } while (0)
+#define PVR_INIT(i, v)                                                                      \
+    acc##i##v = _mm256_mul_ps(_mm256_set1_ps(alpha[i]), _mm256_loadu_ps(O + (i) * dp + 8 * (v)))
+#define PVR_FMA(i, v)                                                                       \
+    acc##i##v = _mm256_fmadd_ps(_mm256_broadcast_ss(P + (i) * BK + j), y##v, acc##i##v)
+#define PVR_STORE(i, v) _mm256_storeu_ps(O + (i) * dp + 8 * (v), acc##i##v)
+
+/* O points at (row 0, column c0); vrow rows are read from column c0. */
+AVX2_INLINE void pvr_tile(float *O, const float *P, const float *alpha, int64_t dp,
+                          const void *const *vrow, int64_t nk, int64_t c0, const void *const *pf,
+                          int64_t npf, const int NR, const int NV, const int DT) {
+    const int64_t es = DT == DT_F32 ? 4 : 2;
+    __m256 acc00, acc01, acc02, acc03, acc10, acc11, acc12, acc13, acc20, acc21, acc22, acc23;
+    __m256 acc30, acc31, acc32, acc33, acc40, acc41, acc42, acc43, acc50, acc51, acc52, acc53;
+    __m256 acc60, acc61, acc62, acc63, acc70, acc71, acc72, acc73;
+    acc00 = acc01 = acc02 = acc03 = acc10 = acc11 = acc12 = acc13 = _mm256_setzero_ps();
+    acc20 = acc21 = acc22 = acc23 = acc30 = acc31 = acc32 = acc33 = acc00;
+    acc40 = acc41 = acc42 = acc43 = acc50 = acc51 = acc52 = acc53 = acc00;
+    acc60 = acc61 = acc62 = acc63 = acc70 = acc71 = acc72 = acc73 = acc00;
+    PVR_ALL(PVR_INIT);
+    for (int64_t j = 0; j < nk; j++) {
+        const void *vj = vrow[j];
+        __m256 y0 = row8(vj, c0, DT);
+        __m256 y1 = NV > 1 ? row8(vj, c0 + 8, DT) : y0;
+        __m256 y2 = NV > 2 ? row8(vj, c0 + 16, DT) : y0;
+        __m256 y3 = NV > 3 ? row8(vj, c0 + 24, DT) : y0;
+        if (j < npf)
+            prefetch_span(pf[j], c0 * es, (c0 + 8 * NV) * es);
+        PVR_ALL(PVR_FMA);
+    }
+    PVR_ALL(PVR_STORE);
+}
+
+/* Column passes: 16 columns for NR = 3..4, 32 for NR <= 2, 8 for NR = 8 (d % 16 == 0). */
+AVX2_INLINE void pvr_block(float *O, const float *P, const float *alpha, int64_t dp,
+                           const void *const *vrow, int64_t nk, int64_t d, const void *const *pf,
+                           int64_t npf, const int NR, const int DT) {
+    int64_t c = 0;
+    if (NR <= 2)
+        for (; c + 32 <= d; c += 32)
+            pvr_tile(O + c, P, alpha, dp, vrow, nk, c, pf, npf, NR, 4, DT);
+    if (NR <= 4)
+        for (; c + 16 <= d; c += 16)
+            pvr_tile(O + c, P, alpha, dp, vrow, nk, c, pf, npf, NR, 2, DT);
+    for (; c < d; c += 8)
+        pvr_tile(O + c, P, alpha, dp, vrow, nk, c, pf, npf, NR, 1, DT);
+}
+
+/* Row blocks of 8, then 4 and the last 1-3 rows; only the first block prefetches. */
+AVX2_INLINE void pv_rows_dt(float *O, const float *P, const float *alpha, int64_t R, int64_t dp,
+                            const void *const *vrow, int64_t nk, int64_t d,
+                            const void *const *pf, int64_t npf, const int DT) {
+    int64_t r = 0;
+    for (; r + 8 <= R; r += 8, npf = 0)
+        pvr_block(O + r * dp, P + r * BK, alpha + r, dp, vrow, nk, d, pf, npf, 8, DT);
+    if (R - r >= 4) {
+        pvr_block(O + r * dp, P + r * BK, alpha + r, dp, vrow, nk, d, pf, npf, 4, DT);
+        r += 4;
+        npf = 0;
+    }
+    switch (R - r) {
+    case 3: pvr_block(O + r * dp, P + r * BK, alpha + r, dp, vrow, nk, d, pf, npf, 3, DT); break;
+    case 2: pvr_block(O + r * dp, P + r * BK, alpha + r, dp, vrow, nk, d, pf, npf, 2, DT); break;
+    case 1: pvr_block(O + r * dp, P + r * BK, alpha + r, dp, vrow, nk, d, pf, npf, 1, DT); break;
+    default: break;
+    }
+}
+
+static void pv_rows_f32(float *O, const float *P, const float *alpha, int64_t R, int64_t dp,
+                        const void *const *vrow, int64_t nk, int64_t d, const void *const *pf,
+                        int64_t npf) {
+    pv_rows_dt(O, P, alpha, R, dp, vrow, nk, d, pf, npf, DT_F32);
+}
+static void pv_rows_f16(float *O, const float *P, const float *alpha, int64_t R, int64_t dp,
+                        const void *const *vrow, int64_t nk, int64_t d, const void *const *pf,
+                        int64_t npf) {
+    pv_rows_dt(O, P, alpha, R, dp, vrow, nk, d, pf, npf, DT_F16);
+}
+static void pv_rows_bf16(float *O, const float *P, const float *alpha, int64_t R, int64_t dp,
+                         const void *const *vrow, int64_t nk, int64_t d, const void *const *pf,
+                         int64_t npf) {
+    pv_rows_dt(O, P, alpha, R, dp, vrow, nk, d, pf, npf, DT_BF16);
+}
+
+static void avx2_pv_rows(float *O, const float *P, const float *alpha, int64_t R, int64_t dp,
+                         const void *const *vrow, int64_t nk, int64_t d, ela_dtype dtype,
+                         const void *const *pf, int64_t npf) {
+    if (!pf)
+        npf = 0;
+    if (dtype == ELA_F32)
+        pv_rows_f32(O, P, alpha, R, dp, vrow, nk, d, pf, npf);
+    else if (dtype == ELA_F16)
+        pv_rows_f16(O, P, alpha, R, dp, vrow, nk, d, pf, npf);
+    else
+        pv_rows_bf16(O, P, alpha, R, dp, vrow, nk, d, pf, npf);
+}
+
 static const cpu_attn_kernels avx2_kernels = {
-    "avx2", avx2_load_rows, avx2_qk, avx2_softmax, avx2_pv,
+    "avx2", avx2_load_rows, avx2_qk, avx2_softmax, avx2_pv, avx2_qk_rows, avx2_pv_rows,
 };
 
 const cpu_attn_kernels *cpu_attn_kernels_avx2(void) { return &avx2_kernels; }

@@ -433,8 +433,366 @@ static void avx512_pv(float *O, const float *P, const float *V, const float *alp
     }
 }
 
+/* ---------------------------------------------------------------------------------------
+ * Row path (qk_rows, pv_rows): few query rows (decode: R = G), K and V read in place through
+ * row pointers and converted in registers, no f32 tile. Per key the work is 2*R*d FMA flops
+ * for each of K and V against d*(2 or 4) bytes of each: at R = 4, f16, 2 flops per byte, so
+ * the bound is the DRAM bandwidth of K and V (each byte read once), provided the compute of a
+ * key hides under the time its bytes take to arrive. Per 16 columns a key costs 1 load +
+ * conversion (2 p0/p5 uops for f16/bf16) and R FMAs in qk and again in pv, plus the qk
+ * reduction: ~55 p0/p5 cycles at R = 4, d = 128; measured ~25 ns per f16 key from L2 (about
+ * 20 GB/s of K+V per core) against ~45 ns per key for its 512 bytes at the 11-12 GB/s per core
+ * that DRAM gives here, so the compute fits under the reads with room to spare.
+ * qk_rows: tiles of NR rows x NK keys, NR*NK = 16 zmm accumulators (8x2, 4x4, 2x8, 1x16: the
+ * tallest shape that fits the rows left), so each K vector is converted once per NR rows;
+ * the accumulators are reduced by reduce16 as in qk. pv_rows: tiles of NR rows x NV zmm of
+ * columns (4x64 or 8x32 columns: 16 accumulators); per key NV conversions of V, NR broadcasts
+ * of P, NR*NV FMAs; each column pass reads its own bytes of V, so V is converted once.
+ * Prefetch: a qk tile prefetches (into L2) every line of the pf rows of its keys, a pv pass
+ * the same columns of the pf rows of its keys: the driver passes the next tile's rows, so the
+ * next 64 keys' K and V (32 KiB at f16, d = 128) are in flight while this tile computes.
+ * Without it decode reaches ~40% of the read bandwidth (the hardware prefetchers stop at each
+ * 4 KiB page and lag behind 2 streams that are consumed in bursts); prefetching only every
+ * 2nd-16th row, 2-4 tiles ahead, or with T0/NTA hints all measured slower.
+ * ------------------------------------------------------------------------------------- */
+enum { DT_F32, DT_F16, DT_BF16 };
+
+/* Columns [c, c+16) of a row of DT, as f32. */
+AVX512_INLINE __m512 row16(const void *row, int64_t c, const int DT) {
+    if (DT == DT_F32)
+        return _mm512_loadu_ps((const float *)row + c);
+    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)row + c));
+    return DT == DT_F16 ? f16x16_to_f32(h) : bf16x16_to_f32(h);
+}
+
+/* Prefetch into L2 the lines holding bytes [b0, b1) of row (b0 < b1). */
+AVX512_INLINE void prefetch_span(const void *row, int64_t b0, int64_t b1) {
+    uintptr_t at = ((uintptr_t)row + (uintptr_t)b0) & ~(uintptr_t)63;
+    uintptr_t end = (uintptr_t)row + (uintptr_t)b1;
+    for (; at < end; at += 64)
+        PREFETCH_L2(at);
+}
+
+AVX512_INLINE const void *row_at(const void *const *rows, int64_t j, int64_t nk) {
+    return rows[j < nk ? j : nk - 1]; /* keys past nk repeat the last one (valid memory) */
+}
+
+/* Store lane r*NK + k of z to S[r*BK + j0 + k] for r < NR, k < min(NK, nk - j0). The base is
+ * shifted so that row r's lanes land at its S row; masked-off lanes are not touched. */
+AVX512_INLINE void store_tile(float *S, __m512 z, int64_t j0, int64_t nk, const int NR,
+                              const int NK) {
+    __mmask16 live = lanes16(nk - j0 < NK ? nk - j0 : NK);
+    for (int r = 0; r < NR; r++)
+        _mm512_mask_storeu_ps(S + r * (BK - NK) + j0, (__mmask16)(live << (r * NK)), z);
+}
+
+#define QKR_FMA(acc, r, y) acc = _mm512_fmadd_ps(_mm512_loadu_ps(Q + (r) * dp + c), y, acc)
+
+/* Rows [0, NR) of Q/S (pointing at the block's first row) x keys [j0, j0 + 16/NR). */
+AVX512_INLINE void qkr_tile(float *S, const float *Q, int64_t dp, const void *const *krow,
+                            int64_t j0, int64_t nk, int64_t d, const void *const *pf,
+                            int64_t npf, const int NR, const int DT) {
+    const int NK = 16 / NR;
+    const void *k0 = row_at(krow, j0, nk), *k1 = row_at(krow, j0 + 1, nk);
+    const void *k2 = k0, *k3 = k0, *k4 = k0, *k5 = k0, *k6 = k0, *k7 = k0, *k8 = k0, *k9 = k0;
+    const void *k10 = k0, *k11 = k0, *k12 = k0, *k13 = k0, *k14 = k0, *k15 = k0;
+    if (NK >= 4) {
+        k2 = row_at(krow, j0 + 2, nk);
+        k3 = row_at(krow, j0 + 3, nk);
+    }
+    if (NK >= 8) {
+        k4 = row_at(krow, j0 + 4, nk);
+        k5 = row_at(krow, j0 + 5, nk);
+        k6 = row_at(krow, j0 + 6, nk);
+        k7 = row_at(krow, j0 + 7, nk);
+    }
+    if (NK >= 16) {
+        k8 = row_at(krow, j0 + 8, nk);
+        k9 = row_at(krow, j0 + 9, nk);
+        k10 = row_at(krow, j0 + 10, nk);
+        k11 = row_at(krow, j0 + 11, nk);
+        k12 = row_at(krow, j0 + 12, nk);
+        k13 = row_at(krow, j0 + 13, nk);
+        k14 = row_at(krow, j0 + 14, nk);
+        k15 = row_at(krow, j0 + 15, nk);
+    }
+    ZERO16();
+    for (int64_t c = 0; c < d; c += 16) {
+        if (NR == 8) { /* acc r*2 + k */
+            __m512 y0 = row16(k0, c, DT), y1 = row16(k1, c, DT);
+            __m512 x = _mm512_loadu_ps(Q + c);
+            a0 = _mm512_fmadd_ps(x, y0, a0);
+            a1 = _mm512_fmadd_ps(x, y1, a1);
+            x = _mm512_loadu_ps(Q + dp + c);
+            a2 = _mm512_fmadd_ps(x, y0, a2);
+            a3 = _mm512_fmadd_ps(x, y1, a3);
+            x = _mm512_loadu_ps(Q + 2 * dp + c);
+            a4 = _mm512_fmadd_ps(x, y0, a4);
+            a5 = _mm512_fmadd_ps(x, y1, a5);
+            x = _mm512_loadu_ps(Q + 3 * dp + c);
+            a6 = _mm512_fmadd_ps(x, y0, a6);
+            a7 = _mm512_fmadd_ps(x, y1, a7);
+            x = _mm512_loadu_ps(Q + 4 * dp + c);
+            a8 = _mm512_fmadd_ps(x, y0, a8);
+            a9 = _mm512_fmadd_ps(x, y1, a9);
+            x = _mm512_loadu_ps(Q + 5 * dp + c);
+            a10 = _mm512_fmadd_ps(x, y0, a10);
+            a11 = _mm512_fmadd_ps(x, y1, a11);
+            x = _mm512_loadu_ps(Q + 6 * dp + c);
+            a12 = _mm512_fmadd_ps(x, y0, a12);
+            a13 = _mm512_fmadd_ps(x, y1, a13);
+            x = _mm512_loadu_ps(Q + 7 * dp + c);
+            a14 = _mm512_fmadd_ps(x, y0, a14);
+            a15 = _mm512_fmadd_ps(x, y1, a15);
+        } else if (NR == 4) { /* acc r*4 + k */
+            __m512 x0 = _mm512_loadu_ps(Q + c), x1 = _mm512_loadu_ps(Q + dp + c);
+            __m512 x2 = _mm512_loadu_ps(Q + 2 * dp + c), x3 = _mm512_loadu_ps(Q + 3 * dp + c);
+            __m512 y = row16(k0, c, DT);
+            a0 = _mm512_fmadd_ps(x0, y, a0);
+            a4 = _mm512_fmadd_ps(x1, y, a4);
+            a8 = _mm512_fmadd_ps(x2, y, a8);
+            a12 = _mm512_fmadd_ps(x3, y, a12);
+            y = row16(k1, c, DT);
+            a1 = _mm512_fmadd_ps(x0, y, a1);
+            a5 = _mm512_fmadd_ps(x1, y, a5);
+            a9 = _mm512_fmadd_ps(x2, y, a9);
+            a13 = _mm512_fmadd_ps(x3, y, a13);
+            y = row16(k2, c, DT);
+            a2 = _mm512_fmadd_ps(x0, y, a2);
+            a6 = _mm512_fmadd_ps(x1, y, a6);
+            a10 = _mm512_fmadd_ps(x2, y, a10);
+            a14 = _mm512_fmadd_ps(x3, y, a14);
+            y = row16(k3, c, DT);
+            a3 = _mm512_fmadd_ps(x0, y, a3);
+            a7 = _mm512_fmadd_ps(x1, y, a7);
+            a11 = _mm512_fmadd_ps(x2, y, a11);
+            a15 = _mm512_fmadd_ps(x3, y, a15);
+        } else if (NR == 2) { /* acc r*8 + k */
+            __m512 x0 = _mm512_loadu_ps(Q + c), x1 = _mm512_loadu_ps(Q + dp + c);
+            __m512 y = row16(k0, c, DT);
+            a0 = _mm512_fmadd_ps(x0, y, a0);
+            a8 = _mm512_fmadd_ps(x1, y, a8);
+            y = row16(k1, c, DT);
+            a1 = _mm512_fmadd_ps(x0, y, a1);
+            a9 = _mm512_fmadd_ps(x1, y, a9);
+            y = row16(k2, c, DT);
+            a2 = _mm512_fmadd_ps(x0, y, a2);
+            a10 = _mm512_fmadd_ps(x1, y, a10);
+            y = row16(k3, c, DT);
+            a3 = _mm512_fmadd_ps(x0, y, a3);
+            a11 = _mm512_fmadd_ps(x1, y, a11);
+            y = row16(k4, c, DT);
+            a4 = _mm512_fmadd_ps(x0, y, a4);
+            a12 = _mm512_fmadd_ps(x1, y, a12);
+            y = row16(k5, c, DT);
+            a5 = _mm512_fmadd_ps(x0, y, a5);
+            a13 = _mm512_fmadd_ps(x1, y, a13);
+            y = row16(k6, c, DT);
+            a6 = _mm512_fmadd_ps(x0, y, a6);
+            a14 = _mm512_fmadd_ps(x1, y, a14);
+            y = row16(k7, c, DT);
+            a7 = _mm512_fmadd_ps(x0, y, a7);
+            a15 = _mm512_fmadd_ps(x1, y, a15);
+        } else { /* acc k */
+            __m512 x = _mm512_loadu_ps(Q + c);
+            a0 = _mm512_fmadd_ps(x, row16(k0, c, DT), a0);
+            a1 = _mm512_fmadd_ps(x, row16(k1, c, DT), a1);
+            a2 = _mm512_fmadd_ps(x, row16(k2, c, DT), a2);
+            a3 = _mm512_fmadd_ps(x, row16(k3, c, DT), a3);
+            a4 = _mm512_fmadd_ps(x, row16(k4, c, DT), a4);
+            a5 = _mm512_fmadd_ps(x, row16(k5, c, DT), a5);
+            a6 = _mm512_fmadd_ps(x, row16(k6, c, DT), a6);
+            a7 = _mm512_fmadd_ps(x, row16(k7, c, DT), a7);
+            a8 = _mm512_fmadd_ps(x, row16(k8, c, DT), a8);
+            a9 = _mm512_fmadd_ps(x, row16(k9, c, DT), a9);
+            a10 = _mm512_fmadd_ps(x, row16(k10, c, DT), a10);
+            a11 = _mm512_fmadd_ps(x, row16(k11, c, DT), a11);
+            a12 = _mm512_fmadd_ps(x, row16(k12, c, DT), a12);
+            a13 = _mm512_fmadd_ps(x, row16(k13, c, DT), a13);
+            a14 = _mm512_fmadd_ps(x, row16(k14, c, DT), a14);
+            a15 = _mm512_fmadd_ps(x, row16(k15, c, DT), a15);
+        }
+    }
+    store_tile(S, REDUCE_ACC(), j0, nk, NR, NK);
+    int64_t bytes = d * (DT == DT_F32 ? 4 : 2);
+    for (int64_t j = j0; j < j0 + NK && j < npf; j++)
+        prefetch_span(pf[j], 0, bytes);
+}
+
+/* Row blocks of 8, then 4, 2, 1 rows; only the first block prefetches. */
+AVX512_INLINE void qk_rows_dt(float *S, const float *Q, int64_t R, int64_t dp,
+                              const void *const *krow, int64_t nk, int64_t d,
+                              const void *const *pf, int64_t npf, const int DT) {
+    int64_t r = 0;
+    for (; r + 8 <= R; r += 8, npf = 0)
+        for (int64_t j = 0; j < nk; j += 2)
+            qkr_tile(S + r * BK, Q + r * dp, dp, krow, j, nk, d, pf, npf, 8, DT);
+    if (R - r >= 4) {
+        for (int64_t j = 0; j < nk; j += 4)
+            qkr_tile(S + r * BK, Q + r * dp, dp, krow, j, nk, d, pf, npf, 4, DT);
+        r += 4;
+        npf = 0;
+    }
+    if (R - r >= 2) {
+        for (int64_t j = 0; j < nk; j += 8)
+            qkr_tile(S + r * BK, Q + r * dp, dp, krow, j, nk, d, pf, npf, 2, DT);
+        r += 2;
+        npf = 0;
+    }
+    if (r < R)
+        for (int64_t j = 0; j < nk; j += 16)
+            qkr_tile(S + r * BK, Q + r * dp, dp, krow, j, nk, d, pf, npf, 1, DT);
+}
+
+static void qk_rows_f32(float *S, const float *Q, int64_t R, int64_t dp, const void *const *krow,
+                        int64_t nk, int64_t d, const void *const *pf, int64_t npf) {
+    qk_rows_dt(S, Q, R, dp, krow, nk, d, pf, npf, DT_F32);
+}
+static void qk_rows_f16(float *S, const float *Q, int64_t R, int64_t dp, const void *const *krow,
+                        int64_t nk, int64_t d, const void *const *pf, int64_t npf) {
+    qk_rows_dt(S, Q, R, dp, krow, nk, d, pf, npf, DT_F16);
+}
+static void qk_rows_bf16(float *S, const float *Q, int64_t R, int64_t dp,
+                         const void *const *krow, int64_t nk, int64_t d, const void *const *pf,
+                         int64_t npf) {
+    qk_rows_dt(S, Q, R, dp, krow, nk, d, pf, npf, DT_BF16);
+}
+
+static void avx512_qk_rows(float *S, const float *Q, int64_t R, int64_t dp,
+                           const void *const *krow, int64_t nk, int64_t d, ela_dtype dtype,
+                           const void *const *pf, int64_t npf) {
+    if (!pf)
+        npf = 0;
+    if (dtype == ELA_F32)
+        qk_rows_f32(S, Q, R, dp, krow, nk, d, pf, npf);
+    else if (dtype == ELA_F16)
+        qk_rows_f16(S, Q, R, dp, krow, nk, d, pf, npf);
+    else
+        qk_rows_bf16(S, Q, R, dp, krow, nk, d, pf, npf);
+}
+
+/* pv_rows tile: rows [0, NR) x columns [c0, c0 + 16*NV), NR <= 8, NR*NV <= 16. */
+#define PVR_ROW(i, STMT)                                                                    \
+    do {                                                                                    \
+        if (NR > (i)) {                                                                     \
+            STMT(i, 0);                                                                     \
+            if (NV > 1)                                                                     \
+                STMT(i, 1);                                                                 \
+            if (NV > 2)                                                                     \
+                STMT(i, 2);                                                                 \
+            if (NV > 3)                                                                     \
+                STMT(i, 3);                                                                 \
+        }                                                                                   \
+    } while (0)
+#define PVR_ALL(STMT)                                                                       \
+    do {                                                                                    \
+        PVR_ROW(0, STMT);                                                                   \
+        PVR_ROW(1, STMT);                                                                   \
+        PVR_ROW(2, STMT);                                                                   \
+        PVR_ROW(3, STMT);                                                                   \
+        PVR_ROW(4, STMT);                                                                   \
+        PVR_ROW(5, STMT);                                                                   \
+        PVR_ROW(6, STMT);                                                                   \
+        PVR_ROW(7, STMT);                                                                   \
+    } while (0)
+#define PVR_INIT(i, v)                                                                      \
+    acc##i##v = _mm512_mul_ps(_mm512_set1_ps(alpha[i]), _mm512_loadu_ps(O + (i) * dp + 16 * (v)))
+#define PVR_FMA(i, v) acc##i##v = _mm512_fmadd_ps(_mm512_set1_ps(P[(i) * BK + j]), y##v, acc##i##v)
+#define PVR_STORE(i, v) _mm512_storeu_ps(O + (i) * dp + 16 * (v), acc##i##v)
+
+/* O points at (row 0, column c0); vrow rows are read from column c0. */
+AVX512_INLINE void pvr_tile(float *O, const float *P, const float *alpha, int64_t dp,
+                            const void *const *vrow, int64_t nk, int64_t c0,
+                            const void *const *pf, int64_t npf, const int NR, const int NV,
+                            const int DT) {
+    const int64_t es = DT == DT_F32 ? 4 : 2;
+    __m512 acc00, acc01, acc02, acc03, acc10, acc11, acc12, acc13, acc20, acc21, acc22, acc23;
+    __m512 acc30, acc31, acc32, acc33, acc40, acc41, acc42, acc43, acc50, acc51, acc52, acc53;
+    __m512 acc60, acc61, acc62, acc63, acc70, acc71, acc72, acc73;
+    acc00 = acc01 = acc02 = acc03 = acc10 = acc11 = acc12 = acc13 = _mm512_setzero_ps();
+    acc20 = acc21 = acc22 = acc23 = acc30 = acc31 = acc32 = acc33 = acc00;
+    acc40 = acc41 = acc42 = acc43 = acc50 = acc51 = acc52 = acc53 = acc00;
+    acc60 = acc61 = acc62 = acc63 = acc70 = acc71 = acc72 = acc73 = acc00;
+    PVR_ALL(PVR_INIT);
+    for (int64_t j = 0; j < nk; j++) {
+        const void *vj = vrow[j];
+        __m512 y0 = row16(vj, c0, DT);
+        __m512 y1 = NV > 1 ? row16(vj, c0 + 16, DT) : y0;
+        __m512 y2 = NV > 2 ? row16(vj, c0 + 32, DT) : y0;
+        __m512 y3 = NV > 3 ? row16(vj, c0 + 48, DT) : y0;
+        if (j < npf)
+            prefetch_span(pf[j], c0 * es, (c0 + 16 * NV) * es);
+        PVR_ALL(PVR_FMA);
+    }
+    PVR_ALL(PVR_STORE);
+}
+
+/* Column passes of 64, 32, 16 columns for NR <= 4 (32, 16 for NR = 8): d % 16 == 0. */
+AVX512_INLINE void pvr_block(float *O, const float *P, const float *alpha, int64_t dp,
+                             const void *const *vrow, int64_t nk, int64_t d,
+                             const void *const *pf, int64_t npf, const int NR, const int DT) {
+    int64_t c = 0;
+    if (NR <= 4)
+        for (; c + 64 <= d; c += 64)
+            pvr_tile(O + c, P, alpha, dp, vrow, nk, c, pf, npf, NR, 4, DT);
+    for (; c + 32 <= d; c += 32)
+        pvr_tile(O + c, P, alpha, dp, vrow, nk, c, pf, npf, NR, 2, DT);
+    if (c < d)
+        pvr_tile(O + c, P, alpha, dp, vrow, nk, c, pf, npf, NR, 1, DT);
+}
+
+/* Row blocks of 8, then 4 and the last 1-3 rows; only the first block prefetches. */
+AVX512_INLINE void pv_rows_dt(float *O, const float *P, const float *alpha, int64_t R,
+                              int64_t dp, const void *const *vrow, int64_t nk, int64_t d,
+                              const void *const *pf, int64_t npf, const int DT) {
+    int64_t r = 0;
+    for (; r + 8 <= R; r += 8, npf = 0)
+        pvr_block(O + r * dp, P + r * BK, alpha + r, dp, vrow, nk, d, pf, npf, 8, DT);
+    if (R - r >= 4) {
+        pvr_block(O + r * dp, P + r * BK, alpha + r, dp, vrow, nk, d, pf, npf, 4, DT);
+        r += 4;
+        npf = 0;
+    }
+    switch (R - r) {
+    case 3: pvr_block(O + r * dp, P + r * BK, alpha + r, dp, vrow, nk, d, pf, npf, 3, DT); break;
+    case 2: pvr_block(O + r * dp, P + r * BK, alpha + r, dp, vrow, nk, d, pf, npf, 2, DT); break;
+    case 1: pvr_block(O + r * dp, P + r * BK, alpha + r, dp, vrow, nk, d, pf, npf, 1, DT); break;
+    default: break;
+    }
+}
+
+static void pv_rows_f32(float *O, const float *P, const float *alpha, int64_t R, int64_t dp,
+                        const void *const *vrow, int64_t nk, int64_t d, const void *const *pf,
+                        int64_t npf) {
+    pv_rows_dt(O, P, alpha, R, dp, vrow, nk, d, pf, npf, DT_F32);
+}
+static void pv_rows_f16(float *O, const float *P, const float *alpha, int64_t R, int64_t dp,
+                        const void *const *vrow, int64_t nk, int64_t d, const void *const *pf,
+                        int64_t npf) {
+    pv_rows_dt(O, P, alpha, R, dp, vrow, nk, d, pf, npf, DT_F16);
+}
+static void pv_rows_bf16(float *O, const float *P, const float *alpha, int64_t R, int64_t dp,
+                         const void *const *vrow, int64_t nk, int64_t d, const void *const *pf,
+                         int64_t npf) {
+    pv_rows_dt(O, P, alpha, R, dp, vrow, nk, d, pf, npf, DT_BF16);
+}
+
+static void avx512_pv_rows(float *O, const float *P, const float *alpha, int64_t R, int64_t dp,
+                           const void *const *vrow, int64_t nk, int64_t d, ela_dtype dtype,
+                           const void *const *pf, int64_t npf) {
+    if (!pf)
+        npf = 0;
+    if (dtype == ELA_F32)
+        pv_rows_f32(O, P, alpha, R, dp, vrow, nk, d, pf, npf);
+    else if (dtype == ELA_F16)
+        pv_rows_f16(O, P, alpha, R, dp, vrow, nk, d, pf, npf);
+    else
+        pv_rows_bf16(O, P, alpha, R, dp, vrow, nk, d, pf, npf);
+}
+
 static const cpu_attn_kernels avx512_kernels = {
-    "avx512", avx512_load_rows, avx512_qk, avx512_softmax, avx512_pv,
+    "avx512",       avx512_load_rows, avx512_qk, avx512_softmax, avx512_pv, avx512_qk_rows,
+    avx512_pv_rows,
 };
 
 const cpu_attn_kernels *cpu_attn_kernels_avx512(void) { return &avx512_kernels; }

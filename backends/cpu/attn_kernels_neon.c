@@ -290,6 +290,8 @@ static void neon_pv(float *O, const float *P, const float *V, const float *alpha
 
 static const cpu_attn_kernels neon_kernels = {
     "neon", neon_load_rows, neon_qk, neon_softmax, neon_pv,
+    NULL, /* qk_rows: none yet (untested here), the driver keeps the tiled path */
+    NULL, /* pv_rows */
 };
 
 const cpu_attn_kernels *cpu_attn_kernels_neon(void) { return &neon_kernels; }

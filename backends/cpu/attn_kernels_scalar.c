@@ -77,8 +77,70 @@ static void scalar_pv(float *O, const float *P, const float *V, const float *alp
     }
 }
 
+/* Row path: sum_c q[c] * row[c] and o[c] += p * row[c] over a row of dtype (the dtype
+ * switch is outside the loops). */
+static float dot_row(const float *q, const void *row, int64_t d, ela_dtype dtype) {
+    float acc = 0.0f;
+    if (dtype == ELA_F32) {
+        const float *k = row;
+        for (int64_t c = 0; c < d; c++)
+            acc += q[c] * k[c];
+    } else if (dtype == ELA_F16) {
+        const uint16_t *k = row;
+        for (int64_t c = 0; c < d; c++)
+            acc += q[c] * ela_f16_to_f32(k[c]);
+    } else {
+        const uint16_t *k = row;
+        for (int64_t c = 0; c < d; c++)
+            acc += q[c] * ela_bf16_to_f32(k[c]);
+    }
+    return acc;
+}
+
+static void axpy_row(float *o, float p, const void *row, int64_t d, ela_dtype dtype) {
+    if (dtype == ELA_F32) {
+        const float *v = row;
+        for (int64_t c = 0; c < d; c++)
+            o[c] += p * v[c];
+    } else if (dtype == ELA_F16) {
+        const uint16_t *v = row;
+        for (int64_t c = 0; c < d; c++)
+            o[c] += p * ela_f16_to_f32(v[c]);
+    } else {
+        const uint16_t *v = row;
+        for (int64_t c = 0; c < d; c++)
+            o[c] += p * ela_bf16_to_f32(v[c]);
+    }
+}
+
+/* The scalar level does not prefetch (pf serves the SIMD levels' memory-bound decode). */
+static void scalar_qk_rows(float *S, const float *Q, int64_t R, int64_t dp,
+                           const void *const *krow, int64_t nk, int64_t d, ela_dtype dtype,
+                           const void *const *pf, int64_t npf) {
+    (void)pf;
+    (void)npf;
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t j = 0; j < nk; j++)
+            S[r * CPU_ATTN_BK + j] = dot_row(Q + r * dp, krow[j], d, dtype);
+}
+
+static void scalar_pv_rows(float *O, const float *P, const float *alpha, int64_t R, int64_t dp,
+                           const void *const *vrow, int64_t nk, int64_t d, ela_dtype dtype,
+                           const void *const *pf, int64_t npf) {
+    (void)pf;
+    (void)npf;
+    for (int64_t r = 0; r < R; r++) {
+        float *o = O + r * dp;
+        for (int64_t c = 0; c < d; c++)
+            o[c] *= alpha[r];
+        for (int64_t j = 0; j < nk; j++)
+            axpy_row(o, P[r * CPU_ATTN_BK + j], vrow[j], d, dtype);
+    }
+}
+
 static const cpu_attn_kernels scalar_kernels = {
-    "scalar", scalar_load_rows, scalar_qk, scalar_softmax, scalar_pv,
+    "scalar",       scalar_load_rows, scalar_qk, scalar_softmax, scalar_pv, scalar_qk_rows,
+    scalar_pv_rows,
 };
 
 const cpu_attn_kernels *cpu_attn_kernels_scalar(void) { return &scalar_kernels; }

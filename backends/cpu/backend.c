@@ -139,15 +139,15 @@ static const ela_backend_iface cpu_iface = {
     .synchronize = cpu_synchronize,
     .supports = cpu_supports,
     .attn_dense = cpu_attn_dense,
-    /* .attn_blocks = cpu_attn_blocks, */
-    /* .xattn_estimate = cpu_xattn_estimate, */
-    /* .router_eval = cpu_router_eval, */
-    /* .token_select = cpu_token_select, */
-    /* .attn_token_sparse = cpu_attn_token_sparse, */
-    /* .decode_select = cpu_decode_select, */
-    /* .attn_gather = cpu_attn_gather, */
-    /* .nsa_select = cpu_nsa_select, */
-    /* .attn_nsa = cpu_attn_nsa, */
+    .attn_blocks = cpu_attn_blocks,
+    .xattn_estimate = cpu_xattn_estimate,
+    .router_eval = cpu_router_eval,
+    .token_select = cpu_token_select,
+    .attn_token_sparse = cpu_attn_token_sparse,
+    .decode_select = cpu_decode_select,
+    .attn_gather = cpu_attn_gather,
+    .nsa_select = cpu_nsa_select,
+    .attn_nsa = cpu_attn_nsa,
 };
 
 const ela_backend_iface *ela_cpu_backend_iface(void) { return &cpu_iface; }

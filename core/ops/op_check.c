@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 
 static const char *const op_names[ELA_OP_COUNT] = {
@@ -151,5 +152,42 @@ ela_status op_check_backend(const ela_backend *be, ela_op op, int implemented,
         return ela_fail(ELA_ERR_UNSUPPORTED, "backend '%s' cannot run %s with dtypes %s", be->name,
                         ela_op_name(op), list);
     }
+    return ELA_OK;
+}
+
+ela_status op_host_indices(const char *op, const ela_backend *be, const ela_tensor *idx,
+                           int64_t rows, int64_t cols, const int32_t **host, int64_t *stride,
+                           int32_t **copy) {
+    *copy = NULL;
+    *host = NULL;
+    *stride = idx->n_dims == 2 ? idx->strides[0] / (int64_t)sizeof(int32_t) : cols;
+    if (rows == 0 || cols == 0)
+        return ELA_OK;
+    void *base = be->iface->buffer_host_ptr ? be->iface->buffer_host_ptr(be->ctx, idx->buffer->handle)
+                                            : NULL;
+    if (base && (idx->n_dims == 1 || idx->strides[0] % (int64_t)sizeof(int32_t) == 0)) {
+        *host = (const int32_t *)(const void *)((const char *)base + idx->offset);
+        return ELA_OK;
+    }
+    int64_t ext[2] = {rows, cols};
+    ela_tensor *view = NULL;
+    ela_status st = idx->n_dims == 2 ? ela_tensor_view(idx, 2, ext, idx->strides, 0, &view)
+                                     : ela_tensor_view(idx, 1, &ext[1], NULL, 0, &view);
+    if (st != ELA_OK)
+        return st;
+    *copy = ela_calloc((size_t)(rows * cols), sizeof(int32_t));
+    if (!*copy) {
+        ela_tensor_free(view);
+        return ela_fail(ELA_ERR_OOM, "ela_%s: out of host memory to check tensor idx", op);
+    }
+    st = ela_tensor_read(view, *copy, (size_t)(rows * cols) * sizeof(int32_t));
+    ela_tensor_free(view);
+    if (st != ELA_OK) {
+        ela_free(*copy);
+        *copy = NULL;
+        return st;
+    }
+    *host = *copy;
+    *stride = cols;
     return ELA_OK;
 }

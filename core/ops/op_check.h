@@ -37,6 +37,14 @@ ela_status op_check_qk(const char *op, const ela_backend *be, const ela_tensor *
 ela_status op_check_backend(const ela_backend *be, ela_op op, int implemented,
                             const ela_dtype *dtypes, int n_dtypes);
 
+/* The first `cols` entries of each of the `rows` rows of the i32 index tensor idx ([rows, >=
+ * cols], or 1-D [>= cols] with rows 1) as packed host memory: in place when the backend's
+ * memory is host memory, else one copy. *copy is what the caller frees (ela_free; NULL when
+ * in place); *stride is the row stride in elements. */
+ela_status op_host_indices(const char *op, const ela_backend *be, const ela_tensor *idx,
+                           int64_t rows, int64_t cols, const int32_t **host, int64_t *stride,
+                           int32_t **copy);
+
 /* scale resolved: 0 means 1/sqrt(d); a non-finite scale is an error. */
 ela_status op_resolve_scale(const char *op, float scale, int64_t d, float *out);
 

@@ -1,0 +1,183 @@
+/* Vulkan backend: dense attention (DESIGN.md 4.1), the host side of shaders/attn_dense.comp
+ * and attn_dense_merge.comp. Picks the tiling (lanes per row from the subgroup size, key tile
+ * from the shared memory limit), and splits the keys over workgroups when the query rows alone
+ * give too few (decode: L * G rows per KV head), merging the splits by LSE in a second dispatch
+ * so one query still spreads over the whole device. Records into the stream (vk_submit.c). */
+#include <string.h>
+
+#include "vk_backend.h"
+
+#define MAX_WG 128        /* invocations per attention workgroup: BR rows x T lanes */
+#define MERGE_WG 64       /* invocations per merge workgroup, over the d columns */
+#define MAX_D 256         /* largest head dim (registers per lane: d / T for q and O) */
+#define MAX_BC 32         /* keys per tile: the per-lane score array */
+#define MIN_SPLIT_KEYS 256 /* a split below this costs more to merge than it saves */
+#define MAX_SPLITS 64
+#define LOG2E 1.4426950408889634f
+
+/* Mirrors `Push` in shaders/attn_io.glsl. */
+typedef struct {
+    uint32_t q_off, q_s0, q_s1;
+    uint32_t k_off, k_s0, k_s1;
+    uint32_t v_off, v_s0, v_s1;
+    uint32_t o_off, o_s0, o_s1;
+    uint32_t lse_off, lse_s0, lse_s1;
+    uint32_t rows, G, n, q_pos0, split_keys, splits, has_lse, part_off, base;
+    float scale_log2e;
+} attn_push;
+_Static_assert(sizeof(attn_push) <= 128, "push constants are limited to 128 bytes");
+
+typedef struct {
+    uint32_t T, BR, WG, DP, BC;
+    uint32_t rows, tiles, splits, split_keys;
+    VkDeviceSize scratch_bytes;
+} attn_plan;
+
+static uint32_t div_up(uint64_t a, uint64_t b) { return (uint32_t)((a + b - 1) / b); }
+
+static ela_status make_plan(const vk_ctx *ctx, const ela_attn_dense_args *a, uint32_t q_pos0,
+                            attn_plan *p) {
+    const VkPhysicalDeviceLimits *lim = &ctx->phys->props.limits;
+    memset(p, 0, sizeof *p);
+    int G = a->hq / a->hkv;
+    p->rows = (uint32_t)(a->L * G);
+    p->T = ctx->lanes;
+    /* Rows per workgroup: MAX_WG / T, fewer when there are fewer rows (decode: G), but at least
+     * one subgroup's worth of invocations. */
+    uint32_t sg = ctx->phys->subgroup_size ? ctx->phys->subgroup_size : 32;
+    uint32_t br_min = sg / p->T > 1 ? sg / p->T : 1, br_max = MAX_WG / p->T;
+    p->BR = br_min;
+    while (p->BR < br_max && p->BR < p->rows)
+        p->BR *= 2;
+    p->WG = p->BR * p->T;
+    p->DP = div_up((uint64_t)a->d, 4u * p->T) * 4u * p->T; /* shaders: vec4 columns per lane */
+    uint64_t bc = lim->maxComputeSharedMemorySize / (2ull * 4ull * p->DP);
+    if (bc > MAX_BC)
+        bc = MAX_BC;
+    if (bc < 1)
+        return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: attn_dense: d = %lld needs %u bytes of shared "
+                       "memory, %s has %u", (long long)a->d, 8u * p->DP, ctx->phys->info.name,
+                       lim->maxComputeSharedMemorySize);
+    p->BC = (uint32_t)bc;
+    if (p->WG > lim->maxComputeWorkGroupSize[0] || p->WG > lim->maxComputeWorkGroupInvocations)
+        return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: %s runs fewer than %u invocations per "
+                       "workgroup", ctx->phys->info.name, p->WG);
+    p->tiles = div_up(p->rows, p->BR);
+    /* Keys the last row sees: no workgroup goes further. */
+    uint64_t keys = (uint64_t)q_pos0 + (uint64_t)a->L < (uint64_t)a->n ? q_pos0 + (uint64_t)a->L
+                                                                       : (uint64_t)a->n;
+    /* Enough workgroups to fill the device: a few per core on a CPU device, a few per SM on a
+     * GPU (Vulkan does not report the count). */
+    uint64_t target = ctx->phys->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU ? 32 : 512;
+    uint64_t wgs = (uint64_t)p->tiles * (uint64_t)a->hkv;
+    uint64_t splits = 1;
+    if (wgs < target) {
+        splits = (target + wgs - 1) / wgs;
+        uint64_t cap = keys / MIN_SPLIT_KEYS > 1 ? keys / MIN_SPLIT_KEYS : 1;
+        if (splits > cap)
+            splits = cap;
+        if (splits > MAX_SPLITS)
+            splits = MAX_SPLITS;
+    }
+    /* Partials must fit one binding. */
+    uint64_t per_split = (uint64_t)a->hkv * p->rows * (p->DP + 2u) * 4u;
+    uint64_t max_splits = lim->maxStorageBufferRange / per_split;
+    if (splits > max_splits)
+        splits = max_splits > 1 ? max_splits : 1;
+    p->split_keys = div_up(div_up(keys, splits), p->BC) * p->BC;
+    p->splits = div_up(keys, p->split_keys);
+    if (p->splits > 1)
+        p->scratch_bytes = (VkDeviceSize)per_split * p->splits;
+    if ((uint32_t)a->hkv > lim->maxComputeWorkGroupCount[1] ||
+        p->splits > lim->maxComputeWorkGroupCount[2])
+        return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: attn_dense: %d KV heads exceed %s's "
+                       "workgroup grid", a->hkv, ctx->phys->info.name);
+    return ELA_OK;
+}
+
+/* Dispatch `count` workgroups along x in pieces the device accepts, `base` telling each
+ * piece where it starts. */
+static void dispatch_rows(vk_ctx *ctx, attn_push *push, uint32_t count, uint32_t y, uint32_t z) {
+    uint32_t max_x = ctx->phys->props.limits.maxComputeWorkGroupCount[0];
+    for (uint32_t base = 0; base < count; base += max_x) {
+        push->base = base;
+        vkf.CmdPushConstants(ctx->cmd, ctx->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof *push,
+                             push);
+        vkf.CmdDispatch(ctx->cmd, count - base < max_x ? count - base : max_x, y, z);
+    }
+}
+
+static uint32_t dtype_code(ela_dtype dt) { return dt == ELA_F16 ? 1u : dt == ELA_BF16 ? 2u : 0u; }
+
+ela_status vk_attn_dense(void *vctx, const ela_attn_dense_args *a) {
+    vk_ctx *ctx = vctx;
+    const char *op = "attn_dense";
+    if (a->d > MAX_D)
+        return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: attn_dense supports head dims up to %d, got %lld",
+                       MAX_D, (long long)a->d);
+    if (a->n > INT32_MAX || a->L * (a->hq / a->hkv) > INT32_MAX)
+        return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: attn_dense: more than 2^31 keys or query rows");
+    vk_tensor_binding bq, bk, bv, bo, bl;
+    ela_status st;
+    if ((st = vk_bind_tensor(ctx, a->q, op, "q", &bq)) != ELA_OK ||
+        (st = vk_bind_tensor(ctx, a->k, op, "k", &bk)) != ELA_OK ||
+        (st = vk_bind_tensor(ctx, a->v, op, "v", &bv)) != ELA_OK ||
+        (st = vk_bind_tensor(ctx, a->o, op, "o", &bo)) != ELA_OK ||
+        (a->lse && (st = vk_bind_tensor(ctx, a->lse, op, "lse", &bl)) != ELA_OK))
+        return st;
+    /* Not causal: every row sees every key, the same as a query past the last key. */
+    uint32_t q_pos0 = !a->causal || a->q_pos0 >= a->n ? (uint32_t)a->n : (uint32_t)a->q_pos0;
+    attn_plan p;
+    if ((st = make_plan(ctx, a, q_pos0, &p)) != ELA_OK)
+        return st;
+
+    /* Pipelines first: creating one can fail, and nothing is recorded yet. */
+    uint32_t split = p.splits > 1;
+    uint32_t spec[8] = {p.WG, (uint32_t)a->d, p.T, p.BC, dtype_code(a->q->dtype),
+                        dtype_code(a->k->dtype), dtype_code(a->o->dtype), split};
+    uint32_t mspec[8] = {MERGE_WG, (uint32_t)a->d, p.T, 0, 0, 0, dtype_code(a->o->dtype), 0};
+    const char *main_name = p.T > 1 ? (ctx->storage16 ? "attn_dense_sg16" : "attn_dense_sg")
+                                    : (ctx->storage16 ? "attn_dense_16" : "attn_dense");
+    const char *merge_name = ctx->storage16 ? "attn_dense_merge_16" : "attn_dense_merge";
+    VkPipeline main_pipe, merge_pipe = VK_NULL_HANDLE;
+    if ((st = vk_pipeline_get(ctx, main_name, spec, 8, &main_pipe)) != ELA_OK ||
+        (split && (st = vk_pipeline_get(ctx, merge_name, mspec, 8, &merge_pipe)) != ELA_OK))
+        return st;
+
+    VkDescriptorSet set;
+    VkDeviceSize part_at = 0;
+    if ((st = vk_op_reserve(ctx, p.scratch_bytes, &set, &part_at)) != ELA_OK)
+        return st;
+    VkDescriptorBufferInfo infos[VK_BINDINGS] = {bq.info, bk.info, bv.info, bo.info};
+    VkDescriptorBufferInfo dummy = {ctx->dummy.buf, 0, VK_WHOLE_SIZE};
+    infos[4] = a->lse ? bl.info : dummy;
+    if (split) {
+        VkDescriptorBufferInfo part = {ctx->scratch.buf, part_at, p.scratch_bytes};
+        infos[5] = part;
+    } else {
+        infos[5] = dummy;
+    }
+    vk_set_write(ctx, set, infos);
+
+    attn_push push = {
+        bq.elem, bq.stride[0], bq.stride[1],
+        bk.elem, bk.stride[0], bk.stride[1],
+        bv.elem, bv.stride[0], bv.stride[1],
+        bo.elem, bo.stride[0], bo.stride[1],
+        a->lse ? bl.elem : 0, a->lse ? bl.stride[0] : 0, a->lse ? bl.stride[1] : 0,
+        p.rows, (uint32_t)(a->hq / a->hkv), (uint32_t)a->n, q_pos0, p.split_keys, p.splits,
+        a->lse != NULL, 0, 0, a->scale * LOG2E,
+    };
+    if ((st = vk_group_begin(ctx)) != ELA_OK)
+        return st;
+    vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, main_pipe);
+    vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1, &set, 0,
+                              NULL);
+    dispatch_rows(ctx, &push, p.tiles, (uint32_t)a->hkv, p.splits);
+    if (split) {
+        vk_group_barrier(ctx);
+        vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, merge_pipe);
+        dispatch_rows(ctx, &push, p.rows, (uint32_t)a->hkv, 1);
+    }
+    return vk_op_done(ctx, op);
+}

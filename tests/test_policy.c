@@ -1,0 +1,307 @@
+/* Unit test of the policy layer (core/policy): parsing and formatting of policy strings
+ * (defaults, every option, bad strings with messages that quote the bad part), and running
+ * each policy on the CPU backend in settings where it must equal dense attention exactly
+ * (elastic with every head full, streaming whose window covers every key, tsa below its
+ * minimum length, lessismore with a budget >= n) or must skip work (sparsity > 0 with a small
+ * error on structured inputs). */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "test_common.h"
+
+#define CHECK_PARSE_FAIL(fn, text, quote)                                                      \
+    do {                                                                                       \
+        CHECK_STATUS(fn(text, &out), ELA_ERR_INVALID_ARG);                                     \
+        CHECKF(test_has_text(ela_last_error(), quote), "message \"%s\" does not quote '%s'",   \
+               ela_last_error(), quote);                                                       \
+    } while (0)
+
+static void test_prefill_parse(void) {
+    ela_prefill_policy out, back;
+    CHECK_STATUS(ela_prefill_policy_parse("dense", &out), ELA_OK);
+    CHECK(out.kind == ELA_PREFILL_DENSE);
+    CHECK_STATUS(ela_prefill_policy_parse("elastic:fa-xa,tau=0.9,sink=128,local=2048", &out),
+                 ELA_ERR_INVALID_ARG); /* fa-xa has no streaming heads: sink does not apply */
+    CHECK(test_has_text(ela_last_error(), "sink"));
+    CHECK_STATUS(ela_prefill_policy_parse("elastic:fa-ssa,sink=256,local=1024,full=0.25", &out),
+                 ELA_OK);
+    CHECK(out.kind == ELA_PREFILL_ELASTIC && out.full_mode == ELA_HEAD_DENSE &&
+          out.sparse_mode == ELA_HEAD_STREAMING && out.sink == 256 && out.local == 1024 &&
+          fabsf(out.full_fraction - 0.25f) < 1e-7f);
+    CHECK_STATUS(ela_prefill_policy_parse("elastic:xa-ssa,tau=0.8,stride=8", &out), ELA_OK);
+    CHECK(out.full_mode == ELA_HEAD_MASK && out.sparse_mode == ELA_HEAD_STREAMING &&
+          out.xattn.stride == 8 && fabsf(out.xattn.threshold - 0.8f) < 1e-7f &&
+          out.sink == 128 && out.local == 2048);
+    CHECK_STATUS(ela_prefill_policy_parse("xattn", &out), ELA_OK);
+    CHECK(out.xattn.stride == 16 && fabsf(out.xattn.threshold - 0.9f) < 1e-7f);
+    CHECK_STATUS(ela_prefill_policy_parse("tsa,coverage=0.01,window=64,pool=5,min=512", &out),
+                 ELA_OK);
+    CHECK(out.kind == ELA_PREFILL_TSA && fabsf(out.tsa.coverage - 0.01f) < 1e-7f &&
+          out.tsa.window == 64 && out.tsa.pool == 5 && out.tsa.min_keep == 512);
+    CHECK_STATUS(ela_prefill_policy_parse("tsa", &out), ELA_OK);
+    CHECK(out.tsa.window == 128 && out.tsa.pool == 7 && out.tsa.min_keep == 1024 &&
+          fabsf(out.tsa.coverage - 0.005f) < 1e-7f);
+    /* format -> parse is the identity, for every name */
+    static const char *const all[] = {"dense", "xattn,tau=0.7", "streaming,sink=0,local=4096",
+                                      "elastic:fa-xa,full=1", "elastic:fa-ssa",
+                                      "elastic:xa-ssa,stride=32", "tsa,pool=9", "tsa+xattn"};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        char buf[256];
+        CHECK_STATUS(ela_prefill_policy_parse(all[i], &out), ELA_OK);
+        int len = ela_prefill_policy_format(&out, buf, sizeof buf);
+        CHECK(len > 0 && (size_t)len < sizeof buf);
+        CHECK_STATUS(ela_prefill_policy_parse(buf, &back), ELA_OK);
+        CHECKF(memcmp(&out, &back, sizeof out) == 0, "'%s' -> '%s' parses differently", all[i],
+               buf);
+    }
+    out.kind = ELA_PREFILL_DENSE;
+    CHECK_PARSE_FAIL(ela_prefill_policy_parse, "densse", "densse");
+    CHECK_PARSE_FAIL(ela_prefill_policy_parse, "xattn,tau=1.5", "tau");
+    CHECK_PARSE_FAIL(ela_prefill_policy_parse, "xattn,stride=7", "stride");
+    CHECK_PARSE_FAIL(ela_prefill_policy_parse, "xattn,tau", "tau");
+    CHECK_PARSE_FAIL(ela_prefill_policy_parse, "xattn,", "empty");
+    CHECK_PARSE_FAIL(ela_prefill_policy_parse, "streaming,local=0", "local");
+    CHECK_PARSE_FAIL(ela_prefill_policy_parse, "streaming,local=12x", "local");
+    CHECK_PARSE_FAIL(ela_prefill_policy_parse, "tsa,pool=4", "pool");
+    CHECK_PARSE_FAIL(ela_prefill_policy_parse, "dense,tau=0.9", "tau");
+    CHECK_PARSE_FAIL(ela_prefill_policy_parse, "elastic:fa-fa", "elastic:fa-fa");
+    CHECK(out.kind == ELA_PREFILL_DENSE); /* untouched on failure */
+    CHECK_STATUS(ela_prefill_policy_parse(NULL, &out), ELA_ERR_INVALID_ARG);
+    CHECK_STATUS(ela_prefill_policy_parse("dense", NULL), ELA_ERR_INVALID_ARG);
+}
+
+static void test_decode_parse(void) {
+    ela_decode_policy out, back;
+    CHECK_STATUS(ela_decode_policy_parse("lessismore:2048", &out), ELA_OK);
+    CHECK(out.kind == ELA_DECODE_LESSISMORE && out.select.budget == 2048 &&
+          fabsf(out.select.recent - 0.25f) < 1e-7f && out.select.sinks == 4);
+    CHECK_STATUS(ela_decode_policy_parse("lessismore:1000,recent=0.5,sinks=0", &out), ELA_OK);
+    CHECK(out.select.budget == 1000 && out.select.sinks == 0 &&
+          fabsf(out.select.recent - 0.5f) < 1e-7f);
+    CHECK_STATUS(ela_decode_policy_parse("nsa,block=64,top=8", &out), ELA_OK);
+    CHECK(out.kind == ELA_DECODE_NSA && out.nsa.block == 64 && out.nsa.top == 8);
+    static const char *const all[] = {"dense", "lessismore:4096,recent=0.3", "nsa",
+                                      "streaming,sink=4,local=1024"};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        char buf[256];
+        CHECK_STATUS(ela_decode_policy_parse(all[i], &out), ELA_OK);
+        ela_decode_policy_format(&out, buf, sizeof buf);
+        CHECK_STATUS(ela_decode_policy_parse(buf, &back), ELA_OK);
+        CHECKF(memcmp(&out, &back, sizeof out) == 0, "'%s' -> '%s' parses differently", all[i],
+               buf);
+    }
+    CHECK_PARSE_FAIL(ela_decode_policy_parse, "lessismore", "budget");
+    CHECK_PARSE_FAIL(ela_decode_policy_parse, "lessismore:0", "budget");
+    CHECK_PARSE_FAIL(ela_decode_policy_parse, "lessismore:2048,top=3", "top");
+    CHECK_PARSE_FAIL(ela_decode_policy_parse, "quest:64", "quest");
+    CHECK_PARSE_FAIL(ela_decode_policy_parse, "dense:5", "dense");
+    /* roles of a 32-layer lessismore schedule */
+    CHECK_STATUS(ela_decode_policy_parse("lessismore:64", &out), ELA_OK);
+    int n_select = 0;
+    for (int l = 0; l < 32; l++)
+        n_select += ela_decode_layer_role_of(&out, l, 32) == ELA_DECODE_LAYER_SELECT;
+    CHECK(ela_decode_layer_role_of(&out, 0, 32) == ELA_DECODE_LAYER_DENSE &&
+          ela_decode_layer_role_of(&out, 2, 32) == ELA_DECODE_LAYER_SELECT &&
+          ela_decode_layer_role_of(&out, 12, 32) == ELA_DECODE_LAYER_SELECT &&
+          ela_decode_layer_role_of(&out, 3, 32) == ELA_DECODE_LAYER_SPARSE && n_select == 2);
+}
+
+/* ---- running policies ------------------------------------------------------------------ */
+typedef struct {
+    ela_tensor *q, *k, *v, *o_ref, *o;
+    int64_t L, n, d;
+    int hq, hkv;
+} problem;
+
+static void problem_free(problem *p) {
+    ela_tensor_free(p->q);
+    ela_tensor_free(p->k);
+    ela_tensor_free(p->v);
+    ela_tensor_free(p->o_ref);
+    ela_tensor_free(p->o);
+}
+
+/* Random q, k, v with a strong recency bias: component 0 adds 0.04 * j * 8 / sqrt(d) to the
+ * logit of key j for every query, so each row's mass sits on its last ~100 keys and the
+ * sparse policies, which keep recent keys, lose little. */
+static int problem_make(ela_backend *be, problem *p, int64_t L, int64_t n, int hq, int hkv,
+                        int64_t d, int stream) {
+    memset(p, 0, sizeof *p);
+    p->L = L, p->n = n, p->d = d, p->hq = hq, p->hkv = hkv;
+    int64_t qs[3] = {L, hq, d}, ks[3] = {hkv, n, d};
+    test_rng rng;
+    test_rng_init(&rng, (uint64_t)stream);
+    float *hq_ = malloc((size_t)(L * hq * d) * sizeof(float));
+    float *hk = malloc((size_t)(n * hkv * d) * sizeof(float));
+    float *hv = malloc((size_t)(n * hkv * d) * sizeof(float));
+    int ok = hq_ && hk && hv;
+    if (ok) {
+        test_fill_normal(&rng, hq_, L * hq * d, 1.0f);
+        test_fill_normal(&rng, hk, n * hkv * d, 1.0f);
+        test_fill_normal(&rng, hv, n * hkv * d, 1.0f);
+        for (int64_t i = 0; i < L; i++)
+            for (int h = 0; h < hq; h++)
+                hq_[(i * hq + h) * d] = 8.0f;
+        for (int g = 0; g < hkv; g++)
+            for (int64_t j = 0; j < n; j++)
+                hk[(g * n + j) * d] = 0.04f * (float)j * sqrtf((float)d) / 8.0f;
+        ok = ela_tensor_new(be, ELA_F32, 3, qs, NULL, &p->q) == ELA_OK &&
+             ela_tensor_new(be, ELA_F32, 3, ks, NULL, &p->k) == ELA_OK &&
+             ela_tensor_new(be, ELA_F32, 3, ks, NULL, &p->v) == ELA_OK &&
+             ela_tensor_new(be, ELA_F32, 3, qs, NULL, &p->o_ref) == ELA_OK &&
+             ela_tensor_new(be, ELA_F32, 3, qs, NULL, &p->o) == ELA_OK &&
+             ela_tensor_write_f32(p->q, hq_, L * hq * d) == ELA_OK &&
+             ela_tensor_write_f32(p->k, hk, n * hkv * d) == ELA_OK &&
+             ela_tensor_write_f32(p->v, hv, n * hkv * d) == ELA_OK;
+    }
+    free(hq_);
+    free(hk);
+    free(hv);
+    CHECK(ok);
+    return ok ? 0 : -1;
+}
+
+static double rel_error(const problem *p) {
+    int64_t count = p->L * p->hq * p->d;
+    float *a = malloc((size_t)count * sizeof(float)), *b = malloc((size_t)count * sizeof(float));
+    double err = INFINITY;
+    if (a && b && ela_tensor_read_f32(p->o_ref, a, count) == ELA_OK &&
+        ela_tensor_read_f32(p->o, b, count) == ELA_OK) {
+        double *ref = malloc((size_t)count * sizeof(double));
+        if (ref) {
+            for (int64_t i = 0; i < count; i++)
+                ref[i] = a[i];
+            err = test_rel_l2(ref, b, count);
+            free(ref);
+        }
+    }
+    free(a);
+    free(b);
+    return err;
+}
+
+static void check_prefill(ela_backend *be, const char *text, int64_t L, int hq, int hkv,
+                          double max_err, double min_sparsity, double max_sparsity) {
+    problem p;
+    if (problem_make(be, &p, L, L, hq, hkv, 64, (int)L * 7 + hq) != 0) {
+        problem_free(&p);
+        return;
+    }
+    ela_prefill_policy pol;
+    ela_prefill_report rep;
+    CHECK_STATUS(ela_prefill_policy_parse(text, &pol), ELA_OK);
+    CHECK_STATUS(ela_attn_dense(be, p.q, p.k, p.v, p.o_ref, NULL, NULL), ELA_OK);
+    CHECK_STATUS(ela_prefill_attention(be, &pol, p.q, p.k, p.v, p.o, NULL, NULL, NULL, &rep),
+                 ELA_OK);
+    double err = rel_error(&p);
+    CHECKF(err <= max_err, "%s L=%lld: error %.3g > %.3g", text, (long long)L, err, max_err);
+    CHECKF(rep.sparsity >= min_sparsity && rep.sparsity <= max_sparsity,
+           "%s L=%lld: sparsity %.4f not in [%.4f, %.4f]", text, (long long)L, rep.sparsity,
+           min_sparsity, max_sparsity);
+    CHECK(rep.hq == hq && rep.select_ms >= 0.0 && rep.attend_ms >= 0.0);
+    printf("prefill %-34s L=%5lld hq=%d hkv=%d: error %.2e sparsity %.3f full %d\n", text,
+           (long long)L, hq, hkv, err, rep.sparsity, rep.full_kv_heads);
+    problem_free(&p);
+}
+
+static void test_prefill_run(ela_backend *be) {
+    /* exact: every head dense, or windows that cover everything */
+    check_prefill(be, "dense", 300, 4, 2, 1e-6, 0.0, 0.0);
+    check_prefill(be, "elastic:fa-xa,full=1", 700, 8, 2, 1e-5, 0.0, 0.0);
+    check_prefill(be, "elastic:fa-ssa,full=0,sink=128,local=1024", 700, 8, 2, 1e-5, 0.0, 0.0);
+    check_prefill(be, "streaming,sink=0,local=1024", 1000, 4, 4, 1e-5, 0.0, 0.0);
+    check_prefill(be, "tsa", 1100, 4, 1, 1e-5, 0.0, 0.0); /* L <= 1152: dense */
+    /* sparse: work is skipped, the error stays small on recency-biased inputs */
+    check_prefill(be, "streaming,sink=128,local=256", 1500, 4, 2, 0.5, 0.5, 0.9);
+    check_prefill(be, "elastic:fa-ssa,full=0.5,sink=128,local=256", 1500, 8, 4, 0.5, 0.25, 0.45);
+    check_prefill(be, "xattn", 1500, 4, 2, 0.5, 0.01, 1.0);
+    check_prefill(be, "elastic:xa-ssa,local=256", 1500, 8, 2, 0.5, 0.2, 1.0);
+    /* tsa zeroes the rows a head drops, so its error is the dropped rows' share */
+    check_prefill(be, "tsa,coverage=0.05,min=256,window=64", 1500, 4, 2, 1.0, 0.01, 1.0);
+    /* errors */
+    problem p;
+    if (problem_make(be, &p, 200, 200, 2, 1, 64, 3) == 0) {
+        ela_prefill_policy pol;
+        ela_prefill_policy_parse("xattn", &pol);
+        ela_attn_params ap = ela_attn_params_default();
+        ap.causal = 0;
+        CHECK_STATUS(ela_prefill_attention(be, &pol, p.q, p.k, p.v, p.o, NULL, NULL, &ap, NULL),
+                     ELA_ERR_INVALID_ARG);
+        CHECK(test_has_word(ela_last_error(), "causal"));
+        CHECK_STATUS(ela_prefill_attention(be, NULL, p.q, p.k, p.v, p.o, NULL, NULL, NULL, NULL),
+                     ELA_ERR_INVALID_ARG);
+        CHECK(test_has_word(ela_last_error(), "policy"));
+        ela_prefill_policy_parse("tsa", &pol);
+        ap = ela_attn_params_default();
+        ap.q_pos0 = 128;
+        CHECK_STATUS(ela_prefill_attention(be, &pol, p.q, p.k, p.v, p.o, NULL, NULL, &ap, NULL),
+                     ELA_ERR_INVALID_ARG);
+    }
+    problem_free(&p);
+}
+
+static void test_decode_run(ela_backend *be) {
+    problem p;
+    int64_t n = 3000;
+    if (problem_make(be, &p, 1, n, 8, 2, 64, 11) != 0) {
+        problem_free(&p);
+        return;
+    }
+    ela_attn_params ap = ela_attn_params_default();
+    ap.q_pos0 = n - 1;
+    CHECK_STATUS(ela_attn_dense(be, p.q, p.k, p.v, p.o_ref, NULL, &ap), ELA_OK);
+    int64_t cap = 4096, selected = 0;
+    ela_tensor *sel = NULL;
+    CHECK_STATUS(ela_tensor_new(be, ELA_I32, 1, &cap, NULL, &sel), ELA_OK);
+    static const struct {
+        const char *text;
+        double max_err;
+    } cases[] = {
+        {"dense", 1e-6},
+        {"lessismore:4096", 1e-5}, /* budget >= n: every token */
+        {"lessismore:512", 0.3},
+        {"streaming,sink=3000,local=1", 1e-5},
+        {"streaming,sink=16,local=512", 0.5},
+        {"nsa,block=16,top=256", 1e-5}, /* 256 blocks of 16 cover all 3000 keys */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ela_decode_policy pol;
+        CHECK_STATUS(ela_decode_policy_parse(cases[i].text, &pol), ELA_OK);
+        selected = 0;
+        CHECK_STATUS(ela_decode_attention(be, &pol, ELA_DECODE_LAYER_SELECT, p.q, p.k, p.v, p.o,
+                                          sel, &selected), ELA_OK);
+        CHECK_STATUS(ela_decode_attention(be, &pol, ELA_DECODE_LAYER_SPARSE, p.q, p.k, p.v, p.o,
+                                          sel, &selected), ELA_OK);
+        double err = rel_error(&p);
+        CHECKF(err <= cases[i].max_err, "%s: error %.3g > %.3g", cases[i].text, err,
+               cases[i].max_err);
+        printf("decode  %-34s n=%lld: error %.2e selected %lld\n", cases[i].text, (long long)n,
+               err, (long long)selected);
+    }
+    ela_decode_policy lim;
+    ela_decode_policy_parse("lessismore:64", &lim);
+    selected = 0;
+    CHECK_STATUS(ela_decode_attention(be, &lim, ELA_DECODE_LAYER_SPARSE, p.q, p.k, p.v, p.o, sel,
+                                      &selected), ELA_ERR_INVALID_ARG); /* nothing selected yet */
+    CHECK_STATUS(ela_decode_attention(be, &lim, ELA_DECODE_LAYER_SELECT, p.q, p.k, p.v, p.o, NULL,
+                                      NULL), ELA_ERR_INVALID_ARG);
+    ela_tensor_free(sel);
+    problem_free(&p);
+}
+
+int main(void) {
+    test_seed();
+    test_prefill_parse();
+    test_decode_parse();
+    ela_backend *be = NULL;
+    CHECK_STATUS(ela_backend_open("cpu", &be), ELA_OK);
+    if (be) {
+        test_prefill_run(be);
+        test_decode_run(be);
+    }
+    ela_backend_close(be);
+    return test_summary("test_policy");
+}
