@@ -5,18 +5,21 @@
 // Tiling. A workgroup (WG = BR * T invocations) owns BR rows of one KV head g, where row
 // r = i * G + hh is query i of query head g * G + hh: the G heads that share K/V read each
 // tile once. It walks one key range: all keys the rows see (splits = 1), or split z's
-// [z * split_keys, (z + 1) * split_keys) when rows alone give too few workgroups (decode, short
-// prefill over long keys); then it writes unnormalised partials (O, m, l) that
+// [z * split_keys, (z + 1) * split_keys) when the rows alone give too few workgroups (decode,
+// short prefill over long keys); then it writes unnormalised partials (O, m, l) that
 // attn_dense_merge.comp combines by their log-sum-exp.
-// Each row is owned by T lanes of one subgroup (T = 1 without subgroup shuffles): lane t holds
-// columns t, t + T, ... of q (pre-scaled by scale * log2 e) and of the O accumulator in
-// registers, DT = ceil(d / T) of each. Per tile of BC keys the workgroup stages K and V,
-// converted to f32, in shared memory (2 * BC * DP * 4 bytes, DP = DT * T; the host picks BC
-// from maxComputeSharedMemorySize), each row forms BC scores (partial dots summed across its
-// T lanes with subgroupShuffleXor), masks keys past its position, rescales and adds P V.
-// Bound: per workgroup K and V are read once (2 n d elements per BR rows), and 4 d FMAs per
-// (row, key) are spent from shared memory: decode is bound by reading K/V, prefill by the
-// shared-memory FMA loop (no matrix units on this path).
+// Each row is owned by T lanes: lane t holds the vec4 column groups t, t + T, ... of q
+// (pre-scaled by scale * log2 e) and of the O accumulator in registers, DT4 = d / (4 T) of
+// each (8 vec4 at d = 256). Per tile of BC keys the workgroup stages K and V, converted to
+// f32, in shared memory; each lane forms partial dots over its columns, summed across the T
+// lanes by subgroupShuffleXor (ELA_SUBGROUP; T divides the subgroup) or through shared memory,
+// into a score row ss[BC] per query row; then the row's max over its visible keys, the
+// rescale, and P V. Shared memory: 2 * BC * DP + BR * BC floats (+ WG * BC for the shared
+// reduction); the host picks BC from maxComputeSharedMemorySize. No private array is indexed
+// dynamically, so nothing spills to scratch (and software rasterisers compile it quickly).
+// Bound: per workgroup K and V are read once (2 n d elements per BR rows) and each (row, key)
+// costs 4 d FMAs from shared memory: decode is bound by reading K/V, prefill by the FMA loop
+// (no matrix units on this path).
 #extension GL_GOOGLE_include_directive : require
 #ifdef ELA_STORAGE16
 #extension GL_EXT_shader_16bit_storage : require
@@ -27,9 +30,9 @@
 #endif
 
 layout(local_size_x_id = 0) in;
-layout(constant_id = 1) const uint D = 128u;  // head dim, 1..256
-layout(constant_id = 2) const uint T = 8u;    // lanes per row; divides the subgroup size
-layout(constant_id = 3) const uint BC = 32u;  // keys per tile
+layout(constant_id = 1) const uint D = 128u;   // head dim, 1..256
+layout(constant_id = 2) const uint T = 8u;     // lanes per row (divides the subgroup size)
+layout(constant_id = 3) const uint BC = 32u;   // keys per tile
 layout(constant_id = 7) const uint SPLIT = 0u; // 1: write partials instead of o and lse
 
 #include "attn_io.glsl"
@@ -41,19 +44,22 @@ const uint BR = gl_WorkGroupSize.x / T;
 
 shared vec4 ks[BC * DP4];
 shared vec4 vs[BC * DP4];
+shared float ss[BR * BC]; // scores of the tile, one row per query row
+#ifndef ELA_SUBGROUP
+shared float red[gl_WorkGroupSize.x * BC]; // per-lane partial dots [row][lane][key]
+#endif
 
 void main() {
     const uint WG = gl_WorkGroupSize.x;
+    const uint tid = gl_LocalInvocationIndex;
     const uint g = gl_WorkGroupID.y, split = gl_WorkGroupID.z;
 #ifdef ELA_SUBGROUP
     // Rows from subgroup ids, so a row's T lanes share a subgroup whatever the layout.
-    const uint sg_index = gl_SubgroupID * gl_SubgroupSize + gl_SubgroupInvocationID;
-    const uint lane = gl_SubgroupInvocationID % T;
-    const uint row_local = sg_index / T;
+    const uint flat_id = gl_SubgroupID * gl_SubgroupSize + gl_SubgroupInvocationID;
 #else
-    const uint lane = 0u;
-    const uint row_local = gl_LocalInvocationIndex;
+    const uint flat_id = tid;
 #endif
+    const uint lane = flat_id % T, row_local = flat_id / T;
     const uint row0 = (pc.base + gl_WorkGroupID.x) * BR;
     const uint row = row0 + row_local;
     const bool valid = row < pc.rows;
@@ -72,21 +78,20 @@ void main() {
     for (uint c = 0u; c < DT4; c++) {
         const uint col = 4u * (lane + T * c);
         vec4 x = vec4(0.0);
-        if (valid) {
-            for (uint k = 0u; k < 4u; k++)
-                if (col + k < D)
-                    x[k] = load_q(qe + col + k);
-        }
+        for (uint k = 0u; k < 4u; k++)
+            if (valid && col + k < D)
+                x[k] = load_q(qe + col + k);
         qr[c] = x * pc.scale_log2e;
         acc[c] = vec4(0.0);
     }
     float m = NEG_BIG, l = 0.0;
     const uint kbase = pc.k_off + g * pc.k_s0, vbase = pc.v_off + g * pc.v_s0;
+    const uint srow = row_local * BC;
 
     for (uint kt = k_begin; kt < k_end; kt += BC) {
         const uint nk = min(BC, k_end - kt);
-        barrier(); // the previous tile is consumed
-        for (uint e = gl_LocalInvocationIndex; e < BC * DP4; e += WG) {
+        barrier(); // the previous tile and its scores are consumed
+        for (uint e = tid; e < BC * DP4; e += WG) {
             const uint j = e / DP4, col = 4u * (e % DP4);
             vec4 kx = vec4(0.0), vx = vec4(0.0);
             if (j < nk) {
@@ -103,28 +108,42 @@ void main() {
         }
         barrier();
 
-        float s[BC];
-        float mt = m;
-        for (uint j = 0u; j < BC; j++) {
+        // Scores of this tile: S = Q K^T for the row's keys (every lane, uniform control flow).
+        for (uint j = 0u; j < nk; j++) {
             float p = 0.0;
             for (uint c = 0u; c < DT4; c++)
                 p += dot(qr[c], ks[j * DP4 + lane + T * c]);
 #ifdef ELA_SUBGROUP
             for (uint o = T / 2u; o > 0u; o >>= 1)
                 p += subgroupShuffleXor(p, o);
+            if (lane == 0u)
+                ss[srow + j] = p;
+#else
+            red[(row_local * T + lane) * BC + j] = p;
 #endif
-            s[j] = p;
-            if (kt + j < row_end)
-                mt = max(mt, p);
         }
+#ifndef ELA_SUBGROUP
+        barrier();
+        for (uint j = lane; j < nk; j += T) {
+            float p = 0.0;
+            for (uint t = 0u; t < T; t++)
+                p += red[(row_local * T + t) * BC + j];
+            ss[srow + j] = p;
+        }
+#endif
+        barrier(); // scores visible to every lane of the row
+
         if (kt < row_end) { // at least one key of this tile is visible to the row
+            const uint jn = min(nk, row_end - kt);
+            float mt = m;
+            for (uint j = 0u; j < jn; j++)
+                mt = max(mt, ss[srow + j]);
             const float alpha = exp2(m - mt);
             l *= alpha;
             for (uint c = 0u; c < DT4; c++)
                 acc[c] *= alpha;
-            const uint jn = min(nk, row_end - kt);
             for (uint j = 0u; j < jn; j++) {
-                const float p = exp2(s[j] - mt);
+                const float p = exp2(ss[srow + j] - mt);
                 l += p;
                 for (uint c = 0u; c < DT4; c++)
                     acc[c] += p * vs[j * DP4 + lane + T * c];

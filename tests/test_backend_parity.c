@@ -1,6 +1,6 @@
 /* Cross-backend parity of ela_attn_dense (DESIGN.md 7): every Vulkan device (vulkan:N), in its
  * default configuration and with its fallbacks forced (staging copies instead of mapped memory,
- * 16-bit data as 32-bit words, subgroup lanes per row instead of one lane or the reverse),
+ * 16-bit data as 32-bit words, shared memory instead of subgroup shuffles),
  * against the CPU backend and the float64 reference (tests/ref/attn_dense_ref.c) on the same
  * random inputs: f32/f16/bf16 and mixes, d 64/128/80 (and odd ones), GQA 1/4/8, causal with
  * q_pos0 > 0 and not, L and n from {1, 7, 129, 1000}, strided views at odd element offsets.
@@ -369,7 +369,7 @@ static ela_status dev_set_make(ela_backend *be, const pcase *c, dev_set *s) {
 
 /* ---- backends ------------------------------------------------------------------------------ */
 typedef struct {
-    char name[64];    /* "cpu", "vulkan:0 default", "vulkan:0 staging+words+lanes=8" */
+    char name[64];    /* "cpu", "vulkan:0 default", "vulkan:0 staging+words+shared" */
     ela_backend *be;
     double seconds;
     int runs;
@@ -382,17 +382,15 @@ static int n_cfgs;
 
 /* Open vulkan:dev with the given environment switches (read by the plugin at open). */
 static void open_vulkan(int dev, const ela_device_info *info, const char *disable,
-                        const char *lanes, const char *label) {
+                        const char *label) {
     char name[32];
     snprintf(name, sizeof name, "vulkan:%d", dev);
     test_setenv("ELA_VK_DISABLE", disable);
-    test_setenv("ELA_VK_LANES", lanes);
     backend_cfg *cfg = &cfgs[n_cfgs];
     memset(cfg, 0, sizeof *cfg);
     snprintf(cfg->name, sizeof cfg->name, "%s %s", name, label);
     ela_status st = ela_backend_open(name, &cfg->be);
     test_setenv("ELA_VK_DISABLE", NULL);
-    test_setenv("ELA_VK_LANES", NULL);
     CHECKF(st == ELA_OK, "open %s (%s): %s (%s)", cfg->name, info->name, ela_status_str(st),
            ela_last_error());
     if (st == ELA_OK)
@@ -431,14 +429,10 @@ static int open_backends(void) {
     for (int dev = 0; dev < vk->n_devices; dev++) {
         const ela_device_info *info = &vk->devices[dev];
         printf("vulkan:%d: %s [%s]\n", dev, info->name, info->details);
-        open_vulkan(dev, info, NULL, NULL, "default");
-        /* The other lane layout than the default (CPU devices run one lane per row, GPUs 8),
-         * through staging copies and 16-bit data as 32-bit words. */
-        int software = info->kind == ELA_DEVICE_SOFTWARE;
-        const char *lanes = software ? (strstr(info->details, "no shuffle") ? "1" : "8") : "1";
-        char label[48];
-        snprintf(label, sizeof label, "staging+words+lanes=%s", lanes);
-        open_vulkan(dev, info, "uma,storage16", lanes, label);
+        open_vulkan(dev, info, NULL, "default");
+        /* Every fallback at once: staging copies instead of mapped memory, 16-bit data as
+         * 32-bit words, row sums through shared memory instead of subgroup shuffles. */
+        open_vulkan(dev, info, "uma,storage16,subgroup", "staging+words+shared");
     }
     return n_cfgs > 1;
 }

@@ -1,13 +1,15 @@
 /* Vulkan backend: dense attention (DESIGN.md 4.1), the host side of shaders/attn_dense.comp
- * and attn_dense_merge.comp. Picks the tiling (lanes per row from the subgroup size, key tile
- * from the shared memory limit), and splits the keys over workgroups when the query rows alone
- * give too few (decode: L * G rows per KV head), merging the splits by LSE in a second dispatch
- * so one query still spreads over the whole device. Records into the stream (vk_submit.c). */
+ * and attn_dense_merge.comp. Picks the tiling (rows per workgroup from the row count, the key
+ * tile from the shared memory limit, shuffles or shared memory to sum a row's 8 lanes) and
+ * splits the keys over workgroups when the query rows alone give too few (decode: L * G rows
+ * per KV head), merging the splits by LSE in a second dispatch so one query still spreads over
+ * the whole device. Records into the stream (vk_submit.c). */
 #include <string.h>
 
 #include "vk_backend.h"
 
-#define MAX_WG 128        /* invocations per attention workgroup: BR rows x T lanes */
+#define MAX_WG 128        /* invocations per attention workgroup: BR rows x LANES */
+#define LANES 8           /* lanes per query row: d / 8 columns of q and O each */
 #define MERGE_WG 64       /* invocations per merge workgroup, over the d columns */
 #define MAX_D 256         /* largest head dim (registers per lane: d / T for q and O) */
 #define MAX_BC 32         /* keys per tile: the per-lane score array */
@@ -41,7 +43,7 @@ static ela_status make_plan(const vk_ctx *ctx, const ela_attn_dense_args *a, uin
     memset(p, 0, sizeof *p);
     int G = a->hq / a->hkv;
     p->rows = (uint32_t)(a->L * G);
-    p->T = ctx->lanes;
+    p->T = LANES;
     /* Rows per workgroup: MAX_WG / T, fewer when there are fewer rows (decode: G), but at least
      * one subgroup's worth of invocations. */
     uint32_t sg = ctx->phys->subgroup_size ? ctx->phys->subgroup_size : 32;
@@ -51,13 +53,16 @@ static ela_status make_plan(const vk_ctx *ctx, const ela_attn_dense_args *a, uin
         p->BR *= 2;
     p->WG = p->BR * p->T;
     p->DP = div_up((uint64_t)a->d, 4u * p->T) * 4u * p->T; /* shaders: vec4 columns per lane */
-    uint64_t bc = lim->maxComputeSharedMemorySize / (2ull * 4ull * p->DP);
+    /* Shared floats per key of a tile: K and V rows, a score per row, and the per-lane partial
+     * dots when they are summed through shared memory. */
+    uint64_t per_key = 4ull * (2ull * p->DP + p->BR + (ctx->subgroup ? 0 : p->WG));
+    uint64_t bc = lim->maxComputeSharedMemorySize / per_key;
     if (bc > MAX_BC)
         bc = MAX_BC;
     if (bc < 1)
-        return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: attn_dense: d = %lld needs %u bytes of shared "
-                       "memory, %s has %u", (long long)a->d, 8u * p->DP, ctx->phys->info.name,
-                       lim->maxComputeSharedMemorySize);
+        return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: attn_dense: d = %lld needs %llu bytes of "
+                       "shared memory, %s has %u", (long long)a->d, (unsigned long long)per_key,
+                       ctx->phys->info.name, lim->maxComputeSharedMemorySize);
     p->BC = (uint32_t)bc;
     if (p->WG > lim->maxComputeWorkGroupSize[0] || p->WG > lim->maxComputeWorkGroupInvocations)
         return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: %s runs fewer than %u invocations per "
@@ -136,8 +141,8 @@ ela_status vk_attn_dense(void *vctx, const ela_attn_dense_args *a) {
     uint32_t spec[8] = {p.WG, (uint32_t)a->d, p.T, p.BC, dtype_code(a->q->dtype),
                         dtype_code(a->k->dtype), dtype_code(a->o->dtype), split};
     uint32_t mspec[8] = {MERGE_WG, (uint32_t)a->d, p.T, 0, 0, 0, dtype_code(a->o->dtype), 0};
-    const char *main_name = p.T > 1 ? (ctx->storage16 ? "attn_dense_sg16" : "attn_dense_sg")
-                                    : (ctx->storage16 ? "attn_dense_16" : "attn_dense");
+    const char *main_name = ctx->subgroup ? (ctx->storage16 ? "attn_dense_sg16" : "attn_dense_sg")
+                                          : (ctx->storage16 ? "attn_dense_16" : "attn_dense");
     const char *merge_name = ctx->storage16 ? "attn_dense_merge_16" : "attn_dense_merge";
     VkPipeline main_pipe, merge_pipe = VK_NULL_HANDLE;
     if ((st = vk_pipeline_get(ctx, main_name, spec, 8, &main_pipe)) != ELA_OK ||

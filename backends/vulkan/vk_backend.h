@@ -165,7 +165,7 @@ typedef struct vk_ctx {
     /* Feature switches after ELA_VK_DISABLE. */
     int uma;        /* device buffers are host-visible + coherent and mapped */
     int storage16;  /* shaders read and write 16-bit types directly */
-    uint32_t lanes; /* lanes per query row in attention (subgroup shuffles when > 1) */
+    int subgroup;   /* subgroup shuffles (over >= 8 lanes) can be used in compute */
     uint32_t mem_device, mem_staging; /* memory type indices */
     VkDeviceSize align;               /* storage buffer offset alignment, >= 4 */
 

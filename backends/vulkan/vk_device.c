@@ -369,34 +369,6 @@ static ela_status choose_memory(vk_ctx *ctx) {
     return ELA_OK;
 }
 
-/* Lanes per query row in attention. GPUs: 8 (or the subgroup size if smaller), so a lane
- * holds d / 8 columns of q and O in registers and the dot products are summed by subgroup
- * shuffles. CPU devices (lavapipe) run one row per invocation: every lane of a SIMD vector
- * then reads the same K/V element from shared memory, a broadcast instead of a gather.
- * ELA_VK_LANES=1|2|4|8|16|32 overrides (a power of two up to the subgroup size). */
-static ela_status choose_lanes(vk_ctx *ctx) {
-    const vk_physical *p = ctx->phys;
-    uint32_t sg = disabled("subgroup") ? 0 : p->subgroup_size;
-    uint32_t lanes = sg ? (sg < 8 ? sg : 8) : 1;
-    if (p->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU)
-        lanes = 1;
-    const char *env = getenv("ELA_VK_LANES");
-    if (env && *env) {
-        char *end = NULL;
-        long v = strtol(env, &end, 10);
-        if (*end || v < 1 || v > 32 || (v & (v - 1)))
-            return vk_fail(ELA_ERR_INVALID_ARG, "ELA_VK_LANES is '%s': expected 1, 2, 4, 8, 16 or 32",
-                           env);
-        if (v > 1 && (uint32_t)v > sg)
-            return vk_fail(ELA_ERR_UNSUPPORTED, "ELA_VK_LANES=%ld needs subgroup shuffles over %ld "
-                           "lanes; %s has %s", v, v, p->info.name,
-                           sg ? "a smaller subgroup" : "no usable subgroup shuffles");
-        lanes = (uint32_t)v;
-    }
-    ctx->lanes = lanes;
-    return ELA_OK;
-}
-
 #define STAGING_BYTES (16u << 20)
 #define SCRATCH_BYTES (1u << 20)
 
@@ -414,10 +386,8 @@ ela_status vk_device_open(int device, vk_ctx **out) {
     ctx->phys = &devs[device];
     const vk_physical *p = ctx->phys;
     ctx->storage16 = p->storage16 && !disabled("storage16");
-    if ((st = choose_lanes(ctx)) != ELA_OK) {
-        free(ctx);
-        return st;
-    }
+    /* Attention sums a row's 8 lanes with subgroup shuffles when 8 lanes fit a subgroup. */
+    ctx->subgroup = p->subgroup_size >= 8 && !disabled("subgroup");
     ctx->align = p->props.limits.minStorageBufferOffsetAlignment;
     if (ctx->align < 4)
         ctx->align = 4;
