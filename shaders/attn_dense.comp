@@ -97,11 +97,18 @@ void main() {
             if (j < nk) {
                 const uint ke = kbase + (kt + j) * pc.k_s1 + col;
                 const uint ve = vbase + (kt + j) * pc.v_s1 + col;
-                for (uint k = 0u; k < 4u; k++)
-                    if (col + k < D) {
-                        kx[k] = load_k(ke + k);
-                        vx[k] = load_v(ve + k);
+                if (pc.kv_vec4 != 0u) {
+                    if (col < D) {
+                        kx = load_k4(ke);
+                        vx = load_v4(ve);
                     }
+                } else {
+                    for (uint k = 0u; k < 4u; k++)
+                        if (col + k < D) {
+                            kx[k] = load_k(ke + k);
+                            vx[k] = load_v(ve + k);
+                        }
+                }
             }
             ks[e] = kx;
             vs[e] = vx;

@@ -31,6 +31,8 @@ layout(push_constant) uniform Push {
     uint has_lse;
     uint part_off;    // float offset of the partials in binding 5
     uint base;        // first row tile (attn_dense) or row (merge) of this dispatch
+    uint kv_vec4;     // 1: every k and v row starts at an element index that is a multiple of 4
+                      // and d % 4 == 0: 4 columns load as one vector (uvec4 or uvec2)
     float scale_log2e;
 } pc;
 
@@ -40,6 +42,11 @@ layout(std430, binding = 2) readonly buffer VW { uint v_w[]; };
 layout(std430, binding = 3) buffer OW { uint o_w[]; };
 layout(std430, binding = 4) writeonly buffer LSE { float lse_f[]; };
 layout(std430, binding = 5) buffer PART { float part[]; };
+// The same k and v as 4 f32 (uvec4) or 4 16-bit elements (uvec2) per entry.
+layout(std430, binding = 1) readonly buffer KW4 { uvec4 k_w4[]; };
+layout(std430, binding = 2) readonly buffer VW4 { uvec4 v_w4[]; };
+layout(std430, binding = 1) readonly buffer KW2 { uvec2 k_w2[]; };
+layout(std430, binding = 2) readonly buffer VW2 { uvec2 v_w2[]; };
 #ifdef ELA_STORAGE16
 layout(std430, binding = 0) readonly buffer QH { float16_t q_h[]; };
 layout(std430, binding = 0) readonly buffer QB { uint16_t q_b[]; };
@@ -64,7 +71,9 @@ uint f32_to_bf16(float x) {
 // The 16-bit element e of a little-endian word array.
 uint half_of(uint word, uint e) { return (e & 1u) != 0u ? word >> 16 : word & 0xffffu; }
 
-float from16(uint bits, uint dt) { return dt == DT_F16 ? unpackHalf2x16(bits).x : bf16_to_f32(bits); }
+float from16(uint bits, uint dt) {
+    return dt == DT_F16 ? unpackHalf2x16(bits).x : bf16_to_f32(bits);
+}
 
 float load_q(uint e) {
     if (QT == DT_F32)
@@ -94,6 +103,21 @@ float load_v(uint e) {
 #else
     return from16(half_of(v_w[e >> 1], e), KT);
 #endif
+}
+
+vec4 from16x4(uvec2 w, uint dt) {
+    if (dt == DT_F16)
+        return vec4(unpackHalf2x16(w.x), unpackHalf2x16(w.y));
+    return uintBitsToFloat(uvec4(w.x << 16, w.x & 0xffff0000u, w.y << 16, w.y & 0xffff0000u));
+}
+
+// Elements e .. e + 3 of k / v, e a multiple of 4 (pc.kv_vec4).
+vec4 load_k4(uint e) {
+    return KT == DT_F32 ? uintBitsToFloat(k_w4[e >> 2]) : from16x4(k_w2[e >> 2], KT);
+}
+
+vec4 load_v4(uint e) {
+    return KT == DT_F32 ? uintBitsToFloat(v_w4[e >> 2]) : from16x4(v_w2[e >> 2], KT);
 }
 
 void store_o(uint e, float x) {

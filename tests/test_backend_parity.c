@@ -505,7 +505,8 @@ static void check_case(int ci) {
     }
     const int64_t no = c->L * c->hq * c->d, nl = c->L * c->hq;
     float *o = malloc((size_t)no * sizeof *o), *lse = malloc((size_t)nl * sizeof *lse);
-    double *cpu_o = malloc((size_t)no * sizeof *cpu_o), *cpu_lse = malloc((size_t)nl * sizeof *cpu_lse);
+    double *cpu_o = malloc((size_t)no * sizeof *cpu_o);
+    double *cpu_lse = malloc((size_t)nl * sizeof *cpu_lse);
     CHECK(o && lse && cpu_o && cpu_lse);
     double tol = tolerance_o(c), tol_l = tolerance_lse(c);
     for (int k = 0; o && lse && cpu_o && cpu_lse && k < n_cfgs; k++) {

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Fresh Debian (bookworm) machine -> release build of ela in ./build.
-# Installs the packages ela builds with (sudo when not root), configures and builds.
+# Installs the packages ela builds with (sudo when not root), configures and builds. The Vulkan
+# packages give the Vulkan plugin its headers and shader compiler, and mesa's lavapipe a
+# software Vulkan device so the plugin's tests run on any machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(build-essential cmake pkg-config libopenblas-dev)
+packages=(build-essential cmake pkg-config libopenblas-dev
+          libvulkan-dev glslang-tools mesa-vulkan-drivers vulkan-validationlayers)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -13,8 +13,8 @@
 #define MERGE_WG 64       /* invocations per merge workgroup, over the d columns */
 #define MAX_D 256         /* largest head dim (registers per lane: d / T for q and O) */
 #define MAX_BC 32         /* keys per tile: the per-lane score array */
-#define MIN_SPLIT_KEYS 256 /* a split below this costs more to merge than it saves */
-#define MAX_SPLITS 64
+#define MIN_SPLIT_KEYS 128 /* a split below this costs more to merge than it saves */
+#define MAX_SPLITS 256
 #define LOG2E 1.4426950408889634f
 
 /* Mirrors `Push` in shaders/attn_io.glsl. */
@@ -24,7 +24,7 @@ typedef struct {
     uint32_t v_off, v_s0, v_s1;
     uint32_t o_off, o_s0, o_s1;
     uint32_t lse_off, lse_s0, lse_s1;
-    uint32_t rows, G, n, q_pos0, split_keys, splits, has_lse, part_off, base;
+    uint32_t rows, G, n, q_pos0, split_keys, splits, has_lse, part_off, base, kv_vec4;
     float scale_log2e;
 } attn_push;
 _Static_assert(sizeof(attn_push) <= 128, "push constants are limited to 128 bytes");
@@ -71,9 +71,10 @@ static ela_status make_plan(const vk_ctx *ctx, const ela_attn_dense_args *a, uin
     /* Keys the last row sees: no workgroup goes further. */
     uint64_t keys = (uint64_t)q_pos0 + (uint64_t)a->L < (uint64_t)a->n ? q_pos0 + (uint64_t)a->L
                                                                        : (uint64_t)a->n;
-    /* Enough workgroups to fill the device: a few per core on a CPU device, a few per SM on a
-     * GPU (Vulkan does not report the count). */
-    uint64_t target = ctx->phys->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU ? 32 : 512;
+    /* Enough workgroups to fill the device: a few per core on a CPU device; on a GPU enough
+     * small decode workgroups (32 invocations) to keep every SM's loads in flight (Vulkan does
+     * not report the SM count: 2048 covers ~130 SMs x 16). */
+    uint64_t target = ctx->phys->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU ? 32 : 2048;
     uint64_t wgs = (uint64_t)p->tiles * (uint64_t)a->hkv;
     uint64_t splits = 1;
     if (wgs < target) {
@@ -112,16 +113,25 @@ static void dispatch_rows(vk_ctx *ctx, attn_push *push, uint32_t count, uint32_t
     }
 }
 
+/* K and V load 4 columns as one vector when every row starts on a multiple of 4 elements
+ * (bindings are 16-byte aligned, so that is 16 bytes for f32, 8 for 16-bit data). */
+static uint32_t vec4_rows(const ela_attn_dense_args *a, const vk_tensor_binding *k,
+                          const vk_tensor_binding *v) {
+    uint32_t bits = k->elem | k->stride[0] | k->stride[1] | v->elem | v->stride[0] | v->stride[1];
+    return a->d % 4 == 0 && bits % 4 == 0;
+}
+
 static uint32_t dtype_code(ela_dtype dt) { return dt == ELA_F16 ? 1u : dt == ELA_BF16 ? 2u : 0u; }
 
 ela_status vk_attn_dense(void *vctx, const ela_attn_dense_args *a) {
     vk_ctx *ctx = vctx;
     const char *op = "attn_dense";
     if (a->d > MAX_D)
-        return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: attn_dense supports head dims up to %d, got %lld",
-                       MAX_D, (long long)a->d);
+        return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: attn_dense supports head dims up to %d, "
+                       "got %lld", MAX_D, (long long)a->d);
     if (a->n > INT32_MAX || a->L * (a->hq / a->hkv) > INT32_MAX)
-        return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: attn_dense: more than 2^31 keys or query rows");
+        return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: attn_dense: more than 2^31 keys or query "
+                       "rows");
     vk_tensor_binding bq, bk, bv, bo, bl;
     ela_status st;
     if ((st = vk_bind_tensor(ctx, a->q, op, "q", &bq)) != ELA_OK ||
@@ -171,7 +181,7 @@ ela_status vk_attn_dense(void *vctx, const ela_attn_dense_args *a) {
         bo.elem, bo.stride[0], bo.stride[1],
         a->lse ? bl.elem : 0, a->lse ? bl.stride[0] : 0, a->lse ? bl.stride[1] : 0,
         p.rows, (uint32_t)(a->hq / a->hkv), (uint32_t)a->n, q_pos0, p.split_keys, p.splits,
-        a->lse != NULL, 0, 0, a->scale * LOG2E,
+        a->lse != NULL, 0, 0, vec4_rows(a, &bk, &bv), a->scale * LOG2E,
     };
     if ((st = vk_group_begin(ctx)) != ELA_OK)
         return st;

@@ -167,7 +167,7 @@ typedef struct vk_ctx {
     int storage16;  /* shaders read and write 16-bit types directly */
     int subgroup;   /* subgroup shuffles (over >= 8 lanes) can be used in compute */
     uint32_t mem_device, mem_staging; /* memory type indices */
-    VkDeviceSize align;               /* storage buffer offset alignment, >= 4 */
+    VkDeviceSize align;               /* storage buffer offset alignment, >= 16 */
 
     /* Command stream: commands are recorded until something needs their results. */
     int recording;        /* cmd is in the recording state */

@@ -42,9 +42,11 @@ ela_status vk_buffer_create(vk_ctx *ctx, VkDeviceSize bytes, uint32_t mem_type, 
         vk_buffer_destroy(ctx, out);
         return vk_fail_result(r, "vkBindBufferMemory");
     }
-    if (map && (r = vkf.MapMemory(ctx->dev, out->mem, 0, VK_WHOLE_SIZE, 0, &out->map)) != VK_SUCCESS) {
-        vk_buffer_destroy(ctx, out);
-        return vk_fail_result(r, "vkMapMemory");
+    if (map) {
+        if ((r = vkf.MapMemory(ctx->dev, out->mem, 0, VK_WHOLE_SIZE, 0, &out->map)) != VK_SUCCESS) {
+            vk_buffer_destroy(ctx, out);
+            return vk_fail_result(r, "vkMapMemory");
+        }
     }
     out->size = size;
     return ELA_OK;
@@ -104,8 +106,8 @@ ela_status vk_buffer_write(void *vctx, void *handle, size_t offset, const void *
     vk_ctx *ctx = vctx;
     vk_buffer *b = handle;
     if (offset > b->size || bytes > b->size - offset)
-        return vk_fail(ELA_ERR_INTERNAL, "vulkan: write of %zu bytes at %zu past a %llu-byte buffer",
-                       bytes, offset, (unsigned long long)b->size);
+        return vk_fail(ELA_ERR_INTERNAL, "vulkan: write of %zu bytes at %zu past a %llu-byte "
+                       "buffer", bytes, offset, (unsigned long long)b->size);
     if (bytes == 0)
         return ELA_OK;
     ctx->generation++;

@@ -198,9 +198,11 @@ static void sys_init(void) {
     const char *layers[1] = {VALIDATION_LAYER};
     const char *exts[2];
     uint32_t n_exts = 0;
-    VkValidationFeatureEnableEXT sync_enable = VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT;
+    VkValidationFeatureEnableEXT sync_enable =
+        VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT;
     VkValidationFeaturesEXT features = {.sType = VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT};
-    VkDebugUtilsMessengerCreateInfoEXT mci = {.sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT};
+    VkDebugUtilsMessengerCreateInfoEXT mci = {
+        .sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT};
     mci.messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT |
                           VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT;
     mci.messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT |
@@ -221,8 +223,12 @@ static void sys_init(void) {
         }
         exts[n_exts++] = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
         /* ELA_VK_VALIDATION=sync adds synchronization validation (hazards between commands). */
-        if (strcmp(val, "sync") == 0 &&
-            has_instance_ext(VALIDATION_LAYER, VK_EXT_VALIDATION_FEATURES_EXTENSION_NAME)) {
+        if (strcmp(val, "sync") == 0) {
+            if (!has_instance_ext(VALIDATION_LAYER, VK_EXT_VALIDATION_FEATURES_EXTENSION_NAME)) {
+                sys_fail(ELA_ERR_UNAVAILABLE, "ELA_VK_VALIDATION=sync but the layer lacks %s",
+                         VK_EXT_VALIDATION_FEATURES_EXTENSION_NAME);
+                return;
+            }
             exts[n_exts++] = VK_EXT_VALIDATION_FEATURES_EXTENSION_NAME;
             features.enabledValidationFeatureCount = 1;
             features.pEnabledValidationFeatures = &sync_enable;
@@ -243,7 +249,8 @@ static void sys_init(void) {
     VkResult r = vkf.CreateInstance(&ici, NULL, &sys.instance);
     if (r != VK_SUCCESS) {
         if (r == VK_ERROR_INCOMPATIBLE_DRIVER)
-            sys_fail(ELA_ERR_UNAVAILABLE, "no Vulkan driver (vkCreateInstance: %s)", vk_result_str(r));
+            sys_fail(ELA_ERR_UNAVAILABLE, "no Vulkan driver (vkCreateInstance: %s)",
+                     vk_result_str(r));
         else
             sys_fail(ELA_ERR_BACKEND, "vkCreateInstance failed: %s", vk_result_str(r));
         sys.instance = VK_NULL_HANDLE;
@@ -253,10 +260,15 @@ static void sys_init(void) {
         sys_fail(ELA_ERR_UNAVAILABLE, "the Vulkan loader lacks Vulkan 1.1 functions");
         return;
     }
-    if (validate && vkf.CreateDebugUtilsMessengerEXT) {
+    if (validate) { /* counting nothing would pass silently: fail instead */
         mci.pNext = NULL;
-        if (vkf.CreateDebugUtilsMessengerEXT(sys.instance, &mci, NULL, &sys.messenger) != VK_SUCCESS)
-            sys.messenger = VK_NULL_HANDLE;
+        if (!vkf.CreateDebugUtilsMessengerEXT ||
+            vkf.CreateDebugUtilsMessengerEXT(sys.instance, &mci, NULL, &sys.messenger) !=
+                VK_SUCCESS) {
+            sys_fail(ELA_ERR_UNAVAILABLE, "ELA_VK_VALIDATION is set but no debug messenger "
+                     "could be created");
+            return;
+        }
     }
 
     uint32_t n = 0;
@@ -278,7 +290,8 @@ static void sys_init(void) {
         if (sys.n == ELA_MAX_DEVICES &&
             kind_rank(d.props.deviceType) >= kind_rank(sys.devs[at].props.deviceType))
             continue;
-        while (at > 0 && kind_rank(sys.devs[at - 1].props.deviceType) > kind_rank(d.props.deviceType)) {
+        int rank = kind_rank(d.props.deviceType);
+        while (at > 0 && kind_rank(sys.devs[at - 1].props.deviceType) > rank) {
             sys.devs[at] = sys.devs[at - 1];
             at--;
         }
@@ -388,9 +401,10 @@ ela_status vk_device_open(int device, vk_ctx **out) {
     ctx->storage16 = p->storage16 && !disabled("storage16");
     /* Attention sums a row's 8 lanes with subgroup shuffles when 8 lanes fit a subgroup. */
     ctx->subgroup = p->subgroup_size >= 8 && !disabled("subgroup");
+    /* Bindings start 16-byte aligned (or more, as the device asks): vector loads in shaders. */
     ctx->align = p->props.limits.minStorageBufferOffsetAlignment;
-    if (ctx->align < 4)
-        ctx->align = 4;
+    if (ctx->align < 16)
+        ctx->align = 16;
     ctx->validation_seen = vk_validation_errors(NULL, 0);
 
     float prio = 1.0f;

@@ -45,7 +45,8 @@ ela_status vk_loader_open(void) {
     if (!vkf.CreateInstance || !vkf.EnumerateInstanceExtensionProperties ||
         !vkf.EnumerateInstanceLayerProperties) {
         dlclose(dl);
-        return vk_fail(ELA_ERR_UNAVAILABLE, "no Vulkan loader: libvulkan.so.1 lacks vkCreateInstance");
+        return vk_fail(ELA_ERR_UNAVAILABLE, "no Vulkan loader: libvulkan.so.1 lacks "
+                       "vkCreateInstance");
     }
     /* vkEnumerateInstanceVersion is absent from 1.0 loaders; callers check for NULL. */
     loader = dl; /* kept for the life of the process, like the plugin itself */

@@ -19,7 +19,8 @@ ela_status vk_pipelines_init(vk_ctx *ctx) {
         b[i].descriptorCount = 1;
         b[i].stageFlags = VK_SHADER_STAGE_COMPUTE_BIT;
     }
-    VkDescriptorSetLayoutCreateInfo lci = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
+    VkDescriptorSetLayoutCreateInfo lci = {
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
     lci.bindingCount = VK_BINDINGS;
     lci.pBindings = b;
     VkResult r = vkf.CreateDescriptorSetLayout(ctx->dev, &lci, NULL, &ctx->set_layout);

@@ -4,7 +4,8 @@
  * every validation error into ELA_ERR_BACKEND from the call that caused it; ELA_VK_DISABLE=
  * uma,storage16,subgroup switches features off to exercise the fallbacks; ELA_VK_LOADER names
  * another Vulkan loader library. Ops record into a command buffer that is submitted when the
- * host needs results or at ela_backend_synchronize (vk_submit.c). */
+ * host needs results or at ela_backend_synchronize (vk_submit.c). An open backend is used by one
+ * thread at a time; separate backends (vulkan:0 opened twice) are independent. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>

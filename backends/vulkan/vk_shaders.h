@@ -1,5 +1,6 @@
-/* Vulkan backend: the SPIR-V of every shader variant, compiled from the shaders/ .comp files by glslang
- * at build time and embedded by embed_spirv.cmake into the generated vk_shaders_spv.c. */
+/* Vulkan backend: the SPIR-V of every shader variant, compiled from the .comp files in shaders/
+ * by glslang at build time and embedded by embed_spirv.cmake into the generated
+ * vk_shaders_spv.c. */
 #ifndef ELA_BACKENDS_VULKAN_VK_SHADERS_H
 #define ELA_BACKENDS_VULKAN_VK_SHADERS_H
 

@@ -51,8 +51,9 @@ ela_status vk_bind_tensor(vk_ctx *ctx, const ela_tensor *t, const char *op, cons
     out->info.offset = base;
     out->info.range = range;
     out->elem = (uint32_t)((start - base) / es);
-    for (int i = 0; i < 4; i++)
-        out->stride[i] = i < t->n_dims && t->extents[i] > 1 ? (uint32_t)(t->strides[i] / (int64_t)es)
-                                                            : 0u;
+    for (int i = 0; i < 4; i++) {
+        int used = i < t->n_dims && t->extents[i] > 1;
+        out->stride[i] = used ? (uint32_t)(t->strides[i] / (int64_t)es) : 0u;
+    }
     return ELA_OK;
 }
