@@ -13,8 +13,8 @@
 #define MERGE_WG 64       /* invocations per merge workgroup, over the d columns */
 #define MAX_D 256         /* largest head dim (registers per lane: d / T for q and O) */
 #define MAX_BC 32         /* keys per tile: the per-lane score array */
-#define MIN_SPLIT_KEYS 128 /* a split below this costs more to merge than it saves */
-#define MAX_SPLITS 256
+#define MIN_SPLIT_KEYS 256 /* a split below this costs more to merge than it saves */
+#define MAX_SPLITS 64
 #define LOG2E 1.4426950408889634f
 
 /* Mirrors `Push` in shaders/attn_io.glsl. */
@@ -44,10 +44,11 @@ static ela_status make_plan(const vk_ctx *ctx, const ela_attn_dense_args *a, uin
     int G = a->hq / a->hkv;
     p->rows = (uint32_t)(a->L * G);
     p->T = LANES;
-    /* Rows per workgroup: MAX_WG / T, fewer when there are fewer rows (decode: G), but at least
-     * one subgroup's worth of invocations. */
-    uint32_t sg = ctx->phys->subgroup_size ? ctx->phys->subgroup_size : 32;
-    uint32_t br_min = sg / p->T > 1 ? sg / p->T : 1, br_max = MAX_WG / p->T;
+    /* Rows per workgroup: MAX_WG / T. A CPU device (lavapipe) runs every invocation, so there
+     * it shrinks to the rows there are (decode: G); a GPU keeps all 128 invocations, which load
+     * the K/V tiles (on an H100, decode with 16-row workgroups ran twice as fast as with 4). */
+    int cpu = ctx->phys->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    uint32_t br_max = MAX_WG / p->T, br_min = cpu ? 1 : br_max;
     p->BR = br_min;
     while (p->BR < br_max && p->BR < p->rows)
         p->BR *= 2;
@@ -71,10 +72,10 @@ static ela_status make_plan(const vk_ctx *ctx, const ela_attn_dense_args *a, uin
     /* Keys the last row sees: no workgroup goes further. */
     uint64_t keys = (uint64_t)q_pos0 + (uint64_t)a->L < (uint64_t)a->n ? q_pos0 + (uint64_t)a->L
                                                                        : (uint64_t)a->n;
-    /* Enough workgroups to fill the device: a few per core on a CPU device; on a GPU enough
-     * small decode workgroups (32 invocations) to keep every SM's loads in flight (Vulkan does
-     * not report the SM count: 2048 covers ~130 SMs x 16). */
-    uint64_t target = ctx->phys->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU ? 32 : 2048;
+    /* Enough workgroups to fill the device: a few per core on a CPU device, about two per SM on
+     * a GPU (Vulkan does not report the SM count; on an H100, 16-32 splits x 8 KV heads beat
+     * both fewer and 64-256 splits at 32K keys). */
+    uint64_t target = cpu ? 32 : 256;
     uint64_t wgs = (uint64_t)p->tiles * (uint64_t)a->hkv;
     uint64_t splits = 1;
     if (wgs < target) {
