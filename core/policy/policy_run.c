@@ -226,9 +226,13 @@ ela_status ela_prefill_attention(ela_backend *be, const ela_prefill_policy *pol,
     case ELA_PREFILL_TSA:
         st = run_tsa(be, pol, q, k, v, o, &p, &r);
         break;
+    case ELA_PREFILL_TSA_XATTN: /* needs attn_blocks over the per-head compressed sequences */
+        st = ela_fail(ELA_ERR_UNSUPPORTED, "ela_prefill_attention: the tsa+xattn policy cannot "
+                      "run yet (use tsa or xattn)");
+        break;
     default:
-        st = ela_fail(ELA_ERR_UNSUPPORTED, "ela_prefill_attention: policy kind %d is not "
-                      "implemented", (int)pol->kind);
+        st = ela_fail(ELA_ERR_INVALID_ARG, "ela_prefill_attention: unknown policy kind %d",
+                      (int)pol->kind);
         break;
     }
     if (st == ELA_OK && report)
