@@ -56,8 +56,12 @@ static void block_stats(const ela_head_mode *modes, int hq, const uint8_t *masks
                 if (!keep)
                     continue;
                 kept_blocks++;
-                for (int64_t t = r0; t < r1; t++)
-                    kept_pairs += (double)keys_in_block(t, J, n);
+                int64_t hi = (J + 1) * ELA_BLOCK < n ? (J + 1) * ELA_BLOCK : n;
+                if (hi <= r0) /* the block lies before every row: each sees all of it */
+                    kept_pairs += (double)(r1 - r0) * (double)(hi - J * ELA_BLOCK);
+                else
+                    for (int64_t t = r0; t < r1; t++)
+                        kept_pairs += (double)keys_in_block(t, J, n);
             }
         }
     }
