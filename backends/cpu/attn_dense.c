@@ -19,13 +19,12 @@
 #include <omp.h>
 #endif
 
+#include "attn_partials.h"
 #include "backend.h"
 #include "core/alloc.h"
-#include "core/dtype.h"
 #include "core/error.h"
 
 #define LOG2E 1.4426950408889634f
-#define LN2 0.6931471805599453f
 #define ROWS_TARGET 64       /* rows per group: enough to amortise each tile's conversion */
 #define MIN_SPLIT_KEYS 512   /* a key chunk below this costs more to merge than it saves */
 
@@ -36,7 +35,7 @@ typedef struct {
     int64_t n_groups, splits, split_keys;
     int rows_path; /* qk_rows/pv_rows instead of f32 tiles (see the file comment) */
     const char *q, *k, *v;
-    char *o, *lse;
+    cpu_attn_rows out; /* what attn_partials.c needs */
 } plan;
 
 /* Per-thread scratch, carved from one allocation made before the parallel region. */
@@ -180,61 +179,6 @@ static void run_chunk(const plan *p, scratch *s, int g, int64_t i0, int64_t i1, 
     }
 }
 
-/* Normalise rows and store O (and LSE) of queries [i0, i1), head group g. */
-static void store_rows(const plan *p, const float *O, const float *m, const float *l, int g,
-                       int64_t i0, int64_t i1) {
-    const ela_attn_dense_args *a = p->a;
-    ela_dtype odt = a->o->dtype;
-    int64_t o0 = a->o->strides[0], o1 = a->o->strides[1];
-    for (int64_t i = i0; i < i1; i++) {
-        for (int64_t hh = 0; hh < p->G; hh++) {
-            int64_t r = (i - i0) * p->G + hh, h = (int64_t)g * p->G + hh;
-            const float *src = O + r * p->dp;
-            float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-            char *dst = p->o + i * o0 + h * o1;
-            if (odt == ELA_F32) {
-                for (int64_t c = 0; c < a->d; c++)
-                    ((float *)dst)[c] = src[c] * inv;
-            } else {
-                for (int64_t c = 0; c < a->d; c++)
-                    ((uint16_t *)dst)[c] = odt == ELA_F16 ? ela_f32_to_f16(src[c] * inv)
-                                                          : ela_f32_to_bf16(src[c] * inv);
-            }
-            if (p->lse) {
-                float lse = l[r] > 0.0f ? (m[r] + log2f(l[r])) * LN2 : -INFINITY;
-                *(float *)(p->lse + i * a->lse->strides[0] + h * a->lse->strides[1]) = lse;
-            }
-        }
-    }
-}
-
-/* Partial results of (group, split): O [R, dp], then m [R], l [R]. */
-static float *partial_at(const plan *p, float *partials, int64_t grp, int64_t split) {
-    return partials + (grp * p->splits + split) * p->R * (p->dp + 2);
-}
-
-/* Merge the splits of one group by their log-sum-exp into the first split's slot. */
-static void merge_group(const plan *p, float *partials, int64_t grp, int64_t R) {
-    float *dst = partial_at(p, partials, grp, 0);
-    float *dm = dst + p->R * p->dp, *dl = dm + p->R;
-    for (int64_t sp = 1; sp < p->splits; sp++) {
-        const float *src = partial_at(p, partials, grp, sp);
-        const float *sm = src + p->R * p->dp, *sl = sm + p->R;
-        for (int64_t r = 0; r < R; r++) {
-            if (sl[r] == 0.0f) /* this chunk saw no key of this row */
-                continue;
-            float mx = dm[r] > sm[r] ? dm[r] : sm[r];
-            float wd = dl[r] > 0.0f ? exp2f(dm[r] - mx) : 0.0f, ws = exp2f(sm[r] - mx);
-            float *od = dst + r * p->dp;
-            const float *os = src + r * p->dp;
-            for (int64_t c = 0; c < p->dp; c++)
-                od[c] = od[c] * wd + os[c] * ws;
-            dl[r] = dl[r] * wd + sl[r] * ws;
-            dm[r] = mx;
-        }
-    }
-}
-
 static void make_plan(plan *p, const ela_attn_dense_args *a, const cpu_backend *cpu) {
     memset(p, 0, sizeof *p);
     p->a = a;
@@ -263,8 +207,11 @@ static void make_plan(plan *p, const ela_attn_dense_args *a, const cpu_backend *
     p->q = cpu_tensor_data(a->q);
     p->k = cpu_tensor_data(a->k);
     p->v = cpu_tensor_data(a->v);
-    p->o = cpu_tensor_data(a->o);
-    p->lse = a->lse ? cpu_tensor_data(a->lse) : NULL;
+    p->out.a = a;
+    p->out.G = p->G;
+    p->out.dp = p->dp;
+    p->out.R = p->R;
+    p->out.splits = p->splits;
 }
 
 ela_status cpu_attn_dense(void *ctx, const ela_attn_dense_args *a) {
@@ -301,10 +248,10 @@ ela_status cpu_attn_dense(void *ctx, const ela_attn_dense_args *a) {
             int64_t R = (i1 - i0) * p.G;
             if (p.splits == 1) {
                 run_chunk(&p, &s, g, i0, i1, 0, end);
-                store_rows(&p, s.O, s.m, s.l, g, i0, i1);
+                cpu_attn_store_rows(&p.out, s.O, s.m, s.l, g, i0, i1);
                 continue;
             }
-            float *dst = partial_at(&p, partials, grp, split);
+            float *dst = cpu_attn_partial_at(&p.out, partials, grp, split);
             if (k0 >= k1) { /* causal: this chunk lies past every row of the group */
                 memset(dst, 0, (size_t)(p.R * (p.dp + 2)) * sizeof(float));
                 continue;
@@ -320,9 +267,9 @@ ela_status cpu_attn_dense(void *ctx, const ela_attn_dense_args *a) {
                 int g;
                 int64_t i0, i1;
                 group_rows(&p, grp, &g, &i0, &i1);
-                merge_group(&p, partials, grp, (i1 - i0) * p.G);
-                float *o = partial_at(&p, partials, grp, 0);
-                store_rows(&p, o, o + p.R * p.dp, o + p.R * p.dp + p.R, g, i0, i1);
+                cpu_attn_merge_group(&p.out, partials, grp, (i1 - i0) * p.G);
+                float *o = cpu_attn_partial_at(&p.out, partials, grp, 0);
+                cpu_attn_store_rows(&p.out, o, o + p.R * p.dp, o + p.R * p.dp + p.R, g, i0, i1);
             }
         }
     }

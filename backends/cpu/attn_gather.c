@@ -14,13 +14,12 @@
 #include <omp.h>
 #endif
 
+#include "attn_partials.h"
 #include "backend.h"
 #include "core/alloc.h"
-#include "core/dtype.h"
 #include "core/error.h"
 
 #define LOG2E 1.4426950408889634f
-#define LN2 0.6931471805599453f
 #define ROWS_TARGET 64
 #define MIN_SPLIT_KEYS 256
 #define BK CPU_ATTN_BK
@@ -33,9 +32,9 @@ typedef struct {
     int64_t n_groups, splits, split_keys;
     int row_path; /* row kernels read K/V in place */
     const char *q, *k, *v;
-    char *o, *lse;
     const int32_t *idx;
     int64_t idx_stride; /* elements between the lists of two KV heads (0: shared list) */
+    cpu_attn_rows out; /* what attn_partials.c needs */
 } plan;
 
 typedef struct {
@@ -142,61 +141,6 @@ static void run_chunk(const plan *p, scratch *s, int g, int64_t i0, int64_t i1, 
     }
 }
 
-/* Normalise and store O (and LSE) of queries [i0, i1), KV head g; a row that saw no key gets
- * o = 0 and lse = -inf. */
-static void store_rows(const plan *p, const float *O, const float *m, const float *l, int g,
-                       int64_t i0, int64_t i1) {
-    const ela_attn_dense_args *a = p->a;
-    ela_dtype odt = a->o->dtype;
-    int64_t o0 = a->o->strides[0], o1 = a->o->strides[1];
-    for (int64_t i = i0; i < i1; i++) {
-        for (int64_t hh = 0; hh < p->G; hh++) {
-            int64_t r = (i - i0) * p->G + hh, h = (int64_t)g * p->G + hh;
-            const float *src = O + r * p->dp;
-            float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-            char *dst = p->o + i * o0 + h * o1;
-            for (int64_t c = 0; c < a->d; c++) {
-                float x = src[c] * inv;
-                if (odt == ELA_F32)
-                    ((float *)(void *)dst)[c] = x;
-                else
-                    ((uint16_t *)(void *)dst)[c] = odt == ELA_F16 ? ela_f32_to_f16(x)
-                                                                  : ela_f32_to_bf16(x);
-            }
-            if (p->lse) {
-                float lse = l[r] > 0.0f ? (m[r] + log2f(l[r])) * LN2 : -INFINITY;
-                *(float *)(void *)(p->lse + i * a->lse->strides[0] + h * a->lse->strides[1]) = lse;
-            }
-        }
-    }
-}
-
-static float *partial_at(const plan *p, float *partials, int64_t grp, int64_t split) {
-    return partials + (grp * p->splits + split) * p->R * (p->dp + 2);
-}
-
-/* Merge a group's splits by log-sum-exp into split 0 (splits that saw no key are skipped). */
-static void merge_group(const plan *p, float *partials, int64_t grp, int64_t R) {
-    float *dst = partial_at(p, partials, grp, 0);
-    float *dm = dst + p->R * p->dp, *dl = dm + p->R;
-    for (int64_t sp = 1; sp < p->splits; sp++) {
-        const float *src = partial_at(p, partials, grp, sp);
-        const float *sm = src + p->R * p->dp, *sl = sm + p->R;
-        for (int64_t r = 0; r < R; r++) {
-            if (sl[r] == 0.0f)
-                continue;
-            float mx = dm[r] > sm[r] ? dm[r] : sm[r];
-            float wd = dl[r] > 0.0f ? exp2f(dm[r] - mx) : 0.0f, ws = exp2f(sm[r] - mx);
-            float *od = dst + r * p->dp;
-            const float *os = src + r * p->dp;
-            for (int64_t c = 0; c < p->dp; c++)
-                od[c] = od[c] * wd + os[c] * ws;
-            dl[r] = dl[r] * wd + sl[r] * ws;
-            dm[r] = mx;
-        }
-    }
-}
-
 static void make_plan(plan *p, const ela_attn_gather_args *g, const cpu_backend *cpu) {
     const ela_attn_dense_args *a = &g->attn;
     memset(p, 0, sizeof *p);
@@ -227,8 +171,11 @@ static void make_plan(plan *p, const ela_attn_gather_args *g, const cpu_backend 
     p->q = cpu_tensor_data(a->q);
     p->k = cpu_tensor_data(a->k);
     p->v = cpu_tensor_data(a->v);
-    p->o = cpu_tensor_data(a->o);
-    p->lse = a->lse ? cpu_tensor_data(a->lse) : NULL;
+    p->out.a = a;
+    p->out.G = p->G;
+    p->out.dp = p->dp;
+    p->out.R = p->R;
+    p->out.splits = p->splits;
     p->idx = (const int32_t *)(const void *)cpu_tensor_data(g->idx);
     p->idx_stride = g->per_head ? g->idx->strides[0] / (int64_t)sizeof(int32_t) : 0;
 }
@@ -268,10 +215,10 @@ ela_status cpu_attn_gather(void *ctx, const ela_attn_gather_args *args) {
             int64_t R = (i1 - i0) * p.G;
             run_chunk(&p, &s, g, i0, i1, k0, k1);
             if (p.splits == 1) {
-                store_rows(&p, s.O, s.m, s.l, g, i0, i1);
+                cpu_attn_store_rows(&p.out, s.O, s.m, s.l, g, i0, i1);
                 continue;
             }
-            float *dst = partial_at(&p, partials, grp, split);
+            float *dst = cpu_attn_partial_at(&p.out, partials, grp, split);
             memcpy(dst, s.O, (size_t)(R * p.dp) * sizeof(float));
             memcpy(dst + p.R * p.dp, s.m, (size_t)R * sizeof(float));
             memcpy(dst + p.R * p.dp + p.R, s.l, (size_t)R * sizeof(float));
@@ -282,9 +229,9 @@ ela_status cpu_attn_gather(void *ctx, const ela_attn_gather_args *args) {
                 int g = (int)(grp % p.a->hkv);
                 int64_t i0 = grp / p.a->hkv * p.bq;
                 int64_t i1 = i0 + p.bq < p.a->L ? i0 + p.bq : p.a->L;
-                merge_group(&p, partials, grp, (i1 - i0) * p.G);
-                float *o = partial_at(&p, partials, grp, 0);
-                store_rows(&p, o, o + p.R * p.dp, o + p.R * p.dp + p.R, g, i0, i1);
+                cpu_attn_merge_group(&p.out, partials, grp, (i1 - i0) * p.G);
+                float *o = cpu_attn_partial_at(&p.out, partials, grp, 0);
+                cpu_attn_store_rows(&p.out, o, o + p.R * p.dp, o + p.R * p.dp + p.R, g, i0, i1);
             }
         }
     }
