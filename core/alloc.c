@@ -37,5 +37,14 @@ void *ela_aligned_alloc(size_t size) {
     return aligned_alloc(64, rounded ? rounded : 64);
 }
 
+void *ela_realloc(void *p, size_t n, size_t size) {
+    if (injected_failure())
+        return NULL;
+    if (size != 0 && n > SIZE_MAX / size)
+        return NULL;
+    size_t bytes = n * size;
+    return realloc(p, bytes ? bytes : 1);
+}
+
 void ela_free(void *p) { free(p); }
 void ela_aligned_free(void *p) { free(p); }

@@ -9,6 +9,8 @@
 void *ela_calloc(size_t n, size_t size);
 /* 64-byte aligned, uninitialised; size rounded up to a multiple of 64. Free with ela_free. */
 void *ela_aligned_alloc(size_t size);
+/* Like realloc, overflow-checked on n * size; on failure p is left untouched. */
+void *ela_realloc(void *p, size_t n, size_t size);
 void ela_free(void *p);
 /* Free memory from ela_aligned_alloc. */
 void ela_aligned_free(void *p);

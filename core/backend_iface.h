@@ -12,7 +12,7 @@
 
 /* Bumped whenever this header changes shape; a plugin built against another version is
  * refused with a message, never loaded. */
-#define ELA_BACKEND_API_VERSION 2u
+#define ELA_BACKEND_API_VERSION 3u
 
 /* Services libela lends to a plugin (plugins never link libela themselves, so a statically
  * linked application and its plugins share one error state). */
@@ -120,6 +120,45 @@ typedef struct {
     int block, top;
 } ela_attn_nsa_args;
 
+/* Model ops (ela.h "Model ops"), validated: shapes agree, innermost dims packed. */
+typedef struct {
+    const ela_tensor *x, *w, *bias; /* [M, K] f32, [N, K], [N] f32 or NULL */
+    ela_tensor *y;                  /* [M, N] f32 */
+    int64_t M, N, K;
+} ela_matmul_args;
+
+typedef struct {
+    const ela_tensor *x, *w; /* x viewed as [rows, D] (its outer dims flattened), w [D] */
+    ela_tensor *y;
+    int64_t rows, D;
+    float eps;
+} ela_rms_norm_args;
+
+typedef struct {
+    ela_tensor *x;          /* f32 [M, H, d] */
+    const ela_tensor *pos;  /* i32 [M] */
+    int64_t M, d;
+    int H;
+    ela_rope_params p;      /* n_rot resolved (never 0) */
+} ela_rope_args;
+
+typedef struct {
+    const ela_tensor *a, *b; /* silu_mul: a = gate, b = up; add: a + b; same extents, f32 */
+    ela_tensor *out;
+    int64_t numel;
+} ela_binary_args;
+
+typedef struct {
+    const ela_tensor *table, *ids; /* [V, D], i32 [M] (host-checked in range) */
+    ela_tensor *out;               /* f32 [M, D] */
+    int64_t V, D, M;
+} ela_get_rows_args;
+
+typedef struct {
+    const ela_tensor *src;
+    ela_tensor *dst; /* same extents */
+} ela_copy_args;
+
 typedef struct ela_backend_iface {
     uint32_t api_version; /* ELA_BACKEND_API_VERSION */
     const char *name;     /* "cpu", "vulkan", "cuda" */
@@ -152,6 +191,14 @@ typedef struct ela_backend_iface {
     ela_status (*attn_gather)(void *ctx, const ela_attn_gather_args *args);
     ela_status (*nsa_select)(void *ctx, const ela_nsa_select_args *args);
     ela_status (*attn_nsa)(void *ctx, const ela_attn_nsa_args *args);
+
+    ela_status (*matmul)(void *ctx, const ela_matmul_args *args);
+    ela_status (*rms_norm)(void *ctx, const ela_rms_norm_args *args);
+    ela_status (*rope)(void *ctx, const ela_rope_args *args);
+    ela_status (*silu_mul)(void *ctx, const ela_binary_args *args);
+    ela_status (*add)(void *ctx, const ela_binary_args *args);
+    ela_status (*get_rows)(void *ctx, const ela_get_rows_args *args);
+    ela_status (*copy)(void *ctx, const ela_copy_args *args);
 } ela_backend_iface;
 
 /* The one symbol a plugin exports. Returns NULL (after host->set_error) when the plugin cannot

@@ -171,7 +171,10 @@ void ela_tensor_free(ela_tensor *t) {
         return;
     ela_buffer *buf = t->buffer;
     if (--buf->refs == 0) {
-        buf->backend->iface->buffer_free(buf->backend->ctx, buf->handle);
+        if (!buf->borrowed)
+            buf->backend->iface->buffer_free(buf->backend->ctx, buf->handle);
+        else if (buf->release)
+            buf->release(buf->release_user);
         ela_free(buf);
     }
     ela_free(t);
@@ -296,4 +299,45 @@ ela_status ela_tensor_read_f32(const ela_tensor *t, float *dst, int64_t count) {
         st = ela_convert(tmp, t->dtype, dst, ELA_F32, count);
     ela_aligned_free(tmp);
     return st;
+}
+
+ela_status ela_tensor_wrap_host(ela_backend *backend, void *ptr, size_t bytes, ela_dtype dtype,
+                                int n_dims, const int64_t *extents, void (*release)(void *),
+                                void *release_user, ela_tensor **out) {
+    if (!out)
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_tensor_wrap_host: out is NULL");
+    *out = NULL;
+    if (!backend || (!ptr && bytes))
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_tensor_wrap_host: NULL backend or memory");
+    if (backend->iface != ela_cpu_backend_iface())
+        return ela_fail(ELA_ERR_UNSUPPORTED,
+                        "ela_tensor_wrap_host: backend %s cannot use host memory in place",
+                        backend->name);
+    ela_tensor shape;
+    int64_t span = 0;
+    ela_status st = describe(&shape, dtype, n_dims, extents, NULL, &span, "ela_tensor_wrap_host");
+    if (st != ELA_OK)
+        return st;
+    if ((uint64_t)span > bytes)
+        return ela_fail(ELA_ERR_INVALID_ARG,
+                        "ela_tensor_wrap_host: shape needs %lld bytes, memory has %zu",
+                        (long long)span, bytes);
+    ela_tensor *t = ela_calloc(1, sizeof *t);
+    ela_buffer *buf = ela_calloc(1, sizeof *buf);
+    if (!t || !buf) {
+        ela_free(buf);
+        ela_free(t);
+        return ela_fail(ELA_ERR_OOM, "ela_tensor_wrap_host: out of host memory");
+    }
+    *t = shape;
+    buf->backend = backend;
+    buf->handle = ptr;
+    buf->size = bytes;
+    buf->refs = 1;
+    buf->borrowed = 1;
+    buf->release = release;
+    buf->release_user = release_user;
+    t->buffer = buf;
+    *out = t;
+    return ELA_OK;
 }

@@ -12,6 +12,11 @@ typedef struct ela_buffer {
     void *handle;         /* backend's own handle (host pointer for the CPU) */
     size_t size;          /* bytes */
     int refs;             /* tensors (and views) that hold it */
+    /* Borrowed host memory (a memory-mapped model file): never given to the backend's
+     * buffer_free; release(release_user), when set, runs once the last tensor lets go. */
+    int borrowed;
+    void (*release)(void *release_user);
+    void *release_user;
 } ela_buffer;
 
 struct ela_tensor {
@@ -25,5 +30,12 @@ struct ela_tensor {
 
 /* Bytes from the first to one past the last element (0 for an empty tensor). */
 int64_t ela_tensor_span(const ela_tensor *t);
+
+/* A tensor over host memory ela does not own, on a backend whose buffers are host memory (the
+ * CPU). The memory must outlive the tensor and its views; when the last of them is freed,
+ * release(release_user) is called (release may be NULL). Checks the shape against `bytes`. */
+ela_status ela_tensor_wrap_host(ela_backend *backend, void *ptr, size_t bytes, ela_dtype dtype,
+                                int n_dims, const int64_t *extents, void (*release)(void *),
+                                void *release_user, ela_tensor **out);
 
 #endif

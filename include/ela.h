@@ -54,12 +54,19 @@ typedef enum {
     ELA_BF16 = 2, /* bfloat16, round-to-nearest-even on conversion */
     ELA_I32 = 3,  /* index lists (token or block indices); from float: rounded, saturated */
     ELA_U8 = 4,   /* block masks (0 = skip, nonzero = keep); from float: rounded, saturated */
+    ELA_Q8_0 = 5, /* weights and KV cache: blocks of 32 int8 after one f16 scale (34 bytes), as in
+                     GGUF; the innermost extent must be a multiple of 32 */
     ELA_DTYPE_COUNT
 } ela_dtype;
 
-ELA_API size_t ela_dtype_size(ela_dtype dtype);     /* 0 for an unknown dtype */
-ELA_API const char *ela_dtype_name(ela_dtype dtype); /* "f32", "f16", "bf16", "i32", "u8", "?" */
-/* Parse "f32" / "f16" / "bf16" / "i32" / "u8". */
+/* Bytes per element; 0 for an unknown dtype and for block dtypes (q8_0). */
+ELA_API size_t ela_dtype_size(ela_dtype dtype);
+/* Elements per block: 32 for q8_0, 1 for the others (0 when unknown). */
+ELA_API int64_t ela_dtype_block(ela_dtype dtype);
+/* Bytes of n packed elements; 0 when unknown or n is not a multiple of the block. */
+ELA_API size_t ela_dtype_row_bytes(ela_dtype dtype, int64_t n);
+ELA_API const char *ela_dtype_name(ela_dtype dtype); /* "f32", ..., "u8", "q8_0", "?" */
+/* Parse "f32" / "f16" / "bf16" / "i32" / "u8" / "q8_0". */
 ELA_API ela_status ela_dtype_parse(const char *name, ela_dtype *out);
 /* Convert n packed elements between dtypes (same dtype copies). */
 ELA_API ela_status ela_convert(const void *src, ela_dtype src_dtype, void *dst, ela_dtype dst_dtype,
@@ -122,6 +129,13 @@ typedef enum {
     ELA_OP_ATTN_GATHER,
     ELA_OP_NSA_SELECT,
     ELA_OP_ATTN_NSA,
+    ELA_OP_MATMUL,
+    ELA_OP_RMS_NORM,
+    ELA_OP_ROPE,
+    ELA_OP_SILU_MUL,
+    ELA_OP_ADD,
+    ELA_OP_GET_ROWS,
+    ELA_OP_COPY,
     ELA_OP_COUNT
 } ela_op;
 
@@ -453,6 +467,168 @@ ELA_API ela_status ela_decode_attention(ela_backend *backend, const ela_decode_p
                                         ela_decode_layer_role role, const ela_tensor *q,
                                         const ela_tensor *k, const ela_tensor *v, ela_tensor *o,
                                         ela_tensor *selection, int64_t *selected);
+
+/* ---------------------------------------------------------------------------------------
+ * Model ops: the dense layers around attention (DESIGN.md 5). Activations are f32; weights
+ * f32/f16/bf16/q8_0. Row-major, innermost dimension packed; other strides free.
+ * ------------------------------------------------------------------------------------- */
+/* y [M, N] = x [M, K] . w [N, K]^T (+ bias [N] when not NULL). x, y, bias f32; w f32/f16/bf16/
+ * q8_0 (q8_0: K a multiple of 32). y must not overlap x. */
+ELA_API ela_status ela_matmul(ela_backend *backend, const ela_tensor *x, const ela_tensor *w,
+                              const ela_tensor *bias, ela_tensor *y);
+/* y [M, D] = x / sqrt(mean(x^2) + eps) * w, per row; x, y f32 (y may be x); w [D] f32/f16/bf16.
+ * Works on [M, H, d] too with w [d] (per-head q_norm / k_norm): the last extent is the row. */
+ELA_API ela_status ela_rms_norm(ela_backend *backend, const ela_tensor *x, const ela_tensor *w,
+                                float eps, ela_tensor *y);
+
+typedef enum {
+    ELA_ROPE_SCALING_NONE = 0,
+    ELA_ROPE_SCALING_LINEAR = 1, /* positions divided by factor */
+    ELA_ROPE_SCALING_LLAMA3 = 2  /* Llama 3.1: per-frequency smooth interpolation */
+} ela_rope_scaling;
+
+typedef struct {
+    float theta;         /* base, e.g. 10000 or 500000 */
+    int n_rot;           /* rotated dims (even, <= d); 0 means d */
+    int interleaved;     /* 0: rotate halves (HF, "neox"); 1: rotate pairs (2i, 2i+1) (GGUF llama) */
+    ela_rope_scaling scaling;
+    float factor;                   /* linear and llama3 */
+    float low_freq_factor, high_freq_factor; /* llama3 */
+    int64_t original_max_position;  /* llama3 */
+} ela_rope_params;
+
+/* In place: x f32 [M, H, d]; row m is at position pos (i32 [M], values >= 0). */
+ELA_API ela_status ela_rope(ela_backend *backend, ela_tensor *x, const ela_tensor *pos,
+                            const ela_rope_params *params);
+/* out [M, F] = silu(gate) * up, all f32; out may be gate or up. */
+ELA_API ela_status ela_silu_mul(ela_backend *backend, const ela_tensor *gate, const ela_tensor *up,
+                                ela_tensor *out);
+/* out = a + b, f32, same shapes; out may be a or b. */
+ELA_API ela_status ela_add(ela_backend *backend, const ela_tensor *a, const ela_tensor *b,
+                           ela_tensor *out);
+/* out [M, D] f32 = table [V, D] (f32/f16/bf16/q8_0) rows ids (i32 [M], each in [0, V)). */
+ELA_API ela_status ela_get_rows(ela_backend *backend, const ela_tensor *table,
+                                const ela_tensor *ids, ela_tensor *out);
+/* dst = src with dtype conversion (f32/f16/bf16 to f32/f16/bf16/q8_0); same extents, any
+ * strides (innermost packed). Used to append keys and values to a KV cache. */
+ELA_API ela_status ela_copy(ela_backend *backend, const ela_tensor *src, ela_tensor *dst);
+
+/* ---------------------------------------------------------------------------------------
+ * Tokenizer: byte-level BPE from tokenizer.json or GGUF metadata (DESIGN.md 5).
+ * ------------------------------------------------------------------------------------- */
+typedef struct ela_tokenizer ela_tokenizer;
+
+/* path: a tokenizer.json, a GGUF file, or a model directory holding tokenizer.json. */
+ELA_API ela_status ela_tokenizer_load(const char *path, ela_tokenizer **out);
+ELA_API void ela_tokenizer_free(ela_tokenizer *tok); /* NULL is a no-op */
+ELA_API int64_t ela_tokenizer_vocab_size(const ela_tokenizer *tok);
+/* Special ids, -1 when the tokenizer has none. */
+ELA_API int32_t ela_tokenizer_bos(const ela_tokenizer *tok);
+ELA_API int32_t ela_tokenizer_eos(const ela_tokenizer *tok);
+/* Encode `len` bytes of UTF-8 (invalid bytes are encoded as their byte tokens). add_special:
+ * prepend BOS where the tokenizer's post-processor does. Special-token text in the input
+ * ("<|im_start|>") becomes its id. Writes up to `capacity` ids and sets *n_ids to the number
+ * the text needs (call with capacity 0 to size the buffer). */
+ELA_API ela_status ela_tokenize(const ela_tokenizer *tok, const char *text, size_t len,
+                                int add_special, int32_t *ids, int64_t capacity, int64_t *n_ids);
+/* Bytes of one token (special tokens as their text); *len is set to the length even when it
+ * exceeds capacity. A token may end in the middle of a UTF-8 character. */
+ELA_API ela_status ela_token_piece(const ela_tokenizer *tok, int32_t id, char *buf,
+                                   size_t capacity, size_t *len);
+
+/* ---------------------------------------------------------------------------------------
+ * Models: Llama 2/3/3.1, Qwen2/2.5, Qwen3, Mistral from an HF directory (safetensors) or GGUF.
+ * ------------------------------------------------------------------------------------- */
+typedef struct ela_model ela_model;
+
+typedef struct {
+    /* Called during loading with fraction done in [0, 1]; may be NULL. */
+    void (*progress)(float fraction, void *user);
+    void *user;
+    /* Elastic Attention router weights in a separate safetensors file, or NULL to read them
+     * from the checkpoint when it has them. */
+    const char *router_path;
+} ela_model_params;
+
+ELA_API ela_model_params ela_model_params_default(void);
+
+typedef struct {
+    char arch[32];            /* "llama", "qwen2", "qwen3", "mistral" */
+    int n_layers, n_heads, n_kv_heads, head_dim;
+    int64_t hidden, ffn, vocab;
+    int64_t max_positions;    /* from the config; 0 when unknown */
+    float norm_eps;
+    ela_rope_params rope;
+    ela_dtype weight_dtype;   /* dtype of most weight matrices */
+    int has_router;           /* Elastic Attention router weights present */
+    int has_gate;             /* SSA g_proj gate present */
+    int64_t n_params;
+} ela_model_info;
+
+/* Load a model onto a backend (weights stay memory-mapped on the CPU; other backends get a
+ * copy). A corrupt or truncated file is ELA_ERR_FORMAT naming the field or tensor. */
+ELA_API ela_status ela_model_load(const char *path, ela_backend *backend,
+                                  const ela_model_params *params, ela_model **out);
+ELA_API void ela_model_free(ela_model *model); /* NULL is a no-op */
+ELA_API ela_status ela_model_get_info(const ela_model *model, ela_model_info *out);
+/* The model's tokenizer (owned by the model), NULL when it came without one. */
+ELA_API const ela_tokenizer *ela_model_tokenizer(const ela_model *model);
+
+/* ---------------------------------------------------------------------------------------
+ * Contexts: a KV cache and scratch for one sequence, with its attention policies.
+ * ------------------------------------------------------------------------------------- */
+typedef struct ela_context ela_context;
+
+typedef struct {
+    int64_t n_ctx;                /* tokens the cache holds; 0 means min(model max, 8192) */
+    ela_dtype kv_dtype;           /* ELA_F16 (default), ELA_BF16, ELA_Q8_0 */
+    ela_prefill_policy prefill;   /* default dense */
+    ela_decode_policy decode;     /* default dense */
+    int64_t prefill_chunk;        /* tokens per prefill step, a multiple of 128; 0: 2048 */
+} ela_context_params;
+
+ELA_API ela_context_params ela_context_params_default(void);
+ELA_API ela_status ela_context_new(ela_model *model, const ela_context_params *params,
+                                   ela_context **out);
+ELA_API void ela_context_free(ela_context *ctx); /* NULL is a no-op */
+/* Forget every cached token. */
+ELA_API void ela_context_reset(ela_context *ctx);
+ELA_API int64_t ela_context_n_past(const ela_context *ctx);
+
+/* Run n tokens after the cached ones (prefill when n > 1, decode when n == 1) and write the
+ * logits of the last one to `logits` (f32 [vocab]) when it is not NULL. `progress` (may be
+ * NULL) is called after every prefill chunk with tokens done and total. */
+ELA_API ela_status ela_context_eval(ela_context *ctx, const int32_t *ids, int64_t n, float *logits,
+                                    void (*progress)(int64_t done, int64_t total, void *user),
+                                    void *user);
+
+typedef struct {
+    float temperature;       /* 0: greedy */
+    int top_k;               /* 0: off */
+    float top_p;             /* 1: off */
+    uint64_t seed;
+    int64_t max_tokens;      /* tokens to generate */
+    const int32_t *stop;     /* extra stop ids besides the tokenizer's EOS; may be NULL */
+    int n_stop;
+    /* Called with each generated token and its text; return nonzero to stop. May be NULL. */
+    int (*on_token)(int32_t id, const char *piece, size_t len, void *user);
+    /* Called during prefill with tokens done and total. May be NULL. */
+    void (*on_progress)(int64_t done, int64_t total, void *user);
+    void *user;
+} ela_generate_params;
+
+ELA_API ela_generate_params ela_generate_params_default(void); /* greedy, 128 tokens */
+
+typedef struct {
+    int64_t prompt_tokens, generated_tokens;
+    double prefill_ms, decode_ms;
+    int stopped_by_eos;
+} ela_generate_stats;
+
+/* Prefill the prompt (after any cached tokens), then sample until max_tokens, EOS or a stop
+ * id. stats may be NULL. */
+ELA_API ela_status ela_generate(ela_context *ctx, const int32_t *prompt, int64_t n_prompt,
+                                const ela_generate_params *params, ela_generate_stats *stats);
 
 /* ---------------------------------------------------------------------------------------
  * Testing hooks

@@ -120,6 +120,13 @@ static int cpu_supports(void *ctx, ela_op op, const ela_dtype *dtypes, int n_dty
     case ELA_OP_ATTN_GATHER: return f->attn_gather != NULL;
     case ELA_OP_NSA_SELECT: return f->nsa_select != NULL;
     case ELA_OP_ATTN_NSA: return f->attn_nsa != NULL;
+    case ELA_OP_MATMUL: return f->matmul != NULL;
+    case ELA_OP_RMS_NORM: return f->rms_norm != NULL;
+    case ELA_OP_ROPE: return f->rope != NULL;
+    case ELA_OP_SILU_MUL: return f->silu_mul != NULL;
+    case ELA_OP_ADD: return f->add != NULL;
+    case ELA_OP_GET_ROWS: return f->get_rows != NULL;
+    case ELA_OP_COPY: return f->copy != NULL;
     default: return 0;
     }
 }
@@ -148,6 +155,13 @@ static const ela_backend_iface cpu_iface = {
     .attn_gather = cpu_attn_gather,
     .nsa_select = cpu_nsa_select,
     .attn_nsa = cpu_attn_nsa,
+    /* .matmul = cpu_matmul, */
+    /* .rms_norm = cpu_rms_norm, */
+    /* .rope = cpu_rope, */
+    /* .silu_mul = cpu_silu_mul, */
+    /* .add = cpu_add, */
+    /* .get_rows = cpu_get_rows, */
+    /* .copy = cpu_copy, */
 };
 
 const ela_backend_iface *ela_cpu_backend_iface(void) { return &cpu_iface; }
