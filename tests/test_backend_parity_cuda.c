@@ -1,0 +1,690 @@
+/* Cross-backend parity of ela_attn_dense on CUDA (DESIGN.md 7): every CUDA device (cuda:N) in
+ * its default configuration, with every call forced onto the generic kernel
+ * (ELA_CUDA_FORCE=generic), and with the keys split 5 ways wherever a kernel can split
+ * (ELA_CUDA_SPLITS=5, exercising the LSE merge), against the CPU backend and the float64
+ * reference (tests/ref/attn_dense_ref.c) on the same random inputs. The case list is the Vulkan
+ * parity test's (f32/f16/bf16 and mixes, d 64/128/80 and odd ones, GQA 1/4/8, causal with
+ * q_pos0 > 0 and not, L and n not multiples of any tile, strided views at odd element offsets)
+ * plus cases aimed at the CUDA fast paths: tensor-core prefill (bf16/f16, d 64/128, causal
+ * block skipping, tails, key splits when few query tiles), split-K decode at long n (GQA 1/4/8,
+ * several query rows, f32 activations with a 16-bit cache), rising scores (the online softmax
+ * rescales at every tile), negative and explicit scales, and d = 320 (generic only).
+ * Prints "skipped: no CUDA device" and passes when the machine has no CUDA device or driver.
+ * ELA_TEST_QUICK=1 keeps only the smaller cases (for compute-sanitizer). Replay with
+ * ELA_TEST_SEED, one case with ELA_TEST_CASE=<index>; ELA_TEST_VERBOSE=1 prints each case's
+ * time; ELA_TEST_LIST=1 prints the case list and exits. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ref/attn_dense_ref.h"
+#include "test_common.h"
+
+/* Tolerances on the relative L2 error, as in test_attn_dense.c (the reference sees exactly the
+ * rounded inputs the kernels read): f32 1e-5; 16-bit inputs with f32 output 2e-3 (f32
+ * accumulation noise, and the tensor-core path's P rounded to the input dtype, normalised by the
+ * sum of the rounded values); 16-bit output 1e-2 (the output rounding itself). LSE is f32:
+ * 1e-5 with f32 inputs, 2e-3 with any 16-bit input. CUDA against CPU uses the same bounds. */
+#define TOL_F32 1e-5
+#define TOL_16_IN_F32_OUT 2e-3
+#define TOL_16_OUT 1e-2
+
+/* ---- cases ---------------------------------------------------------------------------------- */
+enum {
+    LAYOUT_PACKED, /* every tensor packed */
+    LAYOUT_QKV,    /* q: view of [L, Hq, 3d] at column d; o: view of [L, Hq+1, d] skipping head 0;
+                      lse: view of [L, Hq+3] at column 1 */
+    LAYOUT_CACHE,  /* k/v: views of a cache [Hkv, n+64, d] from token 3; o: padded strides */
+    LAYOUT_FUSED,  /* q: heads of a token-major [L, Hq+2Hkv, d] projection; k/v: head-major views
+                      of one [n, 2, Hkv, d] buffer; o: view of [L, Hq, 2d] */
+    LAYOUT_ODD,    /* every tensor a view one element into its base, odd row strides: 16-bit rows
+                      start mid-word, f32 ones off 16-byte alignment (the generic kernel) */
+    LAYOUT_COUNT
+};
+static const char *const layout_names[] = {"packed", "qkv-view", "kv-cache", "fused-tm", "odd"};
+
+enum { DATA_NORMAL, DATA_SHARP, DATA_RAMP };
+static const char *const data_names[] = {"", " sharp", " ramp"};
+
+typedef struct {
+    int64_t L, n, d;
+    int hq, hkv, causal;
+    int64_t q_pos0;
+    ela_dtype tq, tkv, to;
+    int layout, data, lse;
+    float scale; /* 0: 1/sqrt(d) */
+} pcase;
+
+#define MAX_CASES 200
+static pcase cases[MAX_CASES];
+static int n_cases;
+
+static void add_s(int64_t L, int64_t n, int64_t d, int hq, int hkv, int causal, int64_t q_pos0,
+                  ela_dtype tq, ela_dtype tkv, ela_dtype to, int layout, int data, int lse,
+                  float scale) {
+    if (n_cases == MAX_CASES) {
+        CHECK(!"MAX_CASES too small");
+        return;
+    }
+    pcase c = {L, n, d, hq, hkv, causal, q_pos0, tq, tkv, to, layout, data, lse, scale};
+    cases[n_cases++] = c;
+}
+
+static void add(int64_t L, int64_t n, int64_t d, int hq, int hkv, int causal, int64_t q_pos0,
+                ela_dtype tq, ela_dtype tkv, ela_dtype to, int layout, int sharp, int lse) {
+    add_s(L, n, d, hq, hkv, causal, q_pos0, tq, tkv, to, layout, sharp ? DATA_SHARP : DATA_NORMAL,
+          lse, 0.0f);
+}
+
+static void case_str(const pcase *c, char *buf, size_t size) {
+    snprintf(buf, size, "L=%lld n=%lld d=%lld Hq=%d Hkv=%d %s q_pos0=%lld q=%s kv=%s o=%s %s%s%s"
+             " scale=%g",
+             (long long)c->L, (long long)c->n, (long long)c->d, c->hq, c->hkv,
+             c->causal ? "causal" : "non-causal", (long long)c->q_pos0, ela_dtype_name(c->tq),
+             ela_dtype_name(c->tkv), ela_dtype_name(c->to), layout_names[c->layout],
+             data_names[c->data], c->lse ? "" : " no-lse", (double)c->scale);
+}
+
+/* Reference work of a case, for ELA_TEST_QUICK. */
+static double case_cost(const pcase *c) { return (double)c->L * (double)c->n * c->hq * c->d; }
+
+static void build_cases(void) {
+    const ela_dtype F32 = ELA_F32, F16 = ELA_F16, BF16 = ELA_BF16;
+    static const ela_dtype mixes[4][3] = {
+        {ELA_F32, ELA_F32, ELA_F32},
+        {ELA_F16, ELA_F16, ELA_F16},
+        {ELA_BF16, ELA_BF16, ELA_BF16},
+        {ELA_F32, ELA_F16, ELA_F32}, /* the model runtime: f32 activations, f16 KV cache */
+    };
+    /* The Vulkan parity test's list: prefill, decode (q_pos0 = n - L), rows that see a prefix
+     * of the keys, L > n, q_pos0 beyond n, one token; none a multiple of a tile. */
+    static const struct {
+        int64_t L, n, q_pos0; /* q_pos0 < 0: n - L */
+    } shapes[7] = {
+        {129, 129, 0}, {1, 1000, -1}, {7, 1000, -1}, {129, 1000, 100},
+        {1000, 7, 0},  {7, 129, 500}, {1, 1, 0},
+    };
+    static const int64_t dims[3] = {64, 128, 80};
+    static const int gqa[3][2] = {{2, 2}, {8, 2}, {8, 1}}; /* ratios 1, 4, 8 */
+    int idx = 0;
+    for (int m = 0; m < 4; m++)
+        for (int di = 0; di < 3; di++)
+            for (int g = 0; g < 3; g++)
+                for (int causal = 0; causal < 2; causal++, idx++) {
+                    int s = (idx / 2 * 3 + causal * 4 + m) % 7;
+                    int64_t L = shapes[s].L, n = shapes[s].n;
+                    int64_t q_pos0 = shapes[s].q_pos0 < 0 ? n - L : shapes[s].q_pos0;
+                    add(L, n, dims[di], gqa[g][0], gqa[g][1], causal, q_pos0, mixes[m][0],
+                        mixes[m][1], mixes[m][2], (idx * 3 + idx / 5) % LAYOUT_COUNT, idx % 3 == 2,
+                        idx % 7 != 3);
+                }
+    /* Every q / kv / o dtype combination on a small odd shape, every layout. */
+    idx = 0;
+    for (int tq = 0; tq < 3; tq++)
+        for (int tkv = 0; tkv < 3; tkv++)
+            for (int to = 0; to < 3; to++, idx++)
+                add(33, 77, 64, 4, 2, idx % 2, 10, (ela_dtype)tq, (ela_dtype)tkv, (ela_dtype)to,
+                    idx % LAYOUT_COUNT, 0, 1);
+    /* Long prefill and decode, odd and large head dims. */
+    add(1000, 1000, 64, 4, 1, 1, 0, F16, F16, F16, LAYOUT_ODD, 0, 1);
+    add(1000, 1000, 128, 2, 2, 0, 0, BF16, BF16, F32, LAYOUT_CACHE, 1, 1);
+    add(1000, 1000, 80, 8, 1, 1, 0, F32, F32, F32, LAYOUT_PACKED, 0, 1);
+    add(1, 4099, 128, 32, 8, 1, 4098, F32, F16, F32, LAYOUT_CACHE, 0, 1);
+    add(1, 4099, 128, 8, 1, 0, 0, F32, BF16, BF16, LAYOUT_FUSED, 1, 1);
+    add(7, 4099, 64, 8, 2, 1, 4092, F16, F16, F16, LAYOUT_ODD, 0, 1);
+    add(129, 300, 256, 4, 2, 1, 20, BF16, BF16, F32, LAYOUT_QKV, 1, 1);
+    add(129, 300, 256, 2, 1, 0, 0, F32, F32, F16, LAYOUT_ODD, 0, 1);
+    add(129, 129, 17, 6, 3, 1, 0, F32, F32, F32, LAYOUT_QKV, 0, 1);
+    add(65, 130, 1, 2, 1, 0, 0, F32, F16, F16, LAYOUT_ODD, 0, 1);
+    add(7, 1000, 64, 8, 1, 1, 5000, F32, F32, F32, LAYOUT_PACKED, 0, 1); /* rows past every key */
+
+    /* CUDA tensor-core prefill: 128-row query tiles, 64-key tiles, causal skipping, tails. */
+    add(1000, 1000, 128, 8, 2, 1, 0, BF16, BF16, BF16, LAYOUT_PACKED, 0, 1);
+    add(1000, 1000, 128, 8, 2, 1, 0, BF16, BF16, F32, LAYOUT_FUSED, 1, 1);
+    add(777, 2000, 64, 8, 1, 1, 1223, F16, F16, F32, LAYOUT_QKV, 0, 1);
+    add(777, 2000, 64, 8, 1, 1, 1223, BF16, BF16, F16, LAYOUT_CACHE, 0, 0);
+    add(300, 1500, 128, 8, 2, 0, 0, BF16, BF16, F32, LAYOUT_PACKED, 0, 1);
+    add(300, 1500, 128, 4, 4, 0, 0, F16, F16, F16, LAYOUT_CACHE, 1, 1);
+    add(100, 5000, 128, 4, 1, 1, 4900, BF16, BF16, F32, LAYOUT_PACKED, 0, 1); /* key splits */
+    add(64, 3000, 64, 2, 1, 1, 100, F16, F16, F32, LAYOUT_FUSED, 0, 1);       /* rows end early */
+    add(2100, 2100, 128, 2, 1, 1, 0, BF16, BF16, BF16, LAYOUT_PACKED, 0, 1);
+    add_s(1000, 1000, 128, 4, 1, 1, 0, BF16, BF16, F32, LAYOUT_PACKED, DATA_RAMP, 1, 0.0f);
+    add_s(500, 700, 64, 4, 2, 1, 200, F16, F16, F32, LAYOUT_QKV, DATA_RAMP, 1, 0.0f);
+    add_s(200, 900, 128, 4, 2, 1, 700, BF16, BF16, F32, LAYOUT_PACKED, 0, 1, 0.3f);
+    add_s(200, 900, 128, 4, 2, 1, 700, BF16, BF16, F32, LAYOUT_PACKED, 0, 1, -0.05f);
+    add(3, 50, 320, 2, 1, 1, 47, F32, F32, F32, LAYOUT_PACKED, 0, 1);
+    /* CUDA split-K decode: long n, GQA 1/4/8, several query rows, every KV dtype. */
+    add(1, 50000, 128, 32, 8, 1, 49999, BF16, BF16, F32, LAYOUT_PACKED, 0, 1);
+    add(1, 50000, 128, 32, 8, 1, 49999, F32, F16, F32, LAYOUT_CACHE, 0, 1);
+    add(1, 9999, 64, 16, 2, 1, 9998, F16, F16, F16, LAYOUT_FUSED, 1, 1);
+    add(1, 7001, 128, 4, 4, 0, 0, F32, F32, F32, LAYOUT_PACKED, 0, 1);
+    add(4, 3000, 128, 32, 4, 1, 2996, F32, F16, F32, LAYOUT_CACHE, 0, 1); /* 32 rows per KV head */
+    add(3, 3000, 64, 8, 2, 1, 2000, BF16, BF16, BF16, LAYOUT_QKV, 0, 1);
+    add_s(1, 20000, 128, 8, 2, 1, 19999, BF16, BF16, F32, LAYOUT_PACKED, DATA_RAMP, 1, 0.0f);
+    add_s(2, 5000, 128, 8, 2, 1, 4998, F16, F16, F32, LAYOUT_PACKED, 0, 1, -0.1f);
+}
+
+/* ---- host data and reference ------------------------------------------------------------ */
+typedef struct {
+    float *q, *k, *v;   /* rounded through their dtypes: what the kernels read */
+    double *o, *lse;    /* reference */
+} case_data;
+
+static void case_data_free(case_data *h) {
+    free(h->q);
+    free(h->k);
+    free(h->v);
+    free(h->o);
+    free(h->lse);
+    memset(h, 0, sizeof *h);
+}
+
+static int case_data_make(const pcase *c, int ci, case_data *h) {
+    memset(h, 0, sizeof *h);
+    const int64_t nq = c->L * c->hq * c->d, nkv = (int64_t)c->hkv * c->n * c->d;
+    h->q = malloc((size_t)nq * sizeof(float));
+    h->k = malloc((size_t)nkv * sizeof(float));
+    h->v = malloc((size_t)nkv * sizeof(float));
+    h->o = malloc((size_t)nq * sizeof(double));
+    h->lse = malloc((size_t)(c->L * c->hq) * sizeof(double));
+    double *qd = malloc((size_t)nq * sizeof(double)), *kd = malloc((size_t)nkv * sizeof(double)),
+           *vd = malloc((size_t)nkv * sizeof(double));
+    int rc = -1;
+    if (h->q && h->k && h->v && h->o && h->lse && qd && kd && vd) {
+        test_rng rng;
+        test_rng_init(&rng, (uint64_t)ci + 9000);
+        test_fill_normal(&rng, h->q, nq, c->data == DATA_SHARP ? 3.0f : 1.0f);
+        test_fill_normal(&rng, h->k, nkv, 1.0f);
+        test_fill_normal(&rng, h->v, nkv, 1.0f);
+        if (c->data == DATA_RAMP) {
+            /* q[.., 0] = sqrt(d) / 2 and k[g, j, 0] from -4 to 4: the scaled score rises by
+             * about 4 across the keys, so the running max changes at every tile. */
+            for (int64_t r = 0; r < c->L * c->hq; r++)
+                h->q[r * c->d] = 0.5f * sqrtf((float)c->d);
+            for (int64_t r = 0; r < c->hkv * c->n; r++)
+                h->k[r * c->d] =
+                    c->n > 1 ? -4.0f + 8.0f * (float)(r % c->n) / (float)(c->n - 1) : 4.0f;
+        }
+        if (!test_round_through(h->q, nq, c->tq) && !test_round_through(h->k, nkv, c->tkv) &&
+            !test_round_through(h->v, nkv, c->tkv)) {
+            for (int64_t i = 0; i < nq; i++)
+                qd[i] = h->q[i];
+            for (int64_t i = 0; i < nkv; i++) {
+                kd[i] = h->k[i];
+                vd[i] = h->v[i];
+            }
+            ref_attn_dense_shape s = {c->L,      c->n,      c->d, c->hq, c->hkv, c->causal,
+                                      c->q_pos0, c->scale};
+            rc = ref_attn_dense(&s, qd, kd, vd, h->o, h->lse);
+        }
+    }
+    free(qd);
+    free(kd);
+    free(vd);
+    return rc;
+}
+
+/* ---- device tensors ------------------------------------------------------------------------- */
+/* A tensor under test, possibly a view into a larger base filled with a sentinel (NaN for inputs,
+ * so a read outside the view poisons the result; a finite value for outputs, so a write outside
+ * it is caught). */
+typedef struct {
+    ela_tensor *base, *t;
+    int n_dims, base_dims;
+    int64_t ext[4], base_ext[4], stride_el[4], offset_el;
+    float sentinel;
+} dev_tensor;
+
+static int64_t numel(const int64_t *ext, int n) {
+    int64_t p = 1;
+    for (int i = 0; i < n; i++)
+        p *= ext[i];
+    return p;
+}
+
+static void dev_free(dev_tensor *x) {
+    if (x->t != x->base)
+        ela_tensor_free(x->t);
+    ela_tensor_free(x->base);
+    x->t = x->base = NULL;
+}
+
+/* View ext (n_dims, element strides, element offset) of a packed base base_ext (base_dims). */
+static ela_status dev_view(ela_backend *be, ela_dtype dt, int base_dims, const int64_t *base_ext,
+                           int n_dims, const int64_t *ext, const int64_t *stride_el,
+                           int64_t offset_el, float fill, dev_tensor *x) {
+    memset(x, 0, sizeof *x);
+    x->n_dims = n_dims;
+    x->base_dims = base_dims;
+    memcpy(x->base_ext, base_ext, sizeof(int64_t) * (size_t)base_dims);
+    memcpy(x->ext, ext, sizeof(int64_t) * (size_t)n_dims);
+    memcpy(x->stride_el, stride_el, sizeof(int64_t) * (size_t)n_dims);
+    x->offset_el = offset_el;
+    x->sentinel = fill;
+    ela_status st = ela_tensor_new(be, dt, base_dims, base_ext, NULL, &x->base);
+    if (st != ELA_OK)
+        return st;
+    int64_t nb = numel(base_ext, base_dims);
+    float *f = malloc((size_t)nb * sizeof *f);
+    if (!f)
+        return ELA_ERR_OOM;
+    for (int64_t i = 0; i < nb; i++)
+        f[i] = fill;
+    st = ela_tensor_write_f32(x->base, f, nb);
+    free(f);
+    if (st != ELA_OK)
+        return st;
+    int64_t strides[4];
+    size_t es = ela_dtype_size(dt);
+    for (int i = 0; i < n_dims; i++)
+        strides[i] = stride_el[i] * (int64_t)es;
+    return ela_tensor_view(x->base, n_dims, ext, strides, offset_el * (int64_t)es, &x->t);
+}
+
+static ela_status dev_packed(ela_backend *be, ela_dtype dt, int n_dims, const int64_t *ext,
+                             dev_tensor *x) {
+    memset(x, 0, sizeof *x);
+    ela_status st = ela_tensor_new(be, dt, n_dims, ext, NULL, &x->base);
+    x->t = x->base;
+    return st;
+}
+
+/* Base elements outside the view that no longer hold the sentinel; -1 if unreadable. */
+static int64_t dev_outside_changed(const dev_tensor *x) {
+    if (x->t == x->base)
+        return 0;
+    int64_t nb = numel(x->base_ext, x->base_dims), changed = 0;
+    float *f = malloc((size_t)nb * sizeof *f);
+    unsigned char *in = calloc((size_t)nb, 1);
+    if (!f || !in || ela_tensor_read_f32(x->base, f, nb) != ELA_OK) {
+        free(f);
+        free(in);
+        return -1;
+    }
+    int64_t nv = numel(x->ext, x->n_dims);
+    for (int64_t e = 0; e < nv; e++) {
+        int64_t rem = e, off = x->offset_el;
+        for (int i = x->n_dims - 1; i >= 0; i--) {
+            off += (rem % x->ext[i]) * x->stride_el[i];
+            rem /= x->ext[i];
+        }
+        if (off >= 0 && off < nb)
+            in[off] = 1;
+    }
+    for (int64_t i = 0; i < nb; i++)
+        if (!in[i] && f[i] != x->sentinel)
+            changed++;
+    free(f);
+    free(in);
+    return changed;
+}
+
+typedef struct {
+    dev_tensor q, k, v, o, lse;
+} dev_set;
+
+static void dev_set_free(dev_set *s) {
+    dev_free(&s->q);
+    dev_free(&s->k);
+    dev_free(&s->v);
+    dev_free(&s->o);
+    dev_free(&s->lse);
+}
+
+#define OUT_SENTINEL (-7.75f) /* exact in f16 and bf16 */
+
+static ela_status dev_set_make(ela_backend *be, const pcase *c, dev_set *s) {
+    memset(s, 0, sizeof *s);
+    const int64_t L = c->L, n = c->n, d = c->d, hq = c->hq, hkv = c->hkv;
+    const float nan = NAN;
+    ela_status st;
+    int64_t qx[3] = {L, hq, d}, kx[3] = {hkv, n, d};
+    switch (c->layout) {
+    case LAYOUT_QKV: {
+        int64_t qb[3] = {L, hq, 3 * d}, qs[3] = {hq * 3 * d, 3 * d, 1};
+        st = dev_view(be, c->tq, 3, qb, 3, qx, qs, d, nan, &s->q);
+        break;
+    }
+    case LAYOUT_FUSED: {
+        int64_t qb[3] = {L, hq + 2 * hkv, d}, qs[3] = {(hq + 2 * hkv) * d, d, 1};
+        st = dev_view(be, c->tq, 3, qb, 3, qx, qs, 0, nan, &s->q);
+        break;
+    }
+    case LAYOUT_ODD: {
+        int64_t qb[2] = {L, hq * d + 1}, qs[3] = {hq * d + 1, d, 1};
+        st = dev_view(be, c->tq, 2, qb, 3, qx, qs, 1, nan, &s->q);
+        break;
+    }
+    default:
+        st = dev_packed(be, c->tq, 3, qx, &s->q);
+    }
+    if (st != ELA_OK)
+        return st;
+
+    for (int which = 0; which < 2; which++) {
+        dev_tensor *x = which ? &s->v : &s->k;
+        if (c->layout == LAYOUT_CACHE) {
+            int64_t cap = n + 64 + which * 5;
+            int64_t kb[3] = {hkv, cap, d}, ks[3] = {cap * d, d, 1};
+            st = dev_view(be, c->tkv, 3, kb, 3, kx, ks, 3 * d, nan, x);
+        } else if (c->layout == LAYOUT_FUSED) {
+            int64_t kb[4] = {n, 2, hkv, d}, ks[3] = {d, 2 * hkv * d, 1};
+            st = dev_view(be, c->tkv, 4, kb, 3, kx, ks, which * hkv * d, nan, x);
+        } else if (c->layout == LAYOUT_ODD) {
+            /* token stride d + 1, head stride n (d + 1) + 2: rows at every parity */
+            int64_t kb[1] = {hkv * (n * (d + 1) + 2) + 1}, ks[3] = {n * (d + 1) + 2, d + 1, 1};
+            st = dev_view(be, c->tkv, 1, kb, 3, kx, ks, 1, nan, x);
+        } else {
+            st = dev_packed(be, c->tkv, 3, kx, x);
+        }
+        if (st != ELA_OK)
+            return st;
+    }
+
+    switch (c->layout) {
+    case LAYOUT_QKV: {
+        int64_t ob[3] = {L, hq + 1, d}, os[3] = {(hq + 1) * d, d, 1};
+        st = dev_view(be, c->to, 3, ob, 3, qx, os, d, OUT_SENTINEL, &s->o);
+        break;
+    }
+    case LAYOUT_FUSED: {
+        int64_t ob[3] = {L, hq, 2 * d}, os[3] = {hq * 2 * d, 2 * d, 1};
+        st = dev_view(be, c->to, 3, ob, 3, qx, os, 0, OUT_SENTINEL, &s->o);
+        break;
+    }
+    case LAYOUT_ODD: {
+        /* head stride d + 1 and row stride hq (d + 1) + 1: 16-bit rows start at either half of a
+         * word, and their neighbours are sentinel elements that must survive */
+        int64_t ob[1] = {L * (hq * (d + 1) + 1) + 1}, os[3] = {hq * (d + 1) + 1, d + 1, 1};
+        st = dev_view(be, c->to, 1, ob, 3, qx, os, 1, OUT_SENTINEL, &s->o);
+        break;
+    }
+    case LAYOUT_CACHE: {
+        size_t es = ela_dtype_size(c->to);
+        int64_t os[3] = {(hq * (d + 5) + 3) * (int64_t)es, (d + 5) * (int64_t)es, (int64_t)es};
+        memset(&s->o, 0, sizeof s->o);
+        st = ela_tensor_new(be, c->to, 3, qx, os, &s->o.base);
+        s->o.t = s->o.base;
+        break;
+    }
+    default:
+        st = dev_packed(be, c->to, 3, qx, &s->o);
+    }
+    if (st != ELA_OK || !c->lse)
+        return st;
+    int64_t lx[2] = {L, hq};
+    if (c->layout == LAYOUT_QKV || c->layout == LAYOUT_ODD) {
+        int64_t lb[2] = {L, hq + 3}, ls[2] = {hq + 3, 1};
+        return dev_view(be, ELA_F32, 2, lb, 2, lx, ls, 1, OUT_SENTINEL, &s->lse);
+    }
+    return dev_packed(be, ELA_F32, 2, lx, &s->lse);
+}
+
+/* ---- backends ------------------------------------------------------------------------------ */
+typedef struct {
+    char name[64];    /* "cpu", "cuda:0 default", "cuda:0 generic", "cuda:0 splits=5" */
+    ela_backend *be;
+    double seconds;
+    int runs;
+    double worst_o, worst_lse; /* worst error / tolerance, against the reference */
+} backend_cfg;
+
+#define MAX_CFGS (1 + 3 * ELA_MAX_DEVICES)
+static backend_cfg cfgs[MAX_CFGS];
+static int n_cfgs;
+
+/* Open cuda:dev with one environment switch set (read by the plugin at open). */
+static void open_cuda(int dev, const ela_device_info *info, const char *var, const char *value,
+                      const char *label) {
+    char name[32];
+    snprintf(name, sizeof name, "cuda:%d", dev);
+    if (var)
+        test_setenv(var, value);
+    backend_cfg *cfg = &cfgs[n_cfgs];
+    memset(cfg, 0, sizeof *cfg);
+    snprintf(cfg->name, sizeof cfg->name, "%s %s", name, label);
+    ela_status st = ela_backend_open(name, &cfg->be);
+    if (var)
+        test_setenv(var, NULL);
+    CHECKF(st == ELA_OK, "open %s (%s): %s (%s)", cfg->name, info->name, ela_status_str(st),
+           ela_last_error());
+    if (st == ELA_OK)
+        n_cfgs++;
+}
+
+/* 1 when the CUDA backend was opened on at least one device; 0 when there is no device. */
+static int open_backends(void) {
+    CHECK_STATUS(ela_backend_open("cpu", &cfgs[0].be), ELA_OK);
+    if (!cfgs[0].be)
+        return 0;
+    snprintf(cfgs[0].name, sizeof cfgs[0].name, "cpu");
+    n_cfgs = 1;
+    ela_backend_info list[8];
+    int n = 0;
+    CHECK_STATUS(ela_backend_list(list, 8, &n), ELA_OK);
+    const ela_backend_info *cu = NULL;
+    for (int i = 0; i < n && i < 8; i++)
+        if (strcmp(list[i].name, "cuda") == 0)
+            cu = &list[i];
+    CHECKF(cu != NULL, "ela_backend_list has no cuda entry");
+    if (!cu)
+        return 0;
+    if (!cu->available) {
+        /* Only a missing driver or device is a machine without CUDA; anything else (a plugin
+         * that fails to load or is missing) is a failure: this test is built with it. */
+        int none = strncmp(cu->reason, "no CUDA device", 14) == 0;
+        CHECKF(none, "cuda is unavailable for a reason other than a missing device: %s",
+               cu->reason);
+        if (none)
+            printf("skipped: no CUDA device (%s)\n", cu->reason);
+        return 0;
+    }
+    for (int dev = 0; dev < cu->n_devices; dev++) {
+        const ela_device_info *info = &cu->devices[dev];
+        printf("cuda:%d: %s [%s]\n", dev, info->name, info->details);
+        open_cuda(dev, info, NULL, NULL, "default");
+        open_cuda(dev, info, "ELA_CUDA_FORCE", "generic", "generic");
+        open_cuda(dev, info, "ELA_CUDA_SPLITS", "5", "splits=5");
+    }
+    return n_cfgs > 1;
+}
+
+/* ---- running and checking -------------------------------------------------------------------- */
+static double tolerance_o(const pcase *c) {
+    if (c->to != ELA_F32)
+        return TOL_16_OUT;
+    return c->tq == ELA_F32 && c->tkv == ELA_F32 ? TOL_F32 : TOL_16_IN_F32_OUT;
+}
+
+static double tolerance_lse(const pcase *c) {
+    return c->tq == ELA_F32 && c->tkv == ELA_F32 ? TOL_F32 : TOL_16_IN_F32_OUT;
+}
+
+/* Run case c on cfg; on success o and lse hold the outputs (lse only when c->lse). */
+static int run_on(backend_cfg *cfg, const pcase *c, int ci, const case_data *h, float *o,
+                  float *lse) {
+    char what[200];
+    case_str(c, what, sizeof what);
+    dev_set s;
+    ela_status st = dev_set_make(cfg->be, c, &s);
+    if (st == ELA_OK)
+        st = ela_tensor_write_f32(s.q.t, h->q, c->L * c->hq * c->d);
+    if (st == ELA_OK)
+        st = ela_tensor_write_f32(s.k.t, h->k, (int64_t)c->hkv * c->n * c->d);
+    if (st == ELA_OK)
+        st = ela_tensor_write_f32(s.v.t, h->v, (int64_t)c->hkv * c->n * c->d);
+    CHECKF(st == ELA_OK, "case %d [%s] on %s: setup: %s (%s)", ci, what, cfg->name,
+           ela_status_str(st), ela_last_error());
+    int ok = 0;
+    if (st == ELA_OK) {
+        ela_attn_params p = ela_attn_params_default();
+        p.causal = c->causal;
+        p.q_pos0 = c->q_pos0;
+        p.scale = c->scale;
+        double t0 = test_now();
+        st = ela_attn_dense(cfg->be, s.q.t, s.k.t, s.v.t, s.o.t, c->lse ? s.lse.t : NULL, &p);
+        if (st == ELA_OK)
+            st = ela_backend_synchronize(cfg->be);
+        cfg->seconds += test_now() - t0;
+        cfg->runs++;
+        CHECKF(st == ELA_OK, "case %d [%s] on %s: ela_attn_dense: %s (%s)", ci, what, cfg->name,
+               ela_status_str(st), ela_last_error());
+    }
+    if (st == ELA_OK) {
+        st = ela_tensor_read_f32(s.o.t, o, c->L * c->hq * c->d);
+        if (st == ELA_OK && c->lse)
+            st = ela_tensor_read_f32(s.lse.t, lse, c->L * c->hq);
+        CHECKF(st == ELA_OK, "case %d [%s] on %s: read: %s (%s)", ci, what, cfg->name,
+               ela_status_str(st), ela_last_error());
+        int64_t co = dev_outside_changed(&s.o), cl = c->lse ? dev_outside_changed(&s.lse) : 0;
+        CHECKF(co == 0 && cl == 0, "case %d [%s] on %s: %lld elements of o's base and %lld of "
+               "lse's outside the views changed", ci, what, cfg->name, (long long)co,
+               (long long)cl);
+        ok = st == ELA_OK;
+    }
+    dev_set_free(&s);
+    return ok;
+}
+
+static void check_case(int ci) {
+    const pcase *c = &cases[ci];
+    char what[200];
+    case_str(c, what, sizeof what);
+    case_data h;
+    if (case_data_make(c, ci, &h) != 0) {
+        CHECKF(0, "case %d [%s]: building inputs or reference failed", ci, what);
+        case_data_free(&h);
+        return;
+    }
+    const int64_t no = c->L * c->hq * c->d, nl = c->L * c->hq;
+    float *o = malloc((size_t)no * sizeof *o), *lse = malloc((size_t)nl * sizeof *lse);
+    double *cpu_o = malloc((size_t)no * sizeof *cpu_o);
+    double *cpu_lse = malloc((size_t)nl * sizeof *cpu_lse);
+    CHECK(o && lse && cpu_o && cpu_lse);
+    double tol = tolerance_o(c), tol_l = tolerance_lse(c);
+    for (int k = 0; o && lse && cpu_o && cpu_lse && k < n_cfgs; k++) {
+        backend_cfg *cfg = &cfgs[k];
+        if (!run_on(cfg, c, ci, &h, o, lse)) {
+            if (k == 0)
+                break; /* no CPU result to compare with */
+            continue;
+        }
+        double err = test_rel_l2(h.o, o, no);
+        CHECKF(err <= tol, "case %d [%s] on %s: O rel L2 error %.3g > %.0e against the reference",
+               ci, what, cfg->name, err, tol);
+        if (err / tol > cfg->worst_o)
+            cfg->worst_o = err / tol;
+        if (c->lse) {
+            double el = test_rel_l2(h.lse, lse, nl);
+            CHECKF(el <= tol_l, "case %d [%s] on %s: LSE rel L2 error %.3g > %.0e against the "
+                   "reference", ci, what, cfg->name, el, tol_l);
+            if (el / tol_l > cfg->worst_lse)
+                cfg->worst_lse = el / tol_l;
+        }
+        if (k == 0) {
+            for (int64_t i = 0; i < no; i++)
+                cpu_o[i] = o[i];
+            for (int64_t i = 0; c->lse && i < nl; i++)
+                cpu_lse[i] = lse[i];
+            continue;
+        }
+        double ec = test_rel_l2(cpu_o, o, no);
+        CHECKF(ec <= tol, "case %d [%s] on %s: O rel L2 error %.3g > %.0e against the cpu backend",
+               ci, what, cfg->name, ec, tol);
+        if (c->lse) {
+            double lc = test_rel_l2(cpu_lse, lse, nl);
+            CHECKF(lc <= tol_l, "case %d [%s] on %s: LSE rel L2 error %.3g > %.0e against the cpu "
+                   "backend", ci, what, cfg->name, lc, tol_l);
+        }
+    }
+    free(o);
+    free(lse);
+    free(cpu_o);
+    free(cpu_lse);
+    case_data_free(&h);
+}
+
+/* Every dtype combination is supported; ops the plugin does not implement are refused by
+ * name; a head dim no fast path takes still runs (checked by the d = 320 case). */
+static void check_refusals(backend_cfg *cfg) {
+    ela_backend *be = cfg->be;
+    for (int a = 0; a < 3; a++)
+        for (int b = 0; b < 3; b++)
+            for (int c = 0; c < 3; c++) {
+                ela_dtype t[3] = {(ela_dtype)a, (ela_dtype)b, (ela_dtype)c};
+                CHECKF(ela_backend_supports(be, ELA_OP_ATTN_DENSE, t, 3), "%s: attn_dense %s/%s/%s",
+                       cfg->name, ela_dtype_name(t[0]), ela_dtype_name(t[1]), ela_dtype_name(t[2]));
+            }
+    int64_t qx[3] = {1, 1, 64}, kx[3] = {1, 4, 64};
+    ela_tensor *q = NULL, *k = NULL, *o = NULL;
+    CHECK_STATUS(ela_tensor_new(be, ELA_F32, 3, qx, NULL, &q), ELA_OK);
+    CHECK_STATUS(ela_tensor_new(be, ELA_F32, 3, kx, NULL, &k), ELA_OK);
+    CHECK_STATUS(ela_tensor_new(be, ELA_F32, 3, qx, NULL, &o), ELA_OK);
+    if (q && k && o) {
+        ela_head_mode modes[1] = {{ELA_HEAD_DENSE, 0, 0, 0}};
+        CHECK_STATUS(ela_attn_blocks(be, q, k, k, o, NULL, modes, NULL, NULL), ELA_ERR_UNSUPPORTED);
+        CHECKF(test_has_text(ela_last_error(), "cuda") &&
+                   test_has_text(ela_last_error(), "attn_blocks"),
+               "%s: %s", cfg->name, ela_last_error());
+    }
+    ela_tensor_free(q);
+    ela_tensor_free(k);
+    ela_tensor_free(o);
+}
+
+int main(void) {
+    const char *list = getenv("ELA_TEST_LIST");
+    if (list && *list && strcmp(list, "0") != 0) { /* the case list, no backend needed */
+        build_cases();
+        for (int ci = 0; ci < n_cases; ci++) {
+            char what[200];
+            case_str(&cases[ci], what, sizeof what);
+            printf("case %3d  %s\n", ci, what);
+        }
+        return 0;
+    }
+    test_seed();
+    int have = open_backends();
+    if (!have) {
+        ela_backend_close(cfgs[0].be);
+        return test_summary("test_backend_parity_cuda");
+    }
+    for (int k = 1; k < n_cfgs; k++)
+        check_refusals(&cfgs[k]);
+    build_cases();
+    const char *only = getenv("ELA_TEST_CASE");
+    int only_case = only && *only ? atoi(only) : -1;
+    const char *verbose_env = getenv("ELA_TEST_VERBOSE");
+    int verbose = verbose_env && *verbose_env && strcmp(verbose_env, "0") != 0;
+    const char *quick_env = getenv("ELA_TEST_QUICK");
+    int quick = quick_env && *quick_env && strcmp(quick_env, "0") != 0;
+    printf("%d cases, %d configurations%s\n", n_cases, n_cfgs,
+           quick ? " (ELA_TEST_QUICK: cases up to 3e8 reference MACs)" : "");
+    for (int ci = 0; ci < n_cases; ci++) {
+        if (only_case >= 0 && ci != only_case)
+            continue;
+        if (quick && only_case < 0 && case_cost(&cases[ci]) > 3e8)
+            continue;
+        if (only_case >= 0) {
+            char what[200];
+            case_str(&cases[ci], what, sizeof what);
+            printf("case %d: %s\n", ci, what);
+        }
+        double t0 = test_now();
+        check_case(ci);
+        if (verbose) {
+            char what[200];
+            case_str(&cases[ci], what, sizeof what);
+            printf("case %3d %6.2f s  %s\n", ci, test_now() - t0, what);
+            fflush(stdout);
+        }
+    }
+    for (int k = 0; k < n_cfgs; k++)
+        printf("%-36s %3d runs %7.2f s  worst error/tolerance: O %.2f LSE %.2f\n", cfgs[k].name,
+               cfgs[k].runs, cfgs[k].seconds, cfgs[k].worst_o, cfgs[k].worst_lse);
+    for (int k = 0; k < n_cfgs; k++)
+        ela_backend_close(cfgs[k].be);
+    return test_summary("test_backend_parity_cuda");
+}
