@@ -1,8 +1,9 @@
-/* Scalar f16/bf16 <-> f32 conversions (round to nearest even), used by the core and by
- * the portable CPU kernels. Vectorised versions live in the SIMD kernel files. */
+/* Scalar f16/bf16 <-> f32 conversions (round to nearest even) and q8_0 blocks, used by the core
+ * and by the portable CPU kernels. Vectorised versions live in the SIMD kernel files. */
 #ifndef ELA_CORE_DTYPE_H
 #define ELA_CORE_DTYPE_H
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -67,6 +68,45 @@ static inline uint16_t ela_f32_to_bf16(float f) {
         return (uint16_t)((x >> 16) | 0x40u);
     x += 0x7fffu + ((x >> 16) & 1u);
     return (uint16_t)(x >> 16);
+}
+
+/* q8_0 (GGUF block_q8_0): per 32 elements one f16 scale d then 32 int8 qs; value = d * qs[i].
+ * Blocks are 34 bytes, so they (and their scale) sit at any byte alignment. */
+#define ELA_Q8_0_BLOCK 32
+#define ELA_Q8_0_BYTES 34
+
+/* The int8s of one block from 32 floats exactly as ggml's quantize_row_q8_0_ref: d = max|x| /
+ * 127, qs = roundf(x * (1 / d)) (ties away from zero). Returns d in f32. A NaN element becomes
+ * 0 (ggml leaves it undefined); an infinite one makes d inf and the block's qs 0. */
+static inline float ela_q8_0_quantize_qs(const float *x, int8_t *qs) {
+    float amax = 0.0f;
+    for (int i = 0; i < ELA_Q8_0_BLOCK; i++) {
+        float a = fabsf(x[i]);
+        amax = a > amax ? a : amax;
+    }
+    float d = amax / 127.0f;
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int i = 0; i < ELA_Q8_0_BLOCK; i++) {
+        float v = roundf(x[i] * id);
+        qs[i] = (int8_t)(isnan(v) ? 0.0f : v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
+    }
+    return d;
+}
+
+/* One 34-byte block: the f16 scale, then the int8s. */
+static inline void ela_q8_0_quantize_block(const float *x, uint8_t *dst) {
+    int8_t qs[ELA_Q8_0_BLOCK];
+    uint16_t dh = ela_f32_to_f16(ela_q8_0_quantize_qs(x, qs));
+    memcpy(dst, &dh, 2);
+    memcpy(dst + 2, qs, ELA_Q8_0_BLOCK);
+}
+
+static inline void ela_q8_0_dequantize_block(const uint8_t *src, float *y) {
+    uint16_t dh;
+    memcpy(&dh, src, 2);
+    float d = ela_f16_to_f32(dh);
+    for (int i = 0; i < ELA_Q8_0_BLOCK; i++)
+        y[i] = d * (float)(int8_t)src[2 + i];
 }
 
 #endif

@@ -1,5 +1,10 @@
 /* Tensors: creation in backend memory, views, host transfers with strides and conversion.
- * All sizes are checked for overflow: extents and strides come from callers and files. */
+ * All sizes are checked for overflow: extents and strides come from callers and files.
+ * Block dtypes (q8_0: 32 elements in 34 bytes): extents still count elements, the innermost
+ * extent must be a whole number of blocks, and the innermost stride is the distance between
+ * blocks (34 when packed). Every stride and view offset is a multiple of the unit (element or
+ * block) size, so a view always starts on a block boundary. Internally the innermost dim is
+ * walked in units (blocks) of unit_bytes. */
 #include <string.h>
 
 #include "alloc.h"
@@ -17,12 +22,22 @@ static int mul_add_ok(int64_t a, int64_t b, int64_t c, int64_t *out) {
     return 1;
 }
 
+/* Bytes of one element, or of one block for block dtypes; 0 for an unknown dtype. */
+static int64_t unit_bytes(ela_dtype dtype) {
+    return (int64_t)ela_dtype_row_bytes(dtype, ela_dtype_block(dtype));
+}
+
+/* Steps along dim i: its extent, in blocks for the innermost dim. */
+static int64_t units(const ela_tensor *t, int i) {
+    return i == t->n_dims - 1 ? t->extents[i] / ela_dtype_block(t->dtype) : t->extents[i];
+}
+
 int64_t ela_tensor_span(const ela_tensor *t) {
-    int64_t span = (int64_t)ela_dtype_size(t->dtype);
+    int64_t span = unit_bytes(t->dtype);
     for (int i = 0; i < t->n_dims; i++) {
         if (t->extents[i] == 0)
             return 0;
-        span += (t->extents[i] - 1) * t->strides[i];
+        span += (units(t, i) - 1) * t->strides[i];
     }
     return span;
 }
@@ -30,7 +45,7 @@ int64_t ela_tensor_span(const ela_tensor *t) {
 /* Fills t's shape from the arguments after checking them; computes the span in bytes. */
 static ela_status describe(ela_tensor *t, ela_dtype dtype, int n_dims, const int64_t *extents,
                            const int64_t *strides, int64_t *span_out, const char *fn) {
-    size_t es = ela_dtype_size(dtype);
+    int64_t es = unit_bytes(dtype), block = ela_dtype_block(dtype);
     if (es == 0)
         return ela_fail(ELA_ERR_INVALID_ARG, "%s: unknown dtype %d", fn, (int)dtype);
     if (n_dims < 1 || n_dims > ELA_MAX_DIMS)
@@ -38,30 +53,36 @@ static ela_status describe(ela_tensor *t, ela_dtype dtype, int n_dims, const int
                         ELA_MAX_DIMS);
     if (!extents)
         return ela_fail(ELA_ERR_INVALID_ARG, "%s: extents is NULL", fn);
+    if (extents[n_dims - 1] % block != 0)
+        return ela_fail(ELA_ERR_INVALID_ARG,
+                        "%s: innermost extent %lld is not a multiple of %lld, the block of dtype "
+                        "%s", fn, (long long)extents[n_dims - 1], (long long)block,
+                        ela_dtype_name(dtype));
     t->dtype = dtype;
     t->n_dims = n_dims;
-    int64_t packed = (int64_t)es, span = (int64_t)es;
+    int64_t packed = es, span = es;
     int empty = 0;
     for (int i = n_dims - 1; i >= 0; i--) {
         if (extents[i] < 0)
             return ela_fail(ELA_ERR_INVALID_ARG, "%s: extent %d is negative (%lld)", fn, i,
                             (long long)extents[i]);
-        int64_t stride = packed;
+        int64_t stride = packed, count = i == n_dims - 1 ? extents[i] / block : extents[i];
         if (strides) {
             stride = strides[i];
-            if (stride <= 0 || stride % (int64_t)es != 0)
+            if (stride <= 0 || stride % es != 0)
                 return ela_fail(ELA_ERR_INVALID_ARG,
                                 "%s: stride %d is %lld bytes; must be a positive multiple of the "
-                                "%s element size %zu", fn, i, (long long)stride,
-                                ela_dtype_name(dtype), es);
+                                "%s %s size %lld", fn, i, (long long)stride,
+                                ela_dtype_name(dtype), block > 1 ? "block" : "element",
+                                (long long)es);
         }
         t->extents[i] = extents[i];
         t->strides[i] = stride;
         empty |= extents[i] == 0;
-        if (extents[i] > 0 && !mul_add_ok(extents[i] - 1, stride, span, &span))
+        if (count > 0 && !mul_add_ok(count - 1, stride, span, &span))
             return ela_fail(ELA_ERR_INVALID_ARG, "%s: tensor size overflows", fn);
         /* An empty dim still advances packed strides, so they stay positive and distinct. */
-        if (!mul_add_ok(extents[i] > 0 ? extents[i] : 1, packed, 0, &packed))
+        if (!mul_add_ok(count > 0 ? count : 1, packed, 0, &packed))
             return ela_fail(ELA_ERR_INVALID_ARG, "%s: tensor size overflows", fn);
     }
     *span_out = empty ? 0 : span;
@@ -83,14 +104,14 @@ static int overlaps(const ela_tensor *t) {
             order[j] = order[j - 1];
             order[j - 1] = tmp;
         }
-    int64_t covered = (int64_t)ela_dtype_size(t->dtype);
+    int64_t covered = unit_bytes(t->dtype);
     for (int i = 0; i < t->n_dims; i++) {
         int dim = order[i];
-        if (t->extents[dim] <= 1)
+        if (units(t, dim) <= 1)
             continue;
         if (t->strides[dim] < covered)
             return 1;
-        covered = t->strides[dim] * t->extents[dim];
+        covered = t->strides[dim] * units(t, dim);
     }
     return 0;
 }
@@ -145,12 +166,13 @@ ela_status ela_tensor_view(const ela_tensor *base, int n_dims, const int64_t *ex
     ela_status st = describe(&shape, base->dtype, n_dims, extents, strides, &span, "ela_tensor_view");
     if (st != ELA_OK)
         return st;
-    int64_t es = (int64_t)ela_dtype_size(base->dtype);
+    int64_t es = unit_bytes(base->dtype);
     int64_t start = (int64_t)base->offset + offset;
     if (offset % es != 0)
         return ela_fail(ELA_ERR_INVALID_ARG,
-                        "ela_tensor_view: offset %lld is not a multiple of the element size %lld",
-                        (long long)offset, (long long)es);
+                        "ela_tensor_view: offset %lld is not a multiple of the %s %s size %lld",
+                        (long long)offset, ela_dtype_name(base->dtype),
+                        ela_dtype_block(base->dtype) > 1 ? "block" : "element", (long long)es);
     if (start < 0 || span > (int64_t)base->buffer->size - start)
         return ela_fail(ELA_ERR_INVALID_ARG,
                         "ela_tensor_view: view [%lld, %lld) runs past its base buffer of %zu bytes",
@@ -202,19 +224,19 @@ int64_t ela_tensor_stride(const ela_tensor *t, int dim) {
  * innermost row per backend call (the whole tensor at once when it is packed). */
 static ela_status transfer(const ela_tensor *t, void *host, int to_tensor) {
     const ela_backend *be = t->buffer->backend;
-    size_t es = ela_dtype_size(t->dtype);
-    int64_t numel = ela_tensor_numel(t);
+    int64_t es = unit_bytes(t->dtype);
+    int64_t numel = ela_tensor_numel(t) / ela_dtype_block(t->dtype); /* in units */
     if (numel == 0)
         return ELA_OK;
     /* Merge packed inner dims into one run; a strided innermost dim leaves runs of 1. */
-    int64_t run = 1, expect = (int64_t)es;
+    int64_t run = 1, expect = es;
     int outer = t->n_dims;
     for (int i = t->n_dims - 1; i >= 0 && t->strides[i] == expect; i--) {
-        run *= t->extents[i];
-        expect *= t->extents[i];
+        run *= units(t, i);
+        expect *= units(t, i);
         outer = i;
     }
-    size_t run_bytes = (size_t)run * es;
+    size_t run_bytes = (size_t)(run * es);
     int64_t idx[ELA_MAX_DIMS] = {0};
     char *h = host;
     char *base = be->iface->buffer_host_ptr(be->ctx, t->buffer->handle);
@@ -237,7 +259,7 @@ static ela_status transfer(const ela_tensor *t, void *host, int to_tensor) {
             return st;
         h += run_bytes;
         for (int i = outer - 1; i >= 0; i--) { /* advance the outer index */
-            if (++idx[i] < t->extents[i])
+            if (++idx[i] < units(t, i))
                 break;
             idx[i] = 0;
         }
@@ -245,37 +267,37 @@ static ela_status transfer(const ela_tensor *t, void *host, int to_tensor) {
     return ELA_OK;
 }
 
-static ela_status check_transfer(const ela_tensor *t, const void *host, int64_t count,
-                                 int64_t elem_bytes, const char *fn) {
+/* count: bytes (raw) or values (f32) the caller passed. */
+static ela_status check_transfer(const ela_tensor *t, const void *host, int64_t count, int raw,
+                                 const char *fn) {
     if (!t)
         return ela_fail(ELA_ERR_INVALID_ARG, "%s: tensor is NULL", fn);
     if (!host && ela_tensor_numel(t) > 0)
         return ela_fail(ELA_ERR_INVALID_ARG, "%s: host pointer is NULL", fn);
     int64_t numel = ela_tensor_numel(t);
-    if (count != numel * elem_bytes)
+    int64_t want = raw ? (int64_t)ela_dtype_row_bytes(t->dtype, numel) : numel;
+    if (count != want)
         return ela_fail(ELA_ERR_INVALID_ARG, "%s: got %lld %s, the tensor holds %lld (%lld elements)",
-                        fn, (long long)count, elem_bytes == 1 ? "bytes" : "values",
-                        (long long)(numel * elem_bytes), (long long)numel);
+                        fn, (long long)count, raw ? "bytes" : "values", (long long)want,
+                        (long long)numel);
     return ELA_OK;
 }
 
 ela_status ela_tensor_write(ela_tensor *t, const void *src, size_t bytes) {
-    ela_status st = check_transfer(t, src, (int64_t)bytes,
-                                   t ? (int64_t)ela_dtype_size(t->dtype) : 1, "ela_tensor_write");
+    ela_status st = check_transfer(t, src, (int64_t)bytes, 1, "ela_tensor_write");
     return st != ELA_OK ? st : transfer(t, (void *)src, 1);
 }
 
 ela_status ela_tensor_read(const ela_tensor *t, void *dst, size_t bytes) {
-    ela_status st = check_transfer(t, dst, (int64_t)bytes,
-                                   t ? (int64_t)ela_dtype_size(t->dtype) : 1, "ela_tensor_read");
+    ela_status st = check_transfer(t, dst, (int64_t)bytes, 1, "ela_tensor_read");
     return st != ELA_OK ? st : transfer(t, dst, 0);
 }
 
 ela_status ela_tensor_write_f32(ela_tensor *t, const float *src, int64_t count) {
-    ela_status st = check_transfer(t, src, count, 1, "ela_tensor_write_f32");
+    ela_status st = check_transfer(t, src, count, 0, "ela_tensor_write_f32");
     if (st != ELA_OK || t->dtype == ELA_F32)
         return st != ELA_OK ? st : transfer(t, (void *)src, 1);
-    void *tmp = ela_aligned_alloc((size_t)count * ela_dtype_size(t->dtype));
+    void *tmp = ela_aligned_alloc(ela_dtype_row_bytes(t->dtype, count));
     if (!tmp)
         return ela_fail(ELA_ERR_OOM, "ela_tensor_write_f32: out of host memory for %lld values",
                         (long long)count);
@@ -287,10 +309,10 @@ ela_status ela_tensor_write_f32(ela_tensor *t, const float *src, int64_t count) 
 }
 
 ela_status ela_tensor_read_f32(const ela_tensor *t, float *dst, int64_t count) {
-    ela_status st = check_transfer(t, dst, count, 1, "ela_tensor_read_f32");
+    ela_status st = check_transfer(t, dst, count, 0, "ela_tensor_read_f32");
     if (st != ELA_OK || t->dtype == ELA_F32)
         return st != ELA_OK ? st : transfer(t, dst, 0);
-    void *tmp = ela_aligned_alloc((size_t)count * ela_dtype_size(t->dtype));
+    void *tmp = ela_aligned_alloc(ela_dtype_row_bytes(t->dtype, count));
     if (!tmp)
         return ela_fail(ELA_ERR_OOM, "ela_tensor_read_f32: out of host memory for %lld values",
                         (long long)count);
@@ -338,6 +360,7 @@ ela_status ela_tensor_wrap_host(ela_backend *backend, void *ptr, size_t bytes, e
     buf->release = release;
     buf->release_user = release_user;
     t->buffer = buf;
+    t->offset = 0;
     *out = t;
     return ELA_OK;
 }

@@ -495,6 +495,10 @@ typedef struct {
     float factor;                   /* linear and llama3 */
     float low_freq_factor, high_freq_factor; /* llama3 */
     int64_t original_max_position;  /* llama3 */
+    /* Optional host array [n_rot / 2]: frequency i is divided by freq_factors[i] (> 0) after
+     * any scaling, as llama.cpp applies a GGUF `rope_freqs.weight`. NULL: none. Must stay
+     * valid while the params are in use. */
+    const float *freq_factors;
 } ela_rope_params;
 
 /* In place: x f32 [M, H, d]; row m is at position pos (i32 [M], values >= 0). */
@@ -595,12 +599,18 @@ ELA_API void ela_context_free(ela_context *ctx); /* NULL is a no-op */
 ELA_API void ela_context_reset(ela_context *ctx);
 ELA_API int64_t ela_context_n_past(const ela_context *ctx);
 
-/* Run n tokens after the cached ones (prefill when n > 1, decode when n == 1) and write the
- * logits of the last one to `logits` (f32 [vocab]) when it is not NULL. `progress` (may be
- * NULL) is called after every prefill chunk with tokens done and total. */
+/* Run n tokens after the cached ones (prefill in chunks when n > 1, decode when n == 1).
+ * logits (may be NULL): f32 [vocab] of the last token, or [n, vocab] of every token when
+ * all_logits is nonzero (perplexity). `progress` (may be NULL) is called after every prefill
+ * chunk with tokens done and total. Fails with ELA_ERR_INVALID_ARG, caching nothing, when the
+ * tokens do not fit the context or an id is outside the vocabulary. */
 ELA_API ela_status ela_context_eval(ela_context *ctx, const int32_t *ids, int64_t n, float *logits,
+                                    int all_logits,
                                     void (*progress)(int64_t done, int64_t total, void *user),
                                     void *user);
+/* What the last prefill under a sparse policy did, summed over its layers and chunks
+ * (kept_blocks, causal_blocks, kept_tokens, select/attend ms; sparsity over all of them). */
+ELA_API ela_status ela_context_last_report(const ela_context *ctx, ela_prefill_report *out);
 
 typedef struct {
     float temperature;       /* 0: greedy */

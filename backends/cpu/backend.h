@@ -17,6 +17,16 @@ static inline char *cpu_tensor_data(const ela_tensor *t) {
     return (char *)t->buffer->handle + t->offset;
 }
 
+/* Host address of row r of t seen as [rows, last extent]: r is split over the outer dims. */
+static inline char *cpu_tensor_row(const ela_tensor *t, int64_t r) {
+    char *p = cpu_tensor_data(t);
+    for (int i = t->n_dims - 2; i >= 0; i--) {
+        p += (r % t->extents[i]) * t->strides[i];
+        r /= t->extents[i];
+    }
+    return p;
+}
+
 /* One function per op, each in backends/cpu/<op>.c. */
 ela_status cpu_attn_dense(void *ctx, const ela_attn_dense_args *args);
 ela_status cpu_attn_blocks(void *ctx, const ela_attn_blocks_args *args);
@@ -28,5 +38,12 @@ ela_status cpu_decode_select(void *ctx, const ela_decode_select_args *args);
 ela_status cpu_attn_gather(void *ctx, const ela_attn_gather_args *args);
 ela_status cpu_nsa_select(void *ctx, const ela_nsa_select_args *args);
 ela_status cpu_attn_nsa(void *ctx, const ela_attn_nsa_args *args);
+ela_status cpu_matmul(void *ctx, const ela_matmul_args *args);
+ela_status cpu_rms_norm(void *ctx, const ela_rms_norm_args *args);
+ela_status cpu_rope(void *ctx, const ela_rope_args *args);
+ela_status cpu_silu_mul(void *ctx, const ela_binary_args *args);
+ela_status cpu_add(void *ctx, const ela_binary_args *args);
+ela_status cpu_get_rows(void *ctx, const ela_get_rows_args *args);
+ela_status cpu_copy(void *ctx, const ela_copy_args *args);
 
 #endif

@@ -3,6 +3,7 @@
  * their size is known, so a document costs one arena plus one scratch buffer. */
 #include "json.h"
 
+#include <locale.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,6 +188,92 @@ static ela_status parse_string(parser *ps, const char **out, size_t *out_len) {
     return ELA_OK;
 }
 
+/* The value of a number already checked against the JSON grammar. Numbers of at most 19
+ * significant digits with a small exponent are converted exactly here (Clinger's fast path:
+ * an integer below 2^53 times or over an exact power of ten rounds once); the rest go through
+ * strtod with '.' replaced by the C library locale's decimal point, since strtod follows
+ * LC_NUMERIC and an application may have set a locale that writes 0,5. */
+static ela_status to_double(parser *ps, const char *s, size_t n, double *out) {
+    static const double pow10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                     1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                     1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    const char *p = s, *end = s + n;
+    int neg = *p == '-';
+    p += neg;
+    uint64_t mant = 0;
+    int digits = 0;
+    int64_t exp10 = 0;
+    for (; p < end && *p >= '0' && *p <= '9'; p++) {
+        if (mant == 0 && *p == '0')
+            continue;
+        if (digits < 19)
+            mant = mant * 10 + (uint64_t)(*p - '0');
+        else
+            exp10++;
+        digits++;
+    }
+    if (p < end && *p == '.') {
+        for (p++; p < end && *p >= '0' && *p <= '9'; p++) {
+            if (mant == 0 && *p == '0') {
+                exp10--;
+                continue;
+            }
+            if (digits < 19) {
+                mant = mant * 10 + (uint64_t)(*p - '0');
+                exp10--;
+            }
+            digits++;
+        }
+    }
+    int64_t e = 0;
+    int big_exp = 0;
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        int eneg = p < end && *p == '-';
+        if (p < end && (*p == '-' || *p == '+'))
+            p++;
+        for (; p < end; p++) {
+            if (e < 100000)
+                e = e * 10 + (*p - '0');
+            else
+                big_exp = 1;
+        }
+        e = eneg ? -e : e;
+    }
+    if (!big_exp && digits <= 19 && mant <= ((uint64_t)1 << 53)) {
+        int64_t x = exp10 + e;
+        if (mant == 0) {
+            *out = neg ? -0.0 : 0.0;
+            return ELA_OK;
+        }
+        if (x >= -22 && x <= 22) {
+            double d = (double)mant;
+            d = x < 0 ? d / pow10[-x] : d * pow10[x];
+            *out = neg ? -d : d;
+            return ELA_OK;
+        }
+    }
+    const char *dp = localeconv()->decimal_point;
+    size_t dpl = dp && dp[0] ? strlen(dp) : 1;
+    char small[128];
+    char *buf = small;
+    if (n + dpl + 1 > sizeof small && !(buf = arena_alloc(ps, n + dpl + 1)))
+        return oom();
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '.' && dp && dp[0]) {
+            memcpy(buf + k, dp, dpl);
+            k += dpl;
+        } else {
+            buf[k++] = s[i];
+        }
+    }
+    buf[k] = '\0';
+    *out = strtod(buf, NULL);
+    return ELA_OK;
+}
+
+/* A number by the JSON grammar: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
 static ela_status parse_number(parser *ps, json_value *v) {
     const char *s = ps->p;
     const char *q = s;
@@ -215,16 +302,10 @@ static ela_status parse_number(parser *ps, json_value *v) {
         while (q < ps->end && *q >= '0' && *q <= '9')
             q++;
     }
-    char buf[64];
-    size_t n = (size_t)(q - s);
-    if (n >= sizeof buf)
-        return fail_at(ps, "number too long");
-    memcpy(buf, s, n);
-    buf[n] = '\0';
     v->kind = JSON_NUMBER;
-    v->number = strtod(buf, NULL);
+    ela_status st = to_double(ps, s, (size_t)(q - s), &v->number);
     ps->p = q;
-    return ELA_OK;
+    return st;
 }
 
 static ela_status push(parser *ps, const json_member *m) {

@@ -30,13 +30,25 @@ typedef struct {
     int nfc;                       /* apply Unicode NFC before splitting */
     int32_t bos, eos;              /* -1 when absent */
     int add_bos;                   /* prepend bos when add_special is requested */
+    int ignore_merges;             /* a pre-token that is itself a token is emitted as is,
+                                      without merging (tokenizer.json model.ignore_merges;
+                                      Llama 3 sets it, GGUF pre "llama-bpe") */
 } tokenizer_spec;
 
 /* Build a tokenizer from a spec (copies everything it needs). ELA_ERR_FORMAT when tokens or
  * merges are inconsistent (a merge naming an unknown token, a missing byte token, ...). */
 ela_status tokenizer_build(const tokenizer_spec *spec, ela_tokenizer **out);
 
+/* Set the BOS/EOS ids (from config.json, generation_config.json or GGUF metadata); -1 for
+ * none (a tokenizer without BOS adds none). ELA_ERR_INVALID_ARG outside the vocabulary. */
+ela_status tokenizer_set_bos_eos(ela_tokenizer *tok, int32_t bos, int32_t eos);
+
 /* Parse a tokenizer.json held in memory; `what` names it in errors. */
 ela_status tokenizer_from_json(const char *text, size_t len, const char *what, ela_tokenizer **out);
+
+/* The tokenizer.ggml.* metadata of an open GGUF file (tokenizer_gguf.c); *out is NULL (and
+ * ELA_OK) when the file has none. */
+typedef struct gguf_file gguf_file;
+ela_status tokenizer_from_gguf(const gguf_file *g, ela_tokenizer **out);
 
 #endif

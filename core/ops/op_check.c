@@ -31,11 +31,12 @@ ela_status op_check_tensor(const char *op, const ela_backend *be, const ela_tens
     if ((int)t->dtype < 0 || t->dtype >= ELA_DTYPE_COUNT || !(allowed & (1u << t->dtype)))
         return ela_fail(ELA_ERR_INVALID_ARG, "ela_%s: tensor %s has unsupported dtype %s", op, name,
                         ela_dtype_name(t->dtype));
-    if (t->strides[n_dims - 1] != (int64_t)ela_dtype_size(t->dtype))
+    /* Packed: consecutive elements, or for block dtypes (q8_0) consecutive blocks. */
+    size_t unit = ela_dtype_row_bytes(t->dtype, ela_dtype_block(t->dtype));
+    if (t->strides[n_dims - 1] != (int64_t)unit)
         return ela_fail(ELA_ERR_INVALID_ARG,
                         "ela_%s: tensor %s must be packed in its last dim (stride %lld bytes, "
-                        "expected %zu)", op, name, (long long)t->strides[n_dims - 1],
-                        ela_dtype_size(t->dtype));
+                        "expected %zu)", op, name, (long long)t->strides[n_dims - 1], unit);
     return ELA_OK;
 }
 

@@ -1,0 +1,235 @@
+/* The model runtime against PyTorch (label `model`, DESIGN.md 7): the seeded Llama (llama3 rope
+ * scaling, GQA 4, f32), Qwen2 (QKV bias, tied, f16) and Qwen3 (q/k norm, bf16) models of
+ * tests/data/models, made by tests/fixtures/make_fixtures.py. Checks the logits of one
+ * chunked prefill over 300 tokens, the same logits when the last 100 tokens are decoded one at
+ * a time, and transformers' greedy continuation, with f32 and f16 KV caches; then the
+ * context's error paths. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "test_common.h"
+
+#define N_TOKENS 300
+#define N_PROMPT 40
+#define N_GREEDY 24
+
+/* Relative L2 bounds on the logits: with an f32 cache only summation order differs from
+ * PyTorch (float32 there too); an f16 cache rounds every key and value (2^-11 relative). */
+#define TOL_KV_F32 1e-4
+#define TOL_KV_F16 1e-2
+/* q8_0 weights: each weight off by up to half a step of max|w|/127 per 32 values. */
+#define TOL_Q8_0 5e-2
+
+static void *read_file(const char *dir, const char *name, size_t *size) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/models/%s/%s", ELA_TEST_DATA_DIR, dir, name);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "cannot open %s\n", path);
+        return NULL;
+    }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *buf = malloc(n > 0 ? (size_t)n : 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    *size = (size_t)n;
+    return buf;
+}
+
+static double rel_l2(const float *a, const float *b, int64_t n) {
+    double num = 0.0, den = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)a[i] - (double)b[i];
+        num += d * d;
+        den += (double)b[i] * (double)b[i];
+    }
+    return sqrt(num / (den > 0 ? den : 1.0));
+}
+
+static ela_context *new_context(ela_model *m, ela_dtype kv, int64_t chunk) {
+    ela_context_params cp = ela_context_params_default();
+    cp.n_ctx = 512;
+    cp.kv_dtype = kv;
+    cp.prefill_chunk = chunk;
+    ela_context *ctx = NULL;
+    ela_status st = ela_context_new(m, &cp, &ctx);
+    CHECKF(st == ELA_OK, "ela_context_new: %s", ela_last_error());
+    return ctx;
+}
+
+/* Loads models/<name>/<file> (file "" is the HF directory itself). q8_0 weights differ from
+ * the fixture's by their rounding (~0.4% per weight), so that variant gets `q8_tol` and no
+ * greedy check; the others must match transformers' greedy tokens exactly. */
+static void check_model(ela_backend *be, const char *name, const char *file, double q8_tol) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/models/%s/%s", ELA_TEST_DATA_DIR, name, file);
+    size_t n_tok = 0, n_logit = 0, n_greedy = 0;
+    int32_t *tokens = read_file(name, "tokens.i32", &n_tok);
+    float *want = read_file(name, "logits.f32", &n_logit);
+    int32_t *greedy = read_file(name, "greedy.i32", &n_greedy);
+    ela_model *m = NULL;
+    float *got = NULL;
+    CHECKF(tokens && want && greedy, "%s: fixture files missing", name);
+    if (!tokens || !want || !greedy)
+        goto done;
+    ela_status st = ela_model_load(dir, be, NULL, &m);
+    CHECKF(st == ELA_OK, "%s: ela_model_load: %s", name, ela_last_error());
+    if (st != ELA_OK)
+        goto done;
+    ela_model_info info;
+    ela_model_get_info(m, &info);
+    int64_t vocab = info.vocab;
+    CHECKF(n_tok == N_TOKENS * 4 && n_logit == (size_t)(N_TOKENS * vocab) * 4 &&
+              n_greedy == N_GREEDY * 4, "%s: fixture sizes", name);
+    got = malloc((size_t)(N_TOKENS * vocab) * sizeof *got);
+
+    const ela_dtype kv_dtypes[2] = {ELA_F32, ELA_F16};
+    const double tols[2] = {q8_tol > 0 ? q8_tol : TOL_KV_F32, q8_tol > 0 ? q8_tol : TOL_KV_F16};
+    for (int kvi = 0; kvi < 2; kvi++) {
+        /* One prefill over all tokens in 128-token chunks (the last one partial). */
+        ela_context *ctx = new_context(m, kv_dtypes[kvi], 128);
+        if (!ctx)
+            continue;
+        st = ela_context_eval(ctx, tokens, N_TOKENS, got, 1, NULL, NULL);
+        CHECKF(st == ELA_OK, "%s: eval: %s", name, ela_last_error());
+        double err = rel_l2(got, want, N_TOKENS * vocab);
+        printf("%-6s %-17s kv %-4s prefill rel L2 %.2e\n", name, file[0] ? file : "(safetensors)",
+               ela_dtype_name(kv_dtypes[kvi]), err);
+        CHECKF(err < tols[kvi], "%s kv %s: prefill logits rel L2 %.3e > %.1e", name,
+              ela_dtype_name(kv_dtypes[kvi]), err, tols[kvi]);
+
+        /* 200 tokens of prefill in two chunks, then decode one token at a time. */
+        ela_context_reset(ctx);
+        st = ela_context_eval(ctx, tokens, 200, got, 1, NULL, NULL);
+        for (int64_t t = 200; t < N_TOKENS && st == ELA_OK; t++)
+            st = ela_context_eval(ctx, &tokens[t], 1, got + t * vocab, 0, NULL, NULL);
+        CHECKF(st == ELA_OK, "%s: decode: %s", name, ela_last_error());
+        CHECKF(ela_context_n_past(ctx) == N_TOKENS, "%s: n_past %lld", name,
+              (long long)ela_context_n_past(ctx));
+        err = rel_l2(got + 200 * vocab, want + 200 * vocab, 100 * vocab);
+        printf("%-6s %-17s kv %-4s decode  rel L2 %.2e\n", name, file[0] ? file : "(safetensors)",
+               ela_dtype_name(kv_dtypes[kvi]), err);
+        CHECKF(err < tols[kvi], "%s kv %s: decode logits rel L2 %.3e", name,
+              ela_dtype_name(kv_dtypes[kvi]), err);
+
+        /* Greedy continuation of the first 40 tokens, as transformers' generate. */
+        if (kvi == 0 && q8_tol == 0) {
+            ela_context_reset(ctx);
+            int32_t out[N_GREEDY];
+            int n_out = 0;
+            float *logits = malloc((size_t)vocab * sizeof *logits);
+            st = ela_context_eval(ctx, tokens, N_PROMPT, logits, 0, NULL, NULL);
+            for (int i = 0; i < N_GREEDY && st == ELA_OK; i++) {
+                int32_t best = 0;
+                for (int64_t v = 1; v < vocab; v++)
+                    if (logits[v] > logits[best])
+                        best = (int32_t)v;
+                out[n_out++] = best;
+                st = ela_context_eval(ctx, &best, 1, logits, 0, NULL, NULL);
+            }
+            free(logits);
+            int same = n_out == N_GREEDY && memcmp(out, greedy, sizeof out) == 0;
+            CHECKF(same, "%s: greedy continuation differs from transformers", name);
+        }
+        ela_context_free(ctx);
+    }
+
+    /* ela_generate greedy gives the same tokens. */
+    {
+        ela_context *ctx = new_context(m, ELA_F32, 128);
+        ela_generate_params gp = ela_generate_params_default();
+        gp.max_tokens = N_GREEDY;
+        ela_generate_stats stats;
+        st = ctx ? ela_generate(ctx, tokens, N_PROMPT, &gp, &stats) : ELA_ERR_INTERNAL;
+        CHECKF(st == ELA_OK, "%s: ela_generate: %s", name, ela_last_error());
+        CHECKF(stats.generated_tokens == N_GREEDY && stats.prompt_tokens == N_PROMPT,
+              "%s: generate stats %lld %lld", name, (long long)stats.generated_tokens,
+              (long long)stats.prompt_tokens);
+        ela_context_free(ctx);
+    }
+done:
+    free(got);
+    ela_model_free(m);
+    free(tokens);
+    free(want);
+    free(greedy);
+}
+
+static void check_context_errors(ela_backend *be) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/models/llama", ELA_TEST_DATA_DIR);
+    ela_model *m = NULL;
+    if (ela_model_load(dir, be, NULL, &m) != ELA_OK)
+        return;
+    ela_context_params cp = ela_context_params_default();
+    ela_context *ctx = NULL;
+    cp.prefill_chunk = 100;
+    CHECKF(ela_context_new(m, &cp, &ctx) == ELA_ERR_INVALID_ARG && !ctx &&
+              strstr(ela_last_error(), "prefill_chunk"), "chunk not a multiple of 128");
+    cp = ela_context_params_default();
+    cp.kv_dtype = ELA_Q8_0;
+    CHECKF(ela_context_new(m, &cp, &ctx) == ELA_ERR_UNSUPPORTED && !ctx, "q8_0 cache refused");
+    cp = ela_context_params_default();
+    cp.n_ctx = 130; /* rounds up to 256 */
+    CHECKF(ela_context_new(m, &cp, &ctx) == ELA_OK, "context: %s", ela_last_error());
+    if (ctx) {
+        int32_t ids[300] = {0};
+        CHECKF(ela_context_eval(ctx, ids, 257, NULL, 0, NULL, NULL) == ELA_ERR_INVALID_ARG &&
+                  strstr(ela_last_error(), "do not fit"), "overflowing eval refused");
+        ids[3] = 384;
+        CHECKF(ela_context_eval(ctx, ids, 10, NULL, 0, NULL, NULL) == ELA_ERR_INVALID_ARG &&
+                  strstr(ela_last_error(), "vocabulary"), "bad id refused");
+        CHECKF(ela_context_n_past(ctx) == 0, "failed evals cache nothing");
+        ids[3] = 5;
+        CHECKF(ela_context_eval(ctx, ids, 0, NULL, 0, NULL, NULL) == ELA_ERR_INVALID_ARG, "n = 0");
+        CHECKF(ela_generate(ctx, ids, 0, NULL, NULL) == ELA_ERR_INVALID_ARG, "empty prompt");
+        ela_context_free(ctx);
+    }
+    /* Every allocation of ela_context_new and of a chunked eval may fail cleanly. */
+    for (int64_t i = 1; i < 10000; i++) {
+        ela_context *c = NULL;
+        cp = ela_context_params_default();
+        cp.n_ctx = 256;
+        cp.prefill_chunk = 128;
+        ela_debug_fail_alloc(i);
+        ela_status st = ela_context_new(m, &cp, &c);
+        if (st == ELA_OK) {
+            int32_t ids[200] = {0};
+            st = ela_context_eval(c, ids, 200, NULL, 0, NULL, NULL);
+        }
+        ela_debug_fail_alloc(0);
+        ela_context_free(c);
+        if (st == ELA_OK)
+            break;
+        CHECKF(st == ELA_ERR_OOM, "allocation %lld: %s (%s)", (long long)i, ela_status_str(st),
+              ela_last_error());
+        if (st != ELA_ERR_OOM)
+            break;
+    }
+    ela_model_free(m);
+}
+
+int main(void) {
+    ela_backend *be = NULL;
+    if (ela_backend_open("cpu", &be) != ELA_OK) {
+        fprintf(stderr, "cannot open the CPU backend: %s\n", ela_last_error());
+        return 1;
+    }
+    const char *const names[3] = {"llama", "qwen2", "qwen3"};
+    for (int i = 0; i < 3; i++) {
+        check_model(be, names[i], "", 0);
+        check_model(be, names[i], "model.gguf", 0);
+    }
+    check_model(be, "llama", "model-q8_0.gguf", TOL_Q8_0);
+    check_context_errors(be);
+    ela_backend_close(be);
+    return test_summary("model");
+}

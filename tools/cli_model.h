@@ -1,0 +1,28 @@
+/* Model loading and progress display shared by `ela run`, `ela perplexity` and `ela eval`:
+ * open a backend, load a model with a progress bar on a terminal, read a text file. */
+#ifndef ELA_TOOLS_CLI_MODEL_H
+#define ELA_TOOLS_CLI_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ela.h"
+
+/* Opens `backend_name` (NULL: ELA_BACKEND or auto) and loads the model at `path` onto it,
+ * drawing a progress bar on stderr when it is a terminal. On failure prints the error and
+ * returns its status, leaving both outputs NULL. */
+ela_status cli_load_model(const char *path, const char *backend_name, ela_backend **be,
+                          ela_model **model);
+
+/* Reads a whole file into a NUL-terminated malloc'd buffer; prints the error and returns
+ * nonzero on failure. */
+int cli_read_file(const char *path, char **text, size_t *len);
+
+/* Progress bar on stderr when it is a terminal ("label [#####     ] done/total"); a final call
+ * with done == total ends the line. Prints nothing when stderr is not a terminal. */
+void cli_progress(const char *label, int64_t done, int64_t total);
+
+/* Peak resident memory of the process in MiB (getrusage). */
+double cli_peak_rss_mib(void);
+
+#endif

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Generate core/model/unicode_tables.c from the Unicode Character Database (DESIGN.md 5).
+
+The tokenizer's split regexes need the general categories L* and N* and White_Space; its NFC
+normalizer needs canonical decompositions, combining classes, the composition pairs (minus the
+full composition exclusions) and the NFC quick-check values. Input: the Debian package
+`unicode-data` (apt-get install unicode-data), i.e. /usr/share/unicode/{UnicodeData.txt,
+PropList.txt, DerivedNormalizationProps.txt}. Python 3 standard library only.
+
+usage: tools/gen_unicode_tables.py [UCD_DIR] > core/model/unicode_tables.c
+"""
+import os
+import re
+import sys
+
+CLASS_L, CLASS_N, CLASS_WS = 1, 2, 3
+QC_NO, QC_MAYBE = 1, 2
+HANGUL_FIRST, HANGUL_LAST = 0xAC00, 0xD7A3
+
+
+def read_lines(path):
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.split("#", 1)[0].strip()
+            if line:
+                yield line
+
+
+def parse_range(text):
+    text = text.strip()
+    if ".." in text:
+        lo, hi = text.split("..")
+        return int(lo, 16), int(hi, 16)
+    return int(text, 16), int(text, 16)
+
+
+def unicode_data(ucd):
+    """Yields (cp, category, ccc, decomposition field) for every assigned code point,
+    expanding the <..., First>/<..., Last> ranges."""
+    first = None
+    for line in read_lines(os.path.join(ucd, "UnicodeData.txt")):
+        f = line.split(";")
+        cp, name, cat, ccc, decomp = int(f[0], 16), f[1], f[2], int(f[3]), f[5]
+        if name.endswith(", First>"):
+            first = cp
+            continue
+        if name.endswith(", Last>"):
+            for c in range(first, cp + 1):
+                yield c, cat, ccc, ""
+            first = None
+            continue
+        yield cp, cat, ccc, decomp
+
+
+def ranges_of(values):
+    """{cp: value} -> sorted [(lo, hi, value)] merging runs of consecutive equal values."""
+    out = []
+    for cp in sorted(values):
+        v = values[cp]
+        if out and out[-1][1] == cp - 1 and out[-1][2] == v:
+            out[-1][1] = cp
+        else:
+            out.append([cp, cp, v])
+    return out
+
+
+def emit_pairs(name, rows, comment):
+    """rows of (lo, hi, value) as uint32 pairs {lo, hi << 8 | value}."""
+    print(f"/* {comment} */")
+    print(f"const uint32_t {name}[][2] = {{")
+    line = "   "
+    for lo, hi, v in rows:
+        item = f" {{0x{lo:X}, 0x{(hi << 8) | v:X}}},"
+        if len(line) + len(item) > 96:
+            print(line)
+            line = "   "
+        line += item
+    print(line)
+    print("};")
+    print(f"const int {name}_count = {len(rows)};\n")
+
+
+def emit_triples(name, rows, comment):
+    print(f"/* {comment} */")
+    print(f"const uint32_t {name}[][3] = {{")
+    line = "   "
+    for a, b, c in rows:
+        item = f" {{0x{a:X}, 0x{b:X}, 0x{c:X}}},"
+        if len(line) + len(item) > 96:
+            print(line)
+            line = "   "
+        line += item
+    print(line)
+    print("};")
+    print(f"const int {name}_count = {len(rows)};\n")
+
+
+def main():
+    ucd = sys.argv[1] if len(sys.argv) > 1 else "/usr/share/unicode"
+    version = "?"
+    with open(os.path.join(ucd, "DerivedNormalizationProps.txt"), encoding="utf-8") as f:
+        m = re.search(r"DerivedNormalizationProps-([0-9.]+)\.txt", f.readline())
+        if m:
+            version = m.group(1)
+
+    classes, ccc, decomp = {}, {}, {}
+    for cp, cat, cc, dec in unicode_data(ucd):
+        if cat.startswith("L"):
+            classes[cp] = CLASS_L
+        elif cat.startswith("N"):
+            classes[cp] = CLASS_N
+        if cc:
+            ccc[cp] = cc
+        if dec and not dec.startswith("<"):
+            parts = [int(x, 16) for x in dec.split()]
+            assert 1 <= len(parts) <= 2, (cp, parts)
+            decomp[cp] = parts
+    for line in read_lines(os.path.join(ucd, "PropList.txt")):
+        rng, prop = [x.strip() for x in line.split(";")[:2]]
+        if prop == "White_Space":
+            lo, hi = parse_range(rng)
+            for cp in range(lo, hi + 1):
+                assert cp not in classes, hex(cp)
+                classes[cp] = CLASS_WS
+
+    exclusions, qc = set(), {}
+    for line in read_lines(os.path.join(ucd, "DerivedNormalizationProps.txt")):
+        f = [x.strip() for x in line.split(";")]
+        lo, hi = parse_range(f[0])
+        if f[1] == "Full_Composition_Exclusion":
+            exclusions.update(range(lo, hi + 1))
+        elif f[1] == "NFC_QC":
+            v = {"N": QC_NO, "M": QC_MAYBE}[f[2]]
+            for cp in range(lo, hi + 1):
+                qc[cp] = v
+
+    comp = sorted((p[0], p[1], cp) for cp, p in decomp.items()
+                  if len(p) == 2 and cp not in exclusions)
+    dec_rows = sorted((cp, p[0], p[1] if len(p) == 2 else 0) for cp, p in decomp.items())
+
+    def full(cp):
+        return [y for x in decomp[cp] for y in (full(x) if x in decomp else [x])]
+    max_len = max(len(full(cp)) for cp in decomp)
+
+    print(f"/* GENERATED by tools/gen_unicode_tables.py from the Unicode {version} Character")
+    print(" * Database (Debian package unicode-data); do not edit. Tables of the tokenizer's split")
+    print(" * regexes (L*, N*, White_Space) and of NFC (core/model/unicode_nfc.c). */")
+    print('#include "unicode_tables.h"\n')
+    print(f"const char unicode_tables_version[] = \"{version}\";")
+    print(f"const int unicode_decomp_max = {max_len};\n")
+    emit_pairs("unicode_class_ranges", ranges_of(classes),
+               "{lo, hi << 8 | class}: 1 letter (L*), 2 number (N*), 3 White_Space; others absent")
+    emit_pairs("unicode_ccc_ranges", ranges_of(ccc),
+               "{lo, hi << 8 | canonical combining class}, nonzero classes only")
+    emit_pairs("unicode_nfc_qc_ranges", ranges_of(qc),
+               "{lo, hi << 8 | NFC_QC}: 1 No, 2 Maybe; Yes absent")
+    emit_triples("unicode_decomp", dec_rows,
+                 "{code point, first, second or 0}: canonical decompositions, one level "
+                 "(Hangul syllables are algorithmic)")
+    emit_triples("unicode_comp", comp,
+                 "{first, second, composite}: primary composites, sorted by (first, second)")
+
+
+if __name__ == "__main__":
+    main()
