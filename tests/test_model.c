@@ -163,6 +163,81 @@ done:
     free(greedy);
 }
 
+/* Policies through the model runtime: windows wide enough to keep every key must reproduce the
+ * dense logits (the plumbing: chunk positions, cache views, layer roles); truly sparse settings
+ * must run and stay finite. 200 tokens of prefill in 128-token chunks, then 100 decode steps. */
+static void check_policies(ela_backend *be) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/models/llama", ELA_TEST_DATA_DIR);
+    size_t n_tok = 0;
+    int32_t *tokens = read_file("llama", "tokens.i32", &n_tok);
+    ela_model *m = NULL;
+    if (!tokens || ela_model_load(dir, be, NULL, &m) != ELA_OK) {
+        CHECKF(0, "policies: cannot load llama: %s", ela_last_error());
+        free(tokens);
+        return;
+    }
+    ela_model_info info;
+    ela_model_get_info(m, &info);
+    int64_t V = info.vocab;
+    float *dense = malloc((size_t)(N_TOKENS * V) * sizeof(float));
+    float *got = malloc((size_t)(N_TOKENS * V) * sizeof(float));
+    static const struct {
+        const char *prefill, *decode;
+        int exact; /* keeps every key: must equal dense */
+    } cases[] = {
+        {"dense", "dense", 1},
+        {"streaming,sink=128,local=4096", "streaming,sink=128,local=4096", 1},
+        {"elastic:fa-ssa,full=0.5,sink=128,local=4096", "lessismore:4096", 1},
+        /* (lessismore's sparse layers start at layer 4: these 2-3 layer models only run its
+         * dense layers, which tests/test_policy.c covers with the selection carried over.) */
+        {"xattn,tau=0.1", "nsa,block=16,top=2", 0},
+        {"elastic:xa-ssa,sink=0,local=128", "nsa,block=16,top=2", 0},
+        {"elastic:fa-xa", "streaming,sink=16,local=32", 0},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        ela_context_params cp = ela_context_params_default();
+        cp.n_ctx = 512;
+        cp.kv_dtype = ELA_F32;
+        cp.prefill_chunk = 128;
+        ela_context *ctx = NULL;
+        ela_status st;
+        if ((st = ela_prefill_policy_parse(cases[c].prefill, &cp.prefill)) != ELA_OK ||
+            (st = ela_decode_policy_parse(cases[c].decode, &cp.decode)) != ELA_OK ||
+            (st = ela_context_new(m, &cp, &ctx)) != ELA_OK) {
+            CHECKF(0, "policy %s / %s: %s", cases[c].prefill, cases[c].decode, ela_last_error());
+            continue;
+        }
+        float *out = c == 0 ? dense : got;
+        st = ela_context_eval(ctx, tokens, 200, out, 1, NULL, NULL);
+        for (int64_t t = 200; t < N_TOKENS && st == ELA_OK; t++)
+            st = ela_context_eval(ctx, &tokens[t], 1, out + t * V, 0, NULL, NULL);
+        CHECKF(st == ELA_OK, "policy %s / %s: %s", cases[c].prefill, cases[c].decode,
+               ela_last_error());
+        ela_prefill_report rep;
+        CHECKF(ela_context_last_report(ctx, &rep) == ELA_OK, "report: %s", ela_last_error());
+        int finite = 1;
+        for (int64_t i = 0; i < N_TOKENS * V; i++)
+            finite &= isfinite(out[i]) != 0;
+        double err = c == 0 ? 0.0 : rel_l2(out, dense, N_TOKENS * V);
+        printf("policy %-45s %-31s sparsity %.3f  rel L2 vs dense %.2e\n", cases[c].prefill,
+               cases[c].decode, rep.sparsity, err);
+        CHECKF(finite, "policy %s / %s: non-finite logits", cases[c].prefill, cases[c].decode);
+        if (cases[c].exact)
+            CHECKF(err < 1e-5 && rep.sparsity < 1e-9, "policy %s / %s keeps every key but differs "
+                   "from dense: rel L2 %.3e, sparsity %.3f", cases[c].prefill, cases[c].decode,
+                   err, rep.sparsity);
+        else
+            CHECKF(err > 0.0, "policy %s / %s drops keys but equals dense", cases[c].prefill,
+                   cases[c].decode);
+        ela_context_free(ctx);
+    }
+    free(got);
+    free(dense);
+    ela_model_free(m);
+    free(tokens);
+}
+
 static void check_context_errors(ela_backend *be) {
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/models/llama", ELA_TEST_DATA_DIR);
@@ -229,6 +304,7 @@ int main(void) {
         check_model(be, names[i], "model.gguf", 0);
     }
     check_model(be, "llama", "model-q8_0.gguf", TOL_Q8_0);
+    check_policies(be);
     check_context_errors(be);
     ela_backend_close(be);
     return test_summary("model");
