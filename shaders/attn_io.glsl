@@ -34,6 +34,9 @@ layout(push_constant) uniform Push {
     uint kv_vec4;     // 1: every k and v row starts at an element index that is a multiple of 4
                       // and d % 4 == 0: 4 columns load as one vector (uvec4 or uvec2)
     float scale_log2e;
+#ifdef ELA_PUSH_EXTRA
+    ELA_PUSH_EXTRA // a shader's own fields after the shared ones (128 bytes in all)
+#endif
 } pc;
 
 layout(std430, binding = 0) readonly buffer QW { uint q_w[]; };

@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # CUDA backend on a GPU machine, in one call (DESIGN.md 7-8): configure and build (Release, CUDA
-# plugin required), the `cuda` tests, compute-sanitizer on the parity test, ela's attention
-# benchmarks (bf16, d = 128, Hq = 32, Hkv = 8: causal prefill at 32K and 128K, decode at 128K
-# keys), and PyTorch SDPA (flash and cuDNN backends) on the same shapes in the same run
-# (tools/bench_sdpa_peer.py), with our time over theirs. Everything lands in $OUT (default
-# out/cuda): run.log (all output), bench-*.json, peer.json and peer.md (the table).
+# plugin required), the `cuda` tests (attention parity, model ops and the fixture models),
+# compute-sanitizer on the parity and model-op tests, ela's attention benchmarks (bf16, d = 128,
+# Hq = 32, Hkv = 8: causal prefill at 32K and 128K, decode at 128K keys), PyTorch SDPA (flash
+# and cuDNN backends) on the same shapes in the same run (tools/bench_sdpa_peer.py) with our time
+# over theirs, matmul timings (GEMV weight bandwidth and prefill TFLOP/s on Llama-3-8B shapes
+# against the device's copy bandwidth, and PyTorch's matmul on the same shapes), and `ela bench
+# model` on random Qwen2.5-0.5B-shaped q8_0 and f16 models (tools/make_random_gguf.py). Everything
+# lands in $OUT (default out/cuda): run.log (all output), bench-*.json, peer.json and peer.md (the
+# table), matmul.txt, model-*.txt.
 #
 # usage: tools/cuda_device_run.sh [STAGE...]   stages, run in the order given: build test
-# sanitize bench peer profile (default: the first five in that order; profile runs ncu)
+# sanitize bench peer matmul model profile break (default: build test sanitize bench peer matmul
+# model; profile runs ncu; break builds a copy of the plugin with one GEMV line broken and
+# checks that test_model_ops_cuda fails with it)
 # environment: OUT, BUILD (build-cuda-dev), ARCHS (CMAKE_CUDA_ARCHITECTURES, default: the
 # device's own, e.g. 90), JOBS (nproc), SANITIZE_TIMEOUT (420 s), BENCH_ARGS (extra options for
-# every `ela bench attn`), SASS=1 (append the prefill kernel's SASS to run.log).
+# every `ela bench attn`), SASS=1 (append the prefill kernel's SASS to run.log), TESTS (ctest -R
+# filter for the test stage; default: every `cuda` test).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/cuda}
@@ -19,7 +26,7 @@ JOBS=${JOBS:-$(nproc)}
 mkdir -p "$OUT"
 LOG="$OUT/run.log"
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(build test sanitize bench peer)
+[ ${#stages[@]} -eq 0 ] && stages=(build test sanitize bench peer matmul model)
 start=$(date +%s)
 say() { echo "=== $* ($(( $(date +%s) - start )) s)" | tee -a "$LOG"; }
 run() { echo "+ $*" | tee -a "$LOG"; "$@" 2>&1 | tee -a "$LOG"; return "${PIPESTATUS[0]}"; }
@@ -39,9 +46,10 @@ stage_build() {
   run cmake -S . -B "$BUILD" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DELA_CUDA=ON -DELA_VULKAN=OFF \
       -DCMAKE_CUDA_ARCHITECTURES="$ARCHS" || { say "configure failed"; exit 1; }
   run cmake --build "$BUILD" -j"$JOBS" --target ela-cuda ela_cli test_backend_parity_cuda \
-    || { say "build failed"; exit 1; }
+    test_model_ops_cuda || { say "build failed"; exit 1; }
   # Registers and spills of every kernel, for the record.
-  for cu in backends/cuda/attn_dense_mma.cu backends/cuda/attn_dense_decode.cu; do
+  for cu in backends/cuda/attn_dense_mma.cu backends/cuda/attn_dense_decode.cu \
+            backends/cuda/matmul_gemv.cu backends/cuda/matmul_mma.cu; do
     nvcc -c -O3 -std=c++17 -arch=sm_"${ARCHS%%;*}" -Iinclude -I. -Ibackends/cuda -Xptxas -v \
       "$cu" -o /tmp/ptxas_probe.o 2>&1 | grep -E "Compiling entry|Used|spill" | tee -a "$LOG"
   done
@@ -63,7 +71,8 @@ ELA=$BUILD/bin/ela
 stage_test() {
   say "ctest -L cuda"
   run "$ELA" info
-  ELA_TEST_VERBOSE=1 run ctest --test-dir "$BUILD" -L cuda -V --timeout 900 || status=1
+  ELA_TEST_VERBOSE=1 run ctest --test-dir "$BUILD" -L cuda ${TESTS:+-R "$TESTS"} -V --timeout 900 \
+    || status=1
 }
 
 stage_sanitize() {
@@ -71,6 +80,8 @@ stage_sanitize() {
   SAN_T=${SANITIZE_TIMEOUT:-420}
   ELA_TEST_QUICK=1 run timeout "$SAN_T" compute-sanitizer --tool memcheck --error-exitcode 9 \
     --leak-check no "$BUILD/bin/test_backend_parity_cuda" || status=1
+  ELA_TEST_ONLY=ops run timeout "$SAN_T" compute-sanitizer --tool memcheck --error-exitcode 9 \
+    --leak-check no "$BUILD/bin/test_model_ops_cuda" || status=1
   for tool in racecheck synccheck; do
     # Small cases of each kernel: tensor-core prefill (117), CUDA-core decode with 4 row groups
     # (128), tensor-core decode with its per-warp cp.async rings (129); all configurations.
@@ -98,6 +109,73 @@ stage_peer() {
     --json "$OUT/peer.json" --table "$OUT/peer.md" || status=1
 }
 
+# matmul: the GEMV's weight bandwidth at M = 1 and 8 and the prefill's TFLOP/s on Llama-3-8B's
+# [4096 x 4096] and [14336 x 4096], against the device's copy bandwidth measured in the same
+# run (test_model_ops_cuda with ELA_TEST_BENCH=1), then PyTorch (cuBLAS) on the same shapes.
+stage_matmul() {
+  say "matmul timings (ours, then PyTorch)"
+  ELA_TEST_BENCH=1 run "$BUILD/bin/test_model_ops_cuda" > "$OUT/matmul.txt" || status=1
+  PYTHONUNBUFFERED=1 run python3 - <<'PY' >> "$OUT/matmul.txt" || true
+import torch
+def t(f, it=30):
+    for _ in range(3): f()
+    torch.cuda.synchronize()
+    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+          for _ in range(it)]
+    for a, b in ev:
+        a.record(); f(); b.record()
+    torch.cuda.synchronize()
+    ms = sorted(a.elapsed_time(b) for a, b in ev)
+    return ms[len(ms) // 2]
+a = torch.empty(256 << 20, dtype=torch.float16, device="cuda"); b = torch.empty_like(a)
+ms = t(lambda: b.copy_(a), 10)
+print(f"torch copy 512 MiB: {2 * a.numel() * 2 / ms / 1e6:.0f} GB/s read + write")
+print(f"{'torch':6} {'M':>6} {'N':>6} {'K':>6} {'ms':>10} {'GB/s':>10} {'TFLOP/s':>10}")
+for dt in (torch.float16, torch.bfloat16):
+    for n, k in ((4096, 4096), (14336, 4096)):
+        w = torch.randn(n, k, device="cuda").to(dt)
+        for m in (1, 8, 128, 512, 2048):
+            x = torch.randn(m, k, device="cuda").to(dt)
+            ms = t(lambda: x @ w.t(), 10 if m >= 512 else 30)
+            print(f"{str(dt)[6:]:6} {m:6} {n:6} {k:6} {ms:10.4f} {n * k * 2 / ms / 1e6:10.1f} "
+                  f"{2 * m * n * k / ms / 1e9:10.1f}")
+PY
+}
+
+# `ela bench model` on random Qwen2.5-0.5B-shaped models (q8_0 and f16 matrices): prompt and
+# decode tokens/s and the weight bytes each decoded token reads.
+stage_model() {
+  say "ela bench model (random Qwen2.5-0.5B shape, q8_0 and f16)"
+  for wt in q8_0 f16; do
+    run python3 tools/make_random_gguf.py "/tmp/r-$wt.gguf" "$wt" || { status=1; continue; }
+    run "$ELA" bench model --backend cuda -m "/tmp/r-$wt.gguf" --prompt 512 --gen 64 \
+      --json "$OUT/bench-model-$wt.json" | tee "$OUT/model-$wt.txt" || status=1
+  done
+}
+
+# The tests must notice a broken kernel: a copy of the tree whose q8_0 GEMV drops one of every
+# four activations, built as a plugin of its own and loaded through ELA_PLUGIN_PATH.
+stage_break() {
+  say "break: a wrong q8_0 GEMV must turn test_model_ops_cuda red"
+  local src=/tmp/ela-broken
+  rm -rf "$src" && mkdir -p "$src"
+  tar --exclude='./build*' --exclude=./out --exclude=./tests/data/npm -cf - . | tar -C "$src" -xf -
+  sed -i 's/wf\[r\]\[3\] \* xv\.w/wf[r][3] * xv.z/' "$src/backends/cuda/matmul_gemv.cu"
+  if cmp -s backends/cuda/matmul_gemv.cu "$src/backends/cuda/matmul_gemv.cu"; then
+    say "break: the sed matched nothing"; status=1; return
+  fi
+  run cmake -S "$src" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DELA_CUDA=ON -DELA_VULKAN=OFF \
+      -DCMAKE_CUDA_ARCHITECTURES="$ARCHS" > /dev/null || { status=1; return; }
+  run cmake --build "$src/build" -j"$JOBS" --target ela-cuda > /dev/null || { status=1; return; }
+  if ELA_TEST_ONLY=matmul ELA_PLUGIN_PATH="$src/build/lib" run "$BUILD/bin/test_model_ops_cuda" \
+      > "$OUT/break.txt"; then
+    say "break: the broken GEMV PASSED the test (bad)"; status=1
+  else
+    say "break: the broken GEMV failed the test, as it should:" \
+      "$(grep -c 'FAIL\|failed' "$OUT/break.txt") lines"
+  fi
+}
+
 # Nsight Compute on one call of each fast kernel (16K prefill, 128K decode): the sections that
 # say whether a kernel is bound by tensor cores, shared memory, DRAM or stalls.
 stage_profile() {
@@ -115,8 +193,9 @@ stage_profile() {
 
 for st in "${stages[@]}"; do
   case "$st" in
-    build|test|sanitize|bench|peer|profile) "stage_$st" ;;
-    *) say "unknown stage '$st' (build test sanitize bench peer profile)"; status=1 ;;
+    build|test|sanitize|bench|peer|matmul|model|profile|break) "stage_$st" ;;
+    *) say "unknown stage '$st' (build test sanitize bench peer matmul model profile break)"
+       status=1 ;;
   esac
 done
 

@@ -87,6 +87,15 @@ char *cuda_tensor_ptr(const ela_tensor *t);
 
 /* ---- ops ----------------------------------------------------------------------------------- */
 ela_status cuda_attn_dense(void *ctx, const ela_attn_dense_args *args);
+/* Model ops, one file each: matmul.cu (+ matmul_gemv.cu, matmul_mma.cu), rms_norm.cu, rope.cu,
+ * elementwise.cu (silu_mul, add), get_rows.cu, copy.cu. */
+ela_status cuda_matmul(void *ctx, const ela_matmul_args *args);
+ela_status cuda_rms_norm(void *ctx, const ela_rms_norm_args *args);
+ela_status cuda_rope(void *ctx, const ela_rope_args *args);
+ela_status cuda_silu_mul(void *ctx, const ela_binary_args *args);
+ela_status cuda_add(void *ctx, const ela_binary_args *args);
+ela_status cuda_get_rows(void *ctx, const ela_get_rows_args *args);
+ela_status cuda_copy(void *ctx, const ela_copy_args *args);
 
 #ifdef __cplusplus
 }

@@ -152,12 +152,29 @@ fail:
     return st;
 }
 
+/* The float dtypes for every op in the table; besides them q8_0 weights, tables and copies
+ * (matmul, get_rows, copy) and i32 ids and positions (get_rows, rope), as the CPU backend. */
 static int cuda_supports(void *ctx, ela_op op, const ela_dtype *dtypes, int n_dtypes) {
     (void)ctx;
+    unsigned allowed = (1u << ELA_F32) | (1u << ELA_F16) | (1u << ELA_BF16);
+    if (op == ELA_OP_MATMUL || op == ELA_OP_GET_ROWS || op == ELA_OP_COPY)
+        allowed |= 1u << ELA_Q8_0;
+    if (op == ELA_OP_GET_ROWS || op == ELA_OP_ROPE)
+        allowed |= 1u << ELA_I32;
     for (int i = 0; i < n_dtypes; i++)
-        if (dtypes[i] != ELA_F32 && dtypes[i] != ELA_F16 && dtypes[i] != ELA_BF16)
+        if ((int)dtypes[i] < 0 || dtypes[i] >= ELA_DTYPE_COUNT || !(allowed & (1u << dtypes[i])))
             return 0;
-    return op == ELA_OP_ATTN_DENSE;
+    switch (op) {
+    case ELA_OP_ATTN_DENSE:
+    case ELA_OP_MATMUL:
+    case ELA_OP_RMS_NORM:
+    case ELA_OP_ROPE:
+    case ELA_OP_SILU_MUL:
+    case ELA_OP_ADD:
+    case ELA_OP_GET_ROWS:
+    case ELA_OP_COPY: return 1;
+    default: return 0;
+    }
 }
 
 static const ela_backend_iface cuda_iface = {
@@ -175,6 +192,13 @@ static const ela_backend_iface cuda_iface = {
     .synchronize = cuda_synchronize,
     .supports = cuda_supports,
     .attn_dense = cuda_attn_dense,
+    .matmul = cuda_matmul,
+    .rms_norm = cuda_rms_norm,
+    .rope = cuda_rope,
+    .silu_mul = cuda_silu_mul,
+    .add = cuda_add,
+    .get_rows = cuda_get_rows,
+    .copy = cuda_copy,
 };
 
 const ela_backend_iface *ela_plugin_init(const ela_host_api *h) {

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "vk_backend.h"
+#include "vk_sparse.h"
 
 static const ela_host_api *host;
 
@@ -84,7 +85,17 @@ static int vk_supports(void *ctx, ela_op op, const ela_dtype *dtypes, int n_dtyp
     for (int i = 0; i < n_dtypes; i++)
         if (dtypes[i] != ELA_F32 && dtypes[i] != ELA_F16 && dtypes[i] != ELA_BF16)
             return 0;
-    return op == ELA_OP_ATTN_DENSE;
+    switch (op) {
+    case ELA_OP_ATTN_DENSE:
+    case ELA_OP_ATTN_BLOCKS:
+    case ELA_OP_ATTN_GATHER:
+    case ELA_OP_XATTN_ESTIMATE:
+    case ELA_OP_DECODE_SELECT:
+    case ELA_OP_ROUTER_EVAL:
+        return 1;
+    default:
+        return 0;
+    }
 }
 
 static const ela_backend_iface vk_iface = {
@@ -102,6 +113,11 @@ static const ela_backend_iface vk_iface = {
     .synchronize = vk_synchronize,
     .supports = vk_supports,
     .attn_dense = vk_attn_dense,
+    .attn_blocks = vk_attn_blocks,
+    .xattn_estimate = vk_xattn_estimate,
+    .router_eval = vk_router_eval,
+    .decode_select = vk_decode_select,
+    .attn_gather = vk_attn_gather,
 };
 
 const ela_backend_iface *ela_plugin_init(const ela_host_api *h) {
