@@ -12,7 +12,7 @@
 
 /* Bumped whenever this header changes shape; a plugin built against another version is
  * refused with a message, never loaded. */
-#define ELA_BACKEND_API_VERSION 3u
+#define ELA_BACKEND_API_VERSION 4u
 
 /* Services libela lends to a plugin (plugins never link libela themselves, so a statically
  * linked application and its plugins share one error state). */
@@ -95,6 +95,13 @@ typedef struct {
     ela_tensor *idx;             /* i32 [>= min(budget, n)] */
     int64_t *count;
 } ela_decode_select_args;
+
+typedef struct {
+    ela_attn_dense_args attn;    /* L = 1, lse NULL, causal 1, q_pos0 = n - 1 */
+    ela_decode_select_params p;  /* validated as for decode_select */
+    ela_tensor *idx;             /* i32 [>= min(budget, n)] */
+    int64_t *count;
+} ela_decode_select_attend_args;
 
 typedef struct {
     ela_attn_dense_args attn;
@@ -191,6 +198,8 @@ typedef struct ela_backend_iface {
     ela_status (*attn_gather)(void *ctx, const ela_attn_gather_args *args);
     ela_status (*nsa_select)(void *ctx, const ela_nsa_select_args *args);
     ela_status (*attn_nsa)(void *ctx, const ela_attn_nsa_args *args);
+    /* attn_dense (decode) + decode_select in one pass over K; NULL: the core's callers run both */
+    ela_status (*decode_select_attend)(void *ctx, const ela_decode_select_attend_args *args);
 
     ela_status (*matmul)(void *ctx, const ela_matmul_args *args);
     ela_status (*rms_norm)(void *ctx, const ela_rms_norm_args *args);

@@ -136,6 +136,7 @@ typedef enum {
     ELA_OP_ADD,
     ELA_OP_GET_ROWS,
     ELA_OP_COPY,
+    ELA_OP_DECODE_SELECT_ATTEND, /* ela_decode_select_attend */
     ELA_OP_COUNT
 } ela_op;
 
@@ -325,6 +326,20 @@ ELA_API ela_status ela_decode_select(ela_backend *backend, const ela_tensor *q, 
                                      const ela_decode_select_params *dparams,
                                      const ela_attn_params *params, ela_tensor *idx,
                                      int64_t *count);
+
+/* A LessIsMore selection layer in one pass over K (ops 1 and 7 fused): o = the dense attention
+ * of the decode query over all n keys, as ela_attn_dense with causal = 1 and q_pos0 = n - 1, and
+ * idx, *count = the selection ela_decode_select makes for the same q and k. q, o [1, Hq, d];
+ * k, v [Hkv, n, d]; dtypes as in ela_attn_dense; sparams, idx and count as in
+ * ela_decode_select; of params (may be NULL) only the scale is used. Backends that lack it
+ * (ela_backend_supports with ELA_OP_DECODE_SELECT_ATTEND and dtypes q, k, o) run the two ops;
+ * ela_decode_attention picks whichever the backend has. */
+ELA_API ela_status ela_decode_select_attend(ela_backend *backend, const ela_tensor *q,
+                                            const ela_tensor *k, const ela_tensor *v,
+                                            ela_tensor *o,
+                                            const ela_decode_select_params *sparams,
+                                            const ela_attn_params *params, ela_tensor *idx,
+                                            int64_t *count);
 
 /* Attention over an index set (op 8): each query row sees only the keys listed in idx (and,
  * when causal, only those <= its position). idx: i32 [m] shared by all heads, or [Hkv, m] one

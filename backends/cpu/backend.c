@@ -133,6 +133,7 @@ static int cpu_supports(void *ctx, ela_op op, const ela_dtype *dtypes, int n_dty
     case ELA_OP_ADD: return f->add != NULL;
     case ELA_OP_GET_ROWS: return f->get_rows != NULL;
     case ELA_OP_COPY: return f->copy != NULL;
+    case ELA_OP_DECODE_SELECT_ATTEND: return f->decode_select_attend != NULL;
     default: return 0;
     }
 }
@@ -161,6 +162,7 @@ static const ela_backend_iface cpu_iface = {
     .attn_gather = cpu_attn_gather,
     .nsa_select = cpu_nsa_select,
     .attn_nsa = cpu_attn_nsa,
+    .decode_select_attend = cpu_decode_select_attend,
     .matmul = cpu_matmul,
     .rms_norm = cpu_rms_norm,
     .rope = cpu_rope,

@@ -38,6 +38,7 @@ ela_status cpu_decode_select(void *ctx, const ela_decode_select_args *args);
 ela_status cpu_attn_gather(void *ctx, const ela_attn_gather_args *args);
 ela_status cpu_nsa_select(void *ctx, const ela_nsa_select_args *args);
 ela_status cpu_attn_nsa(void *ctx, const ela_attn_nsa_args *args);
+ela_status cpu_decode_select_attend(void *ctx, const ela_decode_select_attend_args *args);
 ela_status cpu_matmul(void *ctx, const ela_matmul_args *args);
 ela_status cpu_rms_norm(void *ctx, const ela_rms_norm_args *args);
 ela_status cpu_rope(void *ctx, const ela_rope_args *args);
@@ -45,5 +46,23 @@ ela_status cpu_silu_mul(void *ctx, const ela_binary_args *args);
 ela_status cpu_add(void *ctx, const ela_binary_args *args);
 ela_status cpu_get_rows(void *ctx, const ela_get_rows_args *args);
 ela_status cpu_copy(void *ctx, const ela_copy_args *args);
+
+/* decode_select.c's selection with phase 1's scoring done by the caller (decode_select_attend.c
+ * attends while it scores). The selection cuts [0, n) into chunks of chunk_keys keys (a multiple
+ * of CPU_ATTN_BK) and, per KV head g and chunk c, calls score() on one of at most cpu->threads
+ * threads (tid in [0, cpu->threads)), which must visit keys [k0, k1) and write
+ * L[r * ldl + j - k0] = scale q_{g G + r} . k_j for r < G (any floats: NaN ranks as -inf).
+ * Every (g, c) is called exactly once, unless nothing is left to rank
+ * (cpu_decode_select_needs_logits is 0), when none is. Result: as cpu_decode_select, which a
+ * NULL scorer runs. */
+typedef struct {
+    void (*score)(void *user, int tid, int g, int64_t c, int64_t k0, int64_t k1, float *L,
+                  int64_t ldl);
+    void *user;
+    int64_t chunk_keys;
+} cpu_select_scorer;
+int cpu_decode_select_needs_logits(int64_t n, const ela_decode_select_params *p);
+ela_status cpu_decode_select_scored(const cpu_backend *cpu, const ela_decode_select_args *a,
+                                    const cpu_select_scorer *scorer);
 
 #endif

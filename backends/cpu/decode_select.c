@@ -1,12 +1,16 @@
 /* CPU decode_select (DESIGN.md 4.7, PAPERS.md 3.2): LessIsMore's unified top-k selection for one
- * decode query, without materialising the [Hq, n] logits.
+ * decode query, without materialising the [Hq, n] logits; and the same selection with phase 1's
+ * scoring done by a caller (cpu_decode_select_scored: the fused selection layer,
+ * decode_select_attend.c, attends while it scores).
  *
  * Phase 1 (parallel over KV head x key chunk): the G query heads of a KV head score the chunk's
  * candidate keys 64 at a time with the attention kernels (qk_rows reading K in place, or
  * load_rows + qk on f32 tiles), so K is read once, as in a dense decode step, and the G heads
  * share each row. The chunk's logits (G x at most CHUNK_FLOATS / G, in a per-thread buffer) are
  * then cut to each head's best k_mid by a histogram selection (chunk_top). Memory is
- * O(Hq chunks k_mid + threads CHUNK_FLOATS), not O(Hq n).
+ * O(Hq chunks k_mid + threads CHUNK_FLOATS), not O(Hq n). With a caller's scorer an item is its
+ * KV head x chunk of [0, n), scored into the same buffer by the callback, whose candidates
+ * are then cut the same way.
  * Phase 2 (parallel over query heads): the chunks' survivors are merged by a quickselect and
  * the k_mid winners radix-sorted by (logit descending, index ascending). Phase 3 (serial): the
  * rank-major union, with a bitmap of taken tokens.
@@ -26,6 +30,7 @@
 #define MIN_CHUNK_KEYS 2048   /* a chunk smaller than this is not worth its merge */
 #define CHUNK_FLOATS 131072   /* per-thread logit buffer: G x chunk length floats (512 KiB) */
 #define HIST_BINS 2048        /* histogram bins of one chunk's logits */
+#define SAMPLE_MAX 2048       /* logits sampled to guess a chunk's top-k threshold */
 
 /* A scored key as one integer whose order is the ranking: the logit's bits made monotonic in
  * the high half, 2^32 - 1 - index in the low half, so a larger key has the higher logit or, on
@@ -215,6 +220,7 @@ static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 typedef struct {
     const ela_decode_select_args *a;
     const cpu_attn_kernels *kern;
+    const cpu_select_scorer *scorer; /* the caller scores phase 1's chunks, or NULL: we do */
     int64_t G, dp;
     int rows_path;
     int64_t lo, hi, k_mid;       /* candidates [lo, hi) */
@@ -230,14 +236,81 @@ typedef struct {
     float *Q;      /* [G][dp], scaled */
     float *S;      /* [G][BK] */
     float *K;      /* [BK][dp], tiled path */
-    float *L;      /* [G][chunk_len] the chunk's logits, canonical */
+    float *L;      /* [G][chunk_len] the chunk's logits, canonical (raw from a scorer) */
     uint32_t *lo, *hi;   /* [G] their range, as ordered bits */
     uint16_t *bins;      /* [chunk_len] histogram bin of each logit of one head */
     uint32_t *hist;      /* [HIST_BINS] */
     ent *cand;     /* [max(chunk_len, chunks * slot)]: a bin's keys, then phase 2's merge */
     ent *tmp;      /* [k_mid], the radix sort's other buffer */
     const void **krow; /* [2][BK] row pointers: this tile, the next (prefetch) */
+    ent *sample;   /* [SAMPLE_MAX] */
 } scratch;
+
+/* Ordered bits of v made canonical (NaN -> -inf, -0 -> +0). */
+static inline uint32_t canon_ord(float v) {
+    uint32_t b;
+    memcpy(&b, &v, sizeof b);
+    b = (b & 0x7fffffffu) > 0x7f800000u ? 0xff800000u : b;
+    b = b == 0x80000000u ? 0u : b;
+    return ord_of_bits(b);
+}
+
+/* The best k of the m logits L[0..m) (any floats, k < m) as chunk_top gives them, by a guessed
+ * threshold: a jittered sample of s <= SAMPLE_MAX logits is cut at the rank where about
+ * k + k/4 + 64 of the m would lie above, then one pass keeps every logit >= that threshold t
+ * (a vectorised compare into flags, whose 8-flag words are mostly 0 and skipped whole) and a
+ * quickselect takes the best k of the few kept. Exact whenever at least k
+ * pass: a logit below t is beaten by all of them. Returns k, or -1 when the guess kept fewer
+ * than k (or the sample is too small to guess from), for the histogram path to redo it.
+ * cand holds m entries, sample SAMPLE_MAX. */
+static int64_t chunk_top_sampled(const float *L, int64_t m, int64_t k0, int64_t k, ent *out,
+                                 ent *cand, ent *sample) {
+    int64_t ns = m / 8 < SAMPLE_MAX ? m / 8 : SAMPLE_MAX;
+    int64_t r = (k + k / 4 + 64) * ns / m + 1; /* rank of the threshold in the sample */
+    if (ns < 64 || r >= ns)
+        return -1;
+    /* one key at a random offset in each of ns equal strata (a fixed stride could alias with
+     * periodic logits); ascending, so the hardware prefetcher follows */
+    const uint64_t step = ((uint64_t)m << 32) / (uint64_t)ns; /* stratum width, 32.32 fixed */
+    uint64_t x = (uint64_t)k0 * 0x9e3779b97f4a7c15ull + (uint64_t)m;
+    for (int64_t i = 0; i < ns; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        int64_t j = (int64_t)(((uint64_t)i * step + (x >> 40) * (step >> 24)) >> 32);
+        j = j < m ? j : m - 1;
+        sample[i] = ent_of(canon_ord(L[j]), k0 + j);
+    }
+    select_top(sample, ns, r);
+    uint32_t t = (uint32_t)(sample[r - 1] >> 32);
+    if (t <= ord_bits(-INFINITY))
+        return -1; /* a float compare would drop NaNs (canonical -inf) that reach t */
+    const float tf = float_of_ord(t);
+    int64_t cnt = 0;
+    uint8_t pass[256];
+    for (int64_t j0 = 0; j0 < m; j0 += 256) {
+        const int64_t nb = m - j0 < 256 ? m - j0 : 256;
+        const float *blk = L + j0;
+        for (int64_t j = 0; j < nb; j++) /* vectorised compare */
+            pass[j] = blk[j] >= tf;
+        for (int64_t j = nb; j < 256; j++)
+            pass[j] = 0;
+        for (int64_t w = 0; w < nb; w += 8) { /* 8 flags at a time; few words hold one */
+            uint64_t word;
+            memcpy(&word, pass + w, sizeof word);
+            if (!word)
+                continue;
+            for (int64_t j = w; j < w + 8; j++) { /* branch-free: cand[cnt] is scratch until kept */
+                cand[cnt] = ent_of(canon_ord(blk[j]), k0 + j0 + j);
+                cnt += pass[j];
+            }
+        }
+    }
+    if (cnt < k)
+        return -1;
+    if (cnt > k)
+        select_top(cand, cnt, k);
+    memcpy(out, cand, (size_t)k * sizeof *out);
+    return k;
+}
 
 /* The best k of the m canonical logits L[0..m) (key k0 + j for L[j]; their range [lo, hi] was
  * taken while they were written) into out, as entries in no order; returns min(k, m).
@@ -292,6 +365,25 @@ static int64_t chunk_top(const float *L, int64_t m, int64_t k0, int64_t k, float
     return k;
 }
 
+/* dst[0..m) = src made canonical (NaN -> -inf, -0 -> +0) and their range widened into *lo, *hi
+ * (ordered bits). In integers: float compares would keep the loop from vectorising. */
+static void canon_range(float *dst, const float *src, int64_t m, uint32_t *lo_io,
+                        uint32_t *hi_io) {
+    uint32_t lo = *lo_io, hi = *hi_io;
+    for (int64_t j = 0; j < m; j++) {
+        uint32_t b;
+        memcpy(&b, &src[j], sizeof b);
+        b = (b & 0x7fffffffu) > 0x7f800000u ? 0xff800000u : b;
+        b = b == 0x80000000u ? 0u : b;
+        memcpy(&dst[j], &b, sizeof b);
+        uint32_t o = ord_of_bits(b);
+        lo = o < lo ? o : lo;
+        hi = o > hi ? o : hi;
+    }
+    *lo_io = lo;
+    *hi_io = hi;
+}
+
 /* Logits of keys [j0, min(j0 + 64, end)) for the G heads of the item into its rows of L
  * (key j at column j - k0), canonical: NaN -> -inf, -0 -> +0, and their running range into
  * s->lo, s->hi. The next tile of the same stream is handed to the kernel to prefetch. */
@@ -314,25 +406,22 @@ static void score_tile(const plan *p, scratch *s, const char *kh, int64_t ks, in
         kern->load_rows(s->K, dp, kh + j0 * ks, ks, a->k->dtype, nk, d);
         kern->qk(s->S, s->Q, s->K, G, nk, dp);
     }
-    for (int64_t r = 0; r < G; r++) {
-        const float *srow = s->S + r * CPU_ATTN_BK;
-        float *lrow = s->L + r * p->chunk_len + (j0 - k0);
-        /* in integers (float compares would keep the loop from vectorising): NaN -> -inf,
-         * -0 -> +0, and the range as ordered bits */
-        uint32_t lo = s->lo[r], hi = s->hi[r];
-        for (int64_t j = 0; j < nk; j++) {
-            uint32_t b;
-            memcpy(&b, &srow[j], sizeof b);
-            b = (b & 0x7fffffffu) > 0x7f800000u ? 0xff800000u : b;
-            b = b == 0x80000000u ? 0u : b;
-            memcpy(&lrow[j], &b, sizeof b);
-            uint32_t o = ord_of_bits(b);
-            lo = o < lo ? o : lo;
-            hi = o > hi ? o : hi;
-        }
-        s->lo[r] = lo;
-        s->hi[r] = hi;
-    }
+    for (int64_t r = 0; r < G; r++)
+        canon_range(s->L + r * p->chunk_len + (j0 - k0), s->S + r * CPU_ATTN_BK, nk, &s->lo[r],
+                    &s->hi[r]);
+}
+
+/* Head h's best k_mid of the m canonical logits L (key k0 + j at L[j], range [lo, hi] as
+ * ordered bits) into its slot of chunk c in p->buf: by a guessed threshold, else histogram. */
+static void keep_best(const plan *p, scratch *s, int64_t h, int64_t c, const float *L, int64_t m,
+                      int64_t k0, uint32_t lo, uint32_t hi) {
+    ent *out = p->buf + (h * p->chunks + c) * p->slot;
+    int64_t got = m > p->k_mid ? chunk_top_sampled(L, m, k0, p->k_mid, out, s->cand, s->sample)
+                               : -1;
+    if (got < 0)
+        got = chunk_top(L, m, k0, p->k_mid, float_of_ord(lo), float_of_ord(hi), out, s->cand,
+                        s->hist, s->bins);
+    p->cnt[h * p->chunks + c] = got;
 }
 
 /* Phase 1 item: KV head g, chunk c: the chunk's logits for the G heads, then each head's best
@@ -367,12 +456,38 @@ static void score_chunk(const plan *p, scratch *s, int g, int64_t c) {
                 continue;
             score_tile(p, s, kh, ks, k0, j0, end);
         }
-    for (int64_t r = 0; r < G; r++) {
-        int64_t h = (int64_t)g * G + r;
-        p->cnt[h * p->chunks + c] =
-            chunk_top(s->L + r * p->chunk_len, k1 - k0, k0, p->k_mid, float_of_ord(s->lo[r]),
-                      float_of_ord(s->hi[r]),
-                      p->buf + (h * p->chunks + c) * p->slot, s->cand, s->hist, s->bins);
+    for (int64_t r = 0; r < G; r++)
+        keep_best(p, s, (int64_t)g * G + r, c, s->L + r * p->chunk_len, k1 - k0, k0, s->lo[r],
+                  s->hi[r]);
+}
+
+/* Phase 1 item with a caller's scorer: KV head g, keys [c chunk_len, ...) of [0, n), which the
+ * callback attends to and scores into s->L; then each head's best of the chunk's candidates.
+ * The guessed threshold reads the raw logits; only when it fails are they made canonical (in
+ * place) for the histogram. */
+static void scored_chunk(const plan *p, scratch *s, int tid, int g, int64_t c) {
+    const int64_t k0 = c * p->chunk_len;
+    const int64_t k1 = k0 + p->chunk_len < p->a->n ? k0 + p->chunk_len : p->a->n;
+    p->scorer->score(p->scorer->user, tid, g, c, k0, k1, s->L, p->chunk_len);
+    const int64_t c0 = k0 > p->lo ? k0 : p->lo, c1 = k1 < p->hi ? k1 : p->hi;
+    for (int64_t r = 0; r < p->G; r++) {
+        const int64_t h = (int64_t)g * p->G + r;
+        if (c1 <= c0) { /* no candidate in this chunk (sinks or recent keys only) */
+            p->cnt[h * p->chunks + c] = 0;
+            continue;
+        }
+        float *L = s->L + r * p->chunk_len + (c0 - k0);
+        ent *out = p->buf + (h * p->chunks + c) * p->slot;
+        int64_t got = c1 - c0 > p->k_mid
+                          ? chunk_top_sampled(L, c1 - c0, c0, p->k_mid, out, s->cand, s->sample)
+                          : -1;
+        if (got < 0) {
+            uint32_t lo = UINT32_MAX, hi = 0;
+            canon_range(L, L, c1 - c0, &lo, &hi);
+            got = chunk_top(L, c1 - c0, c0, p->k_mid, float_of_ord(lo), float_of_ord(hi), out,
+                            s->cand, s->hist, s->bins);
+        }
+        p->cnt[h * p->chunks + c] = got;
     }
 }
 
@@ -392,8 +507,28 @@ static void rank_head(const plan *p, scratch *s, int64_t h) {
         top[r] = ent_index(s->cand[r]);
 }
 
-ela_status cpu_decode_select(void *ctx, const ela_decode_select_args *a) {
-    const cpu_backend *cpu = ctx;
+/* The budget split of ela.h for K_b = budget < n: k_mid, the recent tokens and the sinks. */
+static void split_budget(int64_t kb, const ela_decode_select_params *dp, int64_t *k_mid,
+                         int64_t *n_rec, int64_t *sinks) {
+    *k_mid = split_mid(kb, dp->recent);
+    *n_rec = kb - *k_mid;
+    *sinks = dp->sinks;
+    if (*n_rec < *sinks)
+        *sinks = 0;
+    *n_rec -= *sinks;
+}
+
+int cpu_decode_select_needs_logits(int64_t n, const ela_decode_select_params *dp) {
+    if (dp->budget >= n)
+        return 0;
+    int64_t k_mid, n_rec, sinks;
+    split_budget(dp->budget, dp, &k_mid, &n_rec, &sinks);
+    return k_mid > 0;
+}
+
+/* The whole selection; scorer NULL: phase 1 scores K itself. */
+static ela_status select_run(const cpu_backend *cpu, const ela_decode_select_args *a,
+                             const cpu_select_scorer *scorer) {
     const int64_t n = a->n;
     int32_t *out = (int32_t *)(void *)cpu_tensor_data(a->idx);
     const int64_t os = a->idx->strides[0] / (int64_t)sizeof(int32_t);
@@ -403,11 +538,9 @@ ela_status cpu_decode_select(void *ctx, const ela_decode_select_args *a) {
         *a->count = n;
         return ELA_OK;
     }
-    const int64_t kb = a->p.budget, k_mid = split_mid(kb, a->p.recent);
-    int64_t n_rec = kb - k_mid, sinks = a->p.sinks;
-    if (n_rec < sinks)
-        sinks = 0;
-    n_rec -= sinks;
+    const int64_t kb = a->p.budget;
+    int64_t k_mid, n_rec, sinks;
+    split_budget(kb, &a->p, &k_mid, &n_rec, &sinks);
     /* Candidates [sinks, n - n_rec) hold n - kb + k_mid >= k_mid + 1 keys since kb < n. */
     for (int64_t j = 0; j < sinks; j++)
         out[j * os] = (int32_t)j;
@@ -421,6 +554,7 @@ ela_status cpu_decode_select(void *ctx, const ela_decode_select_args *a) {
     memset(&p, 0, sizeof p);
     p.a = a;
     p.kern = cpu->attn;
+    p.scorer = scorer;
     p.G = a->hq / a->hkv;
     p.dp = round_up(a->d, CPU_ATTN_DPAD);
     p.rows_path = p.G <= CPU_ATTN_ROWS_FAST && a->d % CPU_ATTN_DPAD == 0 && p.kern->qk_rows;
@@ -429,37 +563,47 @@ ela_status cpu_decode_select(void *ctx, const ela_decode_select_args *a) {
     p.k_mid = k_mid;
     const int64_t ncand = p.hi - p.lo;
     /* Chunks: ~4 items per thread, none shorter than MIN_CHUNK_KEYS (each adds up to k_mid
-     * entries to its heads' merge) nor longer than the per-thread logit buffer allows. */
+     * entries to its heads' merge) nor longer than the per-thread logit buffer allows. A
+     * scorer brings its own chunks of [0, n). */
     int threads = cpu->threads;
     const int64_t hq = a->hq, G = p.G, dp = p.dp;
-    int64_t max_len = round_up(CHUNK_FLOATS / G > MIN_CHUNK_KEYS ? CHUNK_FLOATS / G
-                                                                  : MIN_CHUNK_KEYS, CPU_ATTN_BK);
-    int64_t chunks = (4 * (int64_t)threads + a->hkv - 1) / a->hkv;
-    if (chunks > ncand / MIN_CHUNK_KEYS)
-        chunks = ncand / MIN_CHUNK_KEYS;
-    if (chunks < (ncand + max_len - 1) / max_len)
-        chunks = (ncand + max_len - 1) / max_len;
-    if (chunks < 1)
-        chunks = 1;
-    p.chunk_len = round_up((ncand + chunks - 1) / chunks, CPU_ATTN_BK);
-    p.chunks = (ncand + p.chunk_len - 1) / p.chunk_len;
+    if (scorer) {
+        p.chunk_len = scorer->chunk_keys;
+        p.chunks = (n + p.chunk_len - 1) / p.chunk_len;
+    } else {
+        int64_t max_len = round_up(CHUNK_FLOATS / G > MIN_CHUNK_KEYS ? CHUNK_FLOATS / G
+                                                                      : MIN_CHUNK_KEYS, CPU_ATTN_BK);
+        int64_t chunks = (4 * (int64_t)threads + a->hkv - 1) / a->hkv;
+        if (chunks > ncand / MIN_CHUNK_KEYS)
+            chunks = ncand / MIN_CHUNK_KEYS;
+        if (chunks < (ncand + max_len - 1) / max_len)
+            chunks = (ncand + max_len - 1) / max_len;
+        if (chunks < 1)
+            chunks = 1;
+        p.chunk_len = round_up((ncand + chunks - 1) / chunks, CPU_ATTN_BK);
+        p.chunks = (ncand + p.chunk_len - 1) / p.chunk_len;
+    }
     p.slot = k_mid < p.chunk_len ? k_mid : p.chunk_len;
     int64_t n_items = (int64_t)a->hkv * p.chunks;
     int64_t most_items = n_items > hq ? n_items : hq;
     if (most_items < threads)
         threads = (int)most_items;
 
-    /* One allocation: chunk results, counts, rankings, bitmap, then per-thread scratch. */
+    /* One allocation: chunk results, counts, rankings, bitmap, then per-thread scratch (the
+     * scoring buffers Q, S, K only when we score K). */
     int64_t n_cand = p.chunk_len > p.chunks * p.slot ? p.chunk_len : p.chunks * p.slot;
+    const int64_t score_floats =
+        scorer ? 0 : G * dp + G * CPU_ATTN_BK + (p.rows_path ? 0 : CPU_ATTN_BK * dp);
     size_t sz_buf = (size_t)(hq * p.chunks * p.slot) * sizeof(ent);
     size_t sz_cnt = (size_t)(hq * p.chunks) * sizeof(int64_t);
     size_t sz_top = (size_t)(hq * k_mid) * sizeof(int32_t);
     size_t sz_seen = (size_t)((n + 63) / 64) * sizeof(uint64_t);
-    size_t sz_front = (size_t)(G * dp + G * CPU_ATTN_BK + (p.rows_path ? 0 : CPU_ATTN_BK * dp) +
-                                G * p.chunk_len + HIST_BINS + 2 * G) * sizeof(float) +
-                       (size_t)p.chunk_len * sizeof(uint16_t);
+    size_t sz_front = (size_t)(score_floats + G * p.chunk_len + HIST_BINS + 2 * G) *
+                          sizeof(float) +
+                      (size_t)p.chunk_len * sizeof(uint16_t);
     size_t sz_thread = (size_t)round_up((int64_t)sz_front, 64) +
-                       (size_t)(n_cand + k_mid) * sizeof(ent) + 2 * CPU_ATTN_BK * sizeof(void *);
+                       (size_t)(n_cand + k_mid + SAMPLE_MAX) * sizeof(ent) +
+                       2 * CPU_ATTN_BK * sizeof(void *);
     size_t off_cnt = (size_t)round_up((int64_t)sz_buf, 64);
     size_t off_top = off_cnt + (size_t)round_up((int64_t)sz_cnt, 64);
     size_t off_seen = off_top + (size_t)round_up((int64_t)sz_top, 64);
@@ -484,19 +628,24 @@ ela_status cpu_decode_select(void *ctx, const ela_decode_select_args *a) {
         char *base = mem + off_thr + per_thread * (size_t)tid;
         scratch s;
         s.Q = (float *)(void *)base;
-        s.S = s.Q + G * dp;
-        s.K = s.S + G * CPU_ATTN_BK;
-        s.L = s.K + (p.rows_path ? 0 : CPU_ATTN_BK * dp);
+        s.S = s.Q + (scorer ? 0 : G * dp);
+        s.K = s.S + (scorer ? 0 : G * CPU_ATTN_BK);
+        s.L = s.Q + score_floats;
         s.hist = (uint32_t *)(void *)(s.L + G * p.chunk_len);
         s.lo = s.hist + HIST_BINS;
         s.hi = s.lo + G;
         s.bins = (uint16_t *)(void *)(s.hi + G);
         s.cand = (ent *)(void *)(base + round_up((int64_t)sz_front, 64));
         s.tmp = s.cand + n_cand;
-        s.krow = (const void **)(void *)(s.tmp + k_mid);
+        s.sample = s.tmp + k_mid;
+        s.krow = (const void **)(void *)(s.sample + SAMPLE_MAX);
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t item = 0; item < n_items; item++)
-            score_chunk(&p, &s, (int)(item / p.chunks), item % p.chunks);
+        for (int64_t item = 0; item < n_items; item++) {
+            if (scorer)
+                scored_chunk(&p, &s, tid, (int)(item / p.chunks), item % p.chunks);
+            else
+                score_chunk(&p, &s, (int)(item / p.chunks), item % p.chunks);
+        }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t h = 0; h < hq; h++)
             rank_head(&p, &s, h);
@@ -516,4 +665,13 @@ ela_status cpu_decode_select(void *ctx, const ela_decode_select_args *a) {
         }
     ela_aligned_free(mem);
     return ELA_OK;
+}
+
+ela_status cpu_decode_select(void *ctx, const ela_decode_select_args *a) {
+    return select_run(ctx, a, NULL);
+}
+
+ela_status cpu_decode_select_scored(const cpu_backend *cpu, const ela_decode_select_args *a,
+                                    const cpu_select_scorer *scorer) {
+    return select_run(cpu, a, scorer);
 }

@@ -4,22 +4,28 @@
  *
  * The reduced scores are a GEMM: with reduced query row m = concat(q[mS+S-1], ..., q[mS]) and
  * reduced key row c = concat(k[cS], ..., k[cS+S-1]) (each token row zero-padded to dpad floats,
- * rows past L or n zero), R = Qr Kr^T over rows of S * dpad floats. Kr of a KV head is simply
- * its keys converted to f32 in order, cut into depth chunks of T tokens so that one chunk of a
- * 64-column tile stays in L2: layout [chunk][reduced key row][T * dpad]. It is built once per KV
- * head (in passes of a few KV heads, ~16 MiB of Kr each, so it stays in the last-level cache)
- * and shared by the G query heads and every query block. The kernel table's qk (tiles of 64
- * reduced columns, summed over the chunks) computes R; the scale / S and log2(e) are folded into
- * Qr, so the kernel table's online softmax gives exp2 probabilities. Per row and key block the
- * probability mass is kept as (sum, the row max it is relative to), so no row of R is ever
- * stored: memory is O(rows x key blocks), never L x n.
+ * rows past L or n zero), R = Qr Kr^T over a depth of S * dpad floats (padded to Dp, a multiple
+ * of 64). It runs on the kernel table's pv (O += P V, outer-product form: per depth step one
+ * broadcast of P per row and one load of V per 16 columns, no horizontal reductions) with P =
+ * a 64-deep slice of Qr ([slice][row][64]) and V = the same slice of Kr transposed: KrT of a KV
+ * head is [64-column tile][Dp][64], so one (slice, tile) block of V is 16 KiB, stays in L1 while
+ * every row of the item uses it, and the kernel runs near the FMA peak (the qk form over depth
+ * chunks of 64 key rows, which do not fit L1, reached ~60% of it).
+ * KrT is built once per KV head (in passes of a few KV heads, ~16 MiB each, so it stays in the
+ * last-level cache) and shared by the G query heads and every query block. The scale / S and
+ * log2(e) are folded into Qr, so the kernel table's online softmax gives exp2 probabilities.
+ * Per row and key block the probability mass is kept as (sum, the row max it is relative to),
+ * so no row of R is ever stored: memory is O(rows x key blocks), never L x n.
  *
  * Work items: (KV head, a run of query blocks) carrying every listed head of that KV head, about
- * ROWS_TARGET reduced rows, so each pass over Kr feeds that many rows (f32 Kr from memory would
- * otherwise bound it). Largest first (the last query blocks see the most columns), dynamic.
- * Bound: L n d / (2 S) FMAs for the causal half, 1 / (2 S) of dense attention's L n d, at the qk
- * kernel's speed, plus one exp2 per reduced score. Measured at L = n = 32K, Hq 32, Hkv 8, d 128,
- * f16, S 16 on 16 Xeon AVX-512 cores: 0.22 s, about half the FMA peak, 3% of ela_attn_dense.
+ * ROWS_TARGET reduced rows, so each pass over KrT feeds that many rows (f32 KrT from memory
+ * would otherwise bound it). Largest first (the last query blocks see the most columns),
+ * dynamic. An item's rows are ordered by reduced position (query block, row, head), so the rows
+ * that a column tile lies wholly past are a prefix that the tile skips.
+ * Bound: L n d / (2 S) FMAs for the causal half, 1 / (2 S) of dense attention's L n d, at the pv
+ * kernel's speed, plus one exp2 per reduced score. Measured at L = n = 32K, Hq 32 (all listed),
+ * Hkv 8, d 128, f16, S 16 on the 2-core AVX-512 machine: ~1.4 s, ~85% of its FMA peak counting
+ * only the causal half (the qk form with 32-row items: 2.0 s).
  *
  * Selection, per head and query block I (absolute M): key block 0 and block M (when M < nkb)
  * are kept and counted first; the other causal blocks are taken in descending mass, equal masses
@@ -38,11 +44,13 @@
 #define LOG2E 1.4426950408889634
 #define BLOCK ELA_BLOCK
 #define BK CPU_ATTN_BK
-/* Measured at L = 32K, Hq 32, Hkv 8, d 128 on 16 Xeon AVX-512 cores: depth 512 with 32 rows
- * beat depth 128/256/2048 (4-30% slower) and 16 or 64 rows (2-35% slower). */
-#define DEPTH_TARGET 512              /* floats per depth chunk of a reduced row */
-#define ROWS_TARGET 32                /* reduced rows per item */
-#define RG 32                         /* reduced rows per qk call */
+#define SLICE BK                      /* depth per pv call: P's row stride is BK */
+/* Rows per item, all in one pass over KrT: each (slice, tile) block of V is then used by 128
+ * rows while in L1, which brings KrT's last-level-cache traffic down to ~1 byte per 32 FMAs.
+ * Measured at L = n = 32K, Hq 32 (16 listed heads), Hkv 8, d 128, f16, S 16 on the 2-core
+ * AVX-512 machine: 128 and 256 rows 0.64 s, 32 rows 0.80 s (the qk form: 1.0 s). */
+#define ROWS_TARGET 128               /* reduced rows per item */
+#define RG ROWS_TARGET                /* reduced rows per pv call */
 #define KR_BUDGET ((int64_t)16 << 20) /* bytes of Kr per pass */
 
 typedef struct {
@@ -54,7 +62,7 @@ typedef struct {
 typedef struct {
     const ela_xattn_estimate_args *a;
     const cpu_attn_kernels *kern;
-    int64_t S, rpb, dpad, T, nch, Dc, nrk, qb0, G;
+    int64_t S, rpb, dpad, Dp, nrk, nct, qb0, G;
     float qscale;
     int *hidx;            /* indices into a->heads, grouped by KV head */
     int *gstart, *gcount; /* [hkv]: hidx[gstart[g] .. + gcount[g]) use KV head g */
@@ -62,12 +70,13 @@ typedef struct {
     int64_t rows_max, tgt_max;
     const char *q, *k;
     char *masks;
-    float *Kr;            /* current pass: [slot][chunk][nrk][Dc] */
+    float *Kr;            /* current pass, transposed: [slot][column tile][Dp][BK] */
 } xplan;
 
 typedef struct {
-    float *Qr;      /* [nch][rows][Dc] */
-    float *Sacc, *Stmp, *m, *l, *alpha; /* [RG x BK], [RG x BK], [RG] x 3 */
+    float *Qr;      /* [Dp / SLICE][rows][SLICE] */
+    float *Sacc, *m, *l, *alpha, *ones; /* [RG x BK], [RG] x 4 */
+    float *tmp;     /* [max(BK, S) x dpad]: token rows before they are transposed or sliced */
     float *sJ, *mref;                   /* [RG][nkb] */
     double *A;                          /* [tgt_max][nkb] */
     int64_t *row_a, *row_tgt;           /* [rows_max] */
@@ -76,13 +85,18 @@ typedef struct {
 
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-static int64_t kr_floats(const xplan *p) { return p->nch * p->nrk * p->Dc; }
+static int64_t kr_floats(const xplan *p) { return p->nct * p->Dp * BK; }
+
+static int64_t tmp_floats(const xplan *p) {
+    return (BK > p->S ? BK : p->S) * p->dpad + p->Dp;
+}
 
 /* Bytes of one thread's scratch, each piece rounded to 64 bytes. */
 static int64_t scratch_bytes(const xplan *p) {
     int64_t nkb = p->a->nkb;
-    return round_up(p->nch * p->rows_max * p->Dc * 4, 64) + 2 * round_up(RG * BK * 4, 64) +
-           3 * round_up(RG * 4, 64) + 2 * round_up(RG * nkb * 4, 64) +
+    return round_up(p->Dp * p->rows_max * 4, 64) + round_up(RG * BK * 4, 64) +
+           4 * round_up(RG * 4, 64) + round_up(tmp_floats(p) * 4, 64) +
+           2 * round_up(RG * nkb * 4, 64) +
            round_up(p->tgt_max * nkb * 8, 64) + 2 * round_up(p->rows_max * 8, 64) +
            round_up(nkb * (int64_t)sizeof(struct cand), 64);
 }
@@ -95,12 +109,13 @@ static xscratch carve(char *base, const xplan *p) {
         (ptr) = (void *)base;                                                                   \
         base += round_up((bytes), 64);                                                          \
     } while (0)
-    TAKE(s.Qr, p->nch * p->rows_max * p->Dc * 4);
+    TAKE(s.Qr, p->Dp * p->rows_max * 4);
     TAKE(s.Sacc, RG * BK * 4);
-    TAKE(s.Stmp, RG * BK * 4);
     TAKE(s.m, RG * 4);
     TAKE(s.l, RG * 4);
     TAKE(s.alpha, RG * 4);
+    TAKE(s.ones, RG * 4);
+    TAKE(s.tmp, tmp_floats(p) * 4);
     TAKE(s.sJ, RG * nkb * 4);
     TAKE(s.mref, RG * nkb * 4);
     TAKE(s.A, p->tgt_max * nkb * 8);
@@ -108,6 +123,8 @@ static xscratch carve(char *base, const xplan *p) {
     TAKE(s.row_tgt, p->rows_max * 8);
     TAKE(s.cand, nkb * (int64_t)sizeof(struct cand));
 #undef TAKE
+    for (int64_t r = 0; r < RG; r++)
+        s.ones[r] = 1.0f;
     return s;
 }
 
@@ -123,53 +140,64 @@ static int64_t blocks_per_item(const xplan *p, int64_t gc) {
     return qpi < 1 ? 1 : qpi;
 }
 
-/* Kr rows [c0, c1) of KV head g into its slot: chunk ch of reduced row c holds tokens
- * cS + ch T .. + T - 1, zero past n. */
-static void fill_kr(const xplan *p, int g, int64_t c0, int64_t c1) {
+/* Column tiles [t0, t1) of KV head g's KrT: depth i dpad + c of reduced key column col holds
+ * channel c of token col S + i (zero past n, past d and past S dpad). Per sub-row i the tile's
+ * 64 tokens (S rows apart) are converted into tmp, then transposed. */
+static void fill_kr(const xplan *p, xscratch *s, int g, int64_t t0, int64_t t1) {
     const ela_xattn_estimate_args *a = p->a;
-    float *base = p->Kr + (int64_t)p->slot[g] * kr_floats(p);
+    const int64_t S = p->S, dpad = p->dpad, k1 = a->k->strides[1];
     const char *kh = p->k + g * a->k->strides[0];
-    int64_t k1 = a->k->strides[1];
-    for (int64_t c = c0; c < c1; c++)
-        for (int64_t ch = 0; ch < p->nch; ch++) {
-            float *dst = base + (ch * p->nrk + c) * p->Dc;
-            int64_t t0 = c * p->S + ch * p->T, valid = a->n - t0;
-            valid = valid < 0 ? 0 : valid > p->T ? p->T : valid;
+    for (int64_t t = t0; t < t1; t++) {
+        float *dst = p->Kr + (int64_t)p->slot[g] * kr_floats(p) + t * p->Dp * BK;
+        for (int64_t i = 0; i < S; i++) {
+            int64_t first = t * BK * S + i; /* token of column 0 */
+            int64_t valid = first < a->n ? (a->n - first + S - 1) / S : 0;
+            valid = valid > BK ? BK : valid;
             if (valid > 0)
-                p->kern->load_rows(dst, p->dpad, kh + t0 * k1, k1, a->k->dtype, valid, a->d);
-            if (valid < p->T)
-                memset(dst + valid * p->dpad, 0, (size_t)((p->T - valid) * p->dpad) * sizeof(float));
+                p->kern->load_rows(s->tmp, dpad, kh + first * k1, S * k1, a->k->dtype, valid,
+                                   a->d);
+            for (int64_t c = 0; c < dpad; c++) {
+                float *row = dst + (i * dpad + c) * BK;
+                int64_t col = 0;
+                for (; col < valid; col++)
+                    row[col] = s->tmp[col * dpad + c];
+                for (; col < BK; col++)
+                    row[col] = 0.0f;
+            }
         }
-}
-
-/* Qr row r for reduced row m of query block qb, head h: sub-row i holds query
- * qb*128 + m*S + S-1-i (zero past L), scaled by qscale. */
-static void load_qr(const xplan *p, float *Qr, int64_t rows, int64_t r, int64_t qb, int64_t m,
-                    int h) {
-    const ela_xattn_estimate_args *a = p->a;
-    int64_t q0 = a->q->strides[0];
-    const char *qh = p->q + (int64_t)h * a->q->strides[1];
-    int64_t top = qb * BLOCK + m * p->S + p->S - 1; /* query of sub-row 0 */
-    for (int64_t ch = 0; ch < p->nch; ch++) {
-        float *dst = Qr + (ch * rows + r) * p->Dc;
-        int64_t first = top - ch * p->T;                  /* query of the chunk's sub-row 0 */
-        int64_t zero = first - (a->L - 1);                /* leading sub-rows past L */
-        zero = zero < 0 ? 0 : zero > p->T ? p->T : zero;
-        if (zero > 0)
-            memset(dst, 0, (size_t)(zero * p->dpad) * sizeof(float));
-        if (zero < p->T)
-            p->kern->load_rows(dst + zero * p->dpad, p->dpad, qh + (first - zero) * q0, -q0,
-                               a->q->dtype, p->T - zero, a->d);
-        for (int64_t x = zero * p->dpad; x < p->Dc; x++)
-            dst[x] *= p->qscale;
+        memset(dst + S * dpad * BK, 0, (size_t)((p->Dp - S * dpad) * BK) * sizeof(float));
     }
 }
 
+/* Qr row r for reduced row m of query block qb, head h: depth i dpad + c holds channel c of
+ * query qb*128 + m*S + S-1-i (zero past L), scaled by qscale; sliced into [slice][rows][64]. */
+static void load_qr(const xplan *p, xscratch *s, int64_t rows, int64_t r, int64_t qb, int64_t m,
+                    int h) {
+    const ela_xattn_estimate_args *a = p->a;
+    const int64_t q0 = a->q->strides[0], S = p->S, dpad = p->dpad;
+    const char *qh = p->q + (int64_t)h * a->q->strides[1];
+    int64_t top = qb * BLOCK + m * S + S - 1;  /* query of sub-row 0 */
+    int64_t zero = top - (a->L - 1);           /* leading sub-rows past L */
+    zero = zero < 0 ? 0 : zero > S ? S : zero;
+    float *t = s->tmp;
+    memset(t, 0, (size_t)(zero * dpad) * sizeof(float));
+    if (zero < S)
+        p->kern->load_rows(t + zero * dpad, dpad, qh + (top - zero) * q0, -q0, a->q->dtype,
+                           S - zero, a->d);
+    memset(t + S * dpad, 0, (size_t)(p->Dp - S * dpad) * sizeof(float));
+    for (int64_t x = zero * dpad; x < S * dpad; x++)
+        t[x] *= p->qscale;
+    for (int64_t sl = 0; sl < p->Dp / SLICE; sl++)
+        memcpy(s->Qr + (sl * rows + r) * SLICE, t + sl * SLICE, SLICE * sizeof(float));
+}
+
 /* Reduced rows [r0, r1) of the item (all on KV head g): scores against Kr, online softmax,
- * block masses added to s->A[row_tgt]. */
+ * block masses added to s->A[row_tgt]. The rows' row_a ascend, so the rows that see no column
+ * of a tile (causal) are a prefix, which the tile skips: only the triangle is computed, to
+ * 64-column granularity. */
 static void run_rows(const xplan *p, xscratch *s, int g, int64_t rows, int64_t r0, int64_t r1) {
     const cpu_attn_kernels *kern = p->kern;
-    int64_t R = r1 - r0, nkb = p->a->nkb, rpb = p->rpb, Dc = p->Dc;
+    int64_t R = r1 - r0, nkb = p->a->nkb, rpb = p->rpb;
     const float *kr = p->Kr + (int64_t)p->slot[g] * kr_floats(p);
     int64_t cend = 0;
     for (int64_t r = r0; r < r1; r++) {
@@ -180,26 +208,25 @@ static void run_rows(const xplan *p, xscratch *s, int g, int64_t rows, int64_t r
         s->m[r] = -INFINITY;
         s->l[r] = 0.0f;
     }
+    int64_t first = 0; /* rows [0, first) see no column >= c0 */
     for (int64_t c0 = 0; c0 < cend; c0 += BK) {
         int64_t nk = cend - c0 < BK ? cend - c0 : BK;
-        for (int64_t ch = 0; ch < p->nch; ch++) {
-            const float *Q = s->Qr + (ch * rows + r0) * Dc, *K = kr + (ch * p->nrk + c0) * Dc;
-            if (ch == 0) {
-                kern->qk(s->Sacc, Q, K, R, nk, Dc);
-                continue;
-            }
-            kern->qk(s->Stmp, Q, K, R, nk, Dc);
-            for (int64_t r = 0; r < R; r++)
-                for (int64_t j = 0; j < nk; j++)
-                    s->Sacc[r * BK + j] += s->Stmp[r * BK + j];
-        }
-        for (int64_t r = 0; r < R; r++) { /* causal in reduced space: c <= row */
+        const float *V = kr + (c0 / BK) * p->Dp * BK; /* the column tile, [Dp][BK] */
+        while (first < R && s->row_a[r0 + first] < c0)
+            first++;
+        const int64_t Rt = R - first; /* >= 1: the last row sees column cend - 1 >= c0 */
+        memset(s->Sacc + first * BK, 0, (size_t)(Rt * BK) * sizeof(float));
+        for (int64_t sl = 0; sl < p->Dp / SLICE; sl++) /* columns past nk are zero keys */
+            kern->pv(s->Sacc + first * BK, s->Qr + (sl * rows + r0 + first) * SLICE,
+                     V + sl * SLICE * BK, s->ones, Rt, SLICE, BK);
+        for (int64_t r = first; r < R; r++) { /* causal in reduced space: c <= row */
             int64_t nv = s->row_a[r0 + r] - c0 + 1;
             for (int64_t j = nv < 0 ? 0 : nv; j < nk; j++)
                 s->Sacc[r * BK + j] = -INFINITY;
         }
-        kern->softmax(s->Sacc, s->m, s->l, s->alpha, R, nk);
-        for (int64_t r = 0; r < R; r++) {
+        kern->softmax(s->Sacc + first * BK, s->m + first, s->l + first, s->alpha + first, Rt,
+                      nk);
+        for (int64_t r = first; r < R; r++) {
             int64_t nv = s->row_a[r0 + r] - c0 + 1;
             nv = nv > nk ? nk : nv;
             const float *P = s->Sacc + r * BK;
@@ -228,11 +255,25 @@ static void run_rows(const xplan *p, xscratch *s, int g, int64_t rows, int64_t r
     }
 }
 
-static int cmp_cand(const void *x, const void *y) {
-    const struct cand *a = x, *b = y;
-    if (a->mass != b->mass)
-        return a->mass > b->mass ? -1 : 1;
-    return (a->J > b->J) - (a->J < b->J);
+/* The order blocks are taken in: larger mass first, equal masses lower block first. */
+static int cand_before(const struct cand *a, const struct cand *b) {
+    return a->mass != b->mass ? a->mass > b->mass : a->J < b->J;
+}
+
+static void cand_sift(struct cand *h, int64_t n, int64_t i) {
+    for (;;) {
+        int64_t c = 2 * i + 1;
+        if (c >= n)
+            return;
+        if (c + 1 < n && cand_before(&h[c + 1], &h[c]))
+            c++;
+        if (!cand_before(&h[c], &h[i]))
+            return;
+        struct cand t = h[i];
+        h[i] = h[c];
+        h[c] = t;
+        i = c;
+    }
 }
 
 /* Threshold selection of one query-block row; writes the mask row, returns kept blocks. */
@@ -257,11 +298,16 @@ static int64_t select_row(const xplan *p, xscratch *s, const double *A, int64_t 
             s->cand[nc].mass = A[J];
             s->cand[nc++].J = J;
         }
-    qsort(s->cand, (size_t)nc, sizeof *s->cand, cmp_cand);
-    for (int64_t i = 0; i < nc && have < target; i++) {
-        out[s->cand[i].J] = 1;
-        have += s->cand[i].mass;
+    /* a heap, popped in order only as far as the threshold needs (rows keep few blocks) */
+    struct cand *h = s->cand;
+    for (int64_t i = nc / 2 - 1; i >= 0; i--)
+        cand_sift(h, nc, i);
+    while (nc > 0 && have < target) {
+        out[h[0].J] = 1;
+        have += h[0].mass;
         kept++;
+        h[0] = h[--nc];
+        cand_sift(h, nc, 0);
     }
     return kept;
 }
@@ -274,10 +320,10 @@ static int64_t run_item(const xplan *p, xscratch *s, const xitem *it) {
     for (int64_t qb = it->qb_lo; qb < it->qb_hi; qb++)
         rows += gc * block_rows(p, qb);
     int64_t r = 0;
-    for (int64_t qb = it->qb_lo; qb < it->qb_hi; qb++)
-        for (int64_t hh = 0; hh < gc; hh++)
-            for (int64_t m = 0; m < block_rows(p, qb); m++, r++) {
-                load_qr(p, s->Qr, rows, r, qb, m, a->heads[hl[hh]]);
+    for (int64_t qb = it->qb_lo; qb < it->qb_hi; qb++) /* row_a ascending: see run_rows */
+        for (int64_t m = 0; m < block_rows(p, qb); m++)
+            for (int64_t hh = 0; hh < gc; hh++, r++) {
+                load_qr(p, s, rows, r, qb, m, a->heads[hl[hh]]);
                 s->row_a[r] = (p->qb0 + qb) * p->rpb + m;
                 s->row_tgt[r] = (qb - it->qb_lo) * gc + hh;
             }
@@ -327,12 +373,9 @@ ela_status cpu_xattn_estimate(void *ctx, const ela_xattn_estimate_args *a) {
     p.S = a->stride;
     p.rpb = BLOCK / p.S;
     p.dpad = round_up(a->d, CPU_ATTN_DPAD);
-    p.T = 1;
-    while (p.T * 2 <= p.S && p.T * 2 * p.dpad <= DEPTH_TARGET)
-        p.T *= 2;
-    p.nch = p.S / p.T;
-    p.Dc = p.T * p.dpad;
+    p.Dp = round_up(p.S * p.dpad, SLICE);
     p.nrk = (a->n + p.S - 1) / p.S;
+    p.nct = (p.nrk + BK - 1) / BK;
     p.qb0 = a->q_pos0 / BLOCK;
     p.G = a->hq / a->hkv;
     p.qscale = (float)((double)a->scale / (double)p.S * LOG2E);
@@ -399,7 +442,7 @@ ela_status cpu_xattn_estimate(void *ctx, const ela_xattn_estimate_args *a) {
         }
         int64_t n_items = make_items(&p, g0, g1, items);
         qsort(items, (size_t)n_items, sizeof *items, cmp_items);
-        int64_t fill_chunks = (int64_t)in_pass * ((p.nrk + 255) / 256);
+        int64_t fill_chunks = (int64_t)in_pass * ((p.nct + 3) / 4);
 #pragma omp parallel num_threads(threads) reduction(+ : kept)
         {
             int tid = 0;
@@ -408,13 +451,13 @@ ela_status cpu_xattn_estimate(void *ctx, const ela_xattn_estimate_args *a) {
 #endif
             xscratch s = carve(thread_mem + per_thread * tid, &p);
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t f = 0; f < fill_chunks; f++) {
-                int64_t per = (p.nrk + 255) / 256, want = f / per, c0 = (f % per) * 256;
+            for (int64_t f = 0; f < fill_chunks; f++) { /* 4 column tiles each */
+                int64_t per = (p.nct + 3) / 4, want = f / per, t0 = (f % per) * 4;
                 int g = g0;
                 for (; g < g1; g++) /* the want-th KV head of the pass */
                     if (p.slot[g] == want)
                         break;
-                fill_kr(&p, g, c0, c0 + 256 < p.nrk ? c0 + 256 : p.nrk);
+                fill_kr(&p, &s, g, t0, t0 + 4 < p.nct ? t0 + 4 : p.nct);
             }
 #pragma omp for schedule(dynamic, 1)
             for (int64_t i = 0; i < n_items; i++)

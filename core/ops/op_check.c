@@ -11,7 +11,7 @@ static const char *const op_names[ELA_OP_COUNT] = {
     "attn_dense",   "attn_blocks",   "xattn_estimate", "router_eval", "token_select",
     "attn_token_sparse", "decode_select", "attn_gather", "nsa_select", "attn_nsa",
     "matmul",       "rms_norm",      "rope",           "silu_mul",    "add",
-    "get_rows",     "copy",
+    "get_rows",     "copy",          "decode_select_attend",
 };
 
 const char *ela_op_name(ela_op op) {
