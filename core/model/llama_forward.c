@@ -26,6 +26,11 @@ static ela_status cache_view(const ela_tensor *cache, int64_t t0, int64_t n, ela
     return ela_tensor_view(cache, 3, ext, str, t0 * str[1], out);
 }
 
+/* The chunk's first n pre-RoPE keys [Hkv, n, d] (the router pools them, PAPERS.md 1.3). */
+static ela_status k_pre_view(const ela_context *ctx, int64_t n, ela_tensor **out) {
+    return cache_view(ctx->chunk.k_pre, 0, n, out);
+}
+
 /* A token-major projection [n, H * d] seen head-major as [H, n, d]. */
 static ela_status head_major(const ela_tensor *t, int64_t n, int h, int64_t d, ela_tensor **out) {
     int64_t ext[3] = {h, n, d};
@@ -122,14 +127,8 @@ static ela_status layer_attention(ela_context *ctx, int layer, int64_t p0, int64
         goto done;
     }
     const ela_router_weights *router = w->router.task_w1 ? &w->router : NULL;
-    if (router && ctx->chunk.k_pre) {
-        int64_t ext[3] = {ctx->model->info.n_kv_heads, n, ctx->model->info.head_dim};
-        int64_t str[3] = {ela_tensor_stride(ctx->chunk.k_pre, 0),
-                          ela_tensor_stride(ctx->chunk.k_pre, 1),
-                          ela_tensor_stride(ctx->chunk.k_pre, 2)};
-        if ((st = ela_tensor_view(ctx->chunk.k_pre, 3, ext, str, 0, &k_pre)) != ELA_OK)
-            goto done;
-    }
+    if (router && ctx->chunk.k_pre && (st = k_pre_view(ctx, n, &k_pre)) != ELA_OK)
+        goto done;
     ela_prefill_report r;
     memset(&r, 0, sizeof r);
     st = ela_prefill_attention(be, &ctx->params.prefill, cv->q3, k_all, v_all, cv->o3, k_pre,
@@ -160,15 +159,10 @@ static ela_status layer_forward(ela_context *ctx, int layer, int64_t p0, int64_t
     if (w->k_norm && (st = ela_rms_norm(be, cv->k3, w->k_norm, mi->norm_eps, cv->k3)) != ELA_OK)
         goto done;
     /* The router pools keys before RoPE (PAPERS.md 1.3). */
-    if (n > 1 && w->router.task_w1 && ctx->chunk.k_pre) {
-        int64_t ext[3] = {mi->n_kv_heads, n, mi->head_dim};
-        int64_t str[3] = {ela_tensor_stride(ctx->chunk.k_pre, 0),
-                          ela_tensor_stride(ctx->chunk.k_pre, 1),
-                          ela_tensor_stride(ctx->chunk.k_pre, 2)};
-        if ((st = ela_tensor_view(ctx->chunk.k_pre, 3, ext, str, 0, &k_pre)) != ELA_OK ||
-            (st = ela_copy(be, cv->k_heads, k_pre)) != ELA_OK)
-            goto done;
-    }
+    if (n > 1 && w->router.task_w1 && ctx->chunk.k_pre &&
+        ((st = k_pre_view(ctx, n, &k_pre)) != ELA_OK ||
+         (st = ela_copy(be, cv->k_heads, k_pre)) != ELA_OK))
+        goto done;
     if ((st = ela_rope(be, cv->q3, cv->pos, &mi->rope)) != ELA_OK ||
         (st = ela_rope(be, cv->k3, cv->pos, &mi->rope)) != ELA_OK)
         goto done;

@@ -485,102 +485,6 @@ static ela_status hf_tokenizer(const char *dir, ela_tokenizer **out) {
     return st;
 }
 
-static ela_status gguf_opt_id(const gguf_file *g, const char *key, int64_t n_vocab, int32_t *id) {
-    int64_t x;
-    *id = -1;
-    if (!gguf_has(g, key))
-        return ELA_OK;
-    ela_status st = gguf_get_int(g, key, &x);
-    if (st != ELA_OK)
-        return st;
-    if (x < 0 || x >= n_vocab)
-        return ela_fail(ELA_ERR_FORMAT, "%s: %s %lld is outside the %lld tokens", gguf_path(g), key,
-                        (long long)x, (long long)n_vocab);
-    *id = (int32_t)x;
-    return ELA_OK;
-}
-
-/* tokenizer.ggml.*: byte-level BPE ("gpt2") vocabularies only. */
-static ela_status gguf_tokenizer(const gguf_file *g, ela_tokenizer **out) {
-    const char *path = gguf_path(g), *model, *pre = "default";
-    if (!gguf_has(g, "tokenizer.ggml.model"))
-        return ELA_OK;
-    ela_status st = gguf_get_string(g, "tokenizer.ggml.model", &model, NULL);
-    if (st != ELA_OK)
-        return st;
-    if (strcmp(model, "gpt2") != 0)
-        return ela_fail(ELA_ERR_UNSUPPORTED, "%s: tokenizer.ggml.model '%.64s' is not supported "
-                        "(ela reads byte-level BPE, 'gpt2')", path, model);
-    tokenizer_spec spec;
-    memset(&spec, 0, sizeof spec);
-    if (gguf_has(g, "tokenizer.ggml.pre") &&
-        (st = gguf_get_string(g, "tokenizer.ggml.pre", &pre, NULL)) != ELA_OK)
-        return st;
-    if (strcmp(pre, "llama-bpe") == 0 || strcmp(pre, "llama3") == 0) {
-        spec.pre = TOKENIZER_PRE_LLAMA3;
-        spec.ignore_merges = 1;
-    } else if (strcmp(pre, "qwen2") == 0) {
-        spec.pre = TOKENIZER_PRE_QWEN2;
-        spec.nfc = 1; /* Qwen2's tokenizer.json normalizes to NFC */
-    } else if (strcmp(pre, "gpt-2") == 0 || strcmp(pre, "default") == 0) {
-        spec.pre = TOKENIZER_PRE_GPT2;
-    } else {
-        return ela_fail(ELA_ERR_UNSUPPORTED, "%s: tokenizer.ggml.pre '%.64s' is not supported "
-                        "(llama-bpe, qwen2, gpt-2)", path, pre);
-    }
-    gguf_strings tokens, merges;
-    memset(&tokens, 0, sizeof tokens);
-    memset(&merges, 0, sizeof merges);
-    uint8_t *special = NULL;
-    if ((st = gguf_get_strings(g, "tokenizer.ggml.tokens", &tokens)) != ELA_OK ||
-        (st = gguf_get_strings(g, "tokenizer.ggml.merges", &merges)) != ELA_OK)
-        goto done;
-    if (tokens.n < 1) {
-        st = ela_fail(ELA_ERR_FORMAT, "%s: tokenizer.ggml.tokens is empty", path);
-        goto done;
-    }
-    if (gguf_has(g, "tokenizer.ggml.token_type")) {
-        gguf_type elem;
-        int64_t n;
-        const uint8_t *data;
-        if ((st = gguf_get_array(g, "tokenizer.ggml.token_type", &elem, &n, &data)) != ELA_OK)
-            goto done;
-        if (n != tokens.n) {
-            st = ela_fail(ELA_ERR_FORMAT, "%s: tokenizer.ggml.token_type has %lld entries for %lld "
-                          "tokens", path, (long long)n, (long long)tokens.n);
-            goto done;
-        }
-        if (!(special = ela_calloc((size_t)n, 1))) {
-            st = ela_fail(ELA_ERR_OOM, "ela_model_load: out of host memory");
-            goto done;
-        }
-        for (int64_t i = 0; i < n; i++) {
-            int64_t type = gguf_array_int(elem, data, i);
-            special[i] = type == 3 || type == 4; /* control, user-defined */
-        }
-    }
-    spec.n_vocab = tokens.n;
-    spec.tokens = tokens.strs;
-    spec.token_lens = tokens.lens;
-    spec.special = special;
-    spec.n_merges = merges.n;
-    spec.merges = merges.strs;
-    spec.merge_lens = merges.lens;
-    int add_bos = 0;
-    if ((st = gguf_opt_id(g, "tokenizer.ggml.bos_token_id", tokens.n, &spec.bos)) != ELA_OK ||
-        (st = gguf_opt_id(g, "tokenizer.ggml.eos_token_id", tokens.n, &spec.eos)) != ELA_OK ||
-        (gguf_has(g, "tokenizer.ggml.add_bos_token") &&
-         (st = gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &add_bos)) != ELA_OK))
-        goto done;
-    spec.add_bos = add_bos;
-    st = tokenizer_build(&spec, out);
-done:
-    ela_free(special);
-    gguf_strings_free(&merges);
-    gguf_strings_free(&tokens);
-    return st;
-}
-
 /* ---- entry points ----------------------------------------------------------------------- */
 static ela_status load_hf(const char *dir, ela_model *m, int *tied) {
     char *path = mapped_path_join(dir, "config.json");
@@ -609,7 +513,7 @@ static ela_status load_gguf(const char *path, ela_model *m, int *tied) {
     if ((st = model_config_from_gguf(m->files->gguf, &m->info)) != ELA_OK)
         return st;
     *tied = gguf_find_tensor(m->files->gguf, "output.weight") == NULL;
-    return gguf_tokenizer(m->files->gguf, &m->tokenizer);
+    return tokenizer_from_gguf(m->files->gguf, &m->tokenizer);
 }
 
 static void files_free(model_files *files) {

@@ -28,33 +28,13 @@ ela_status ela_decode_select(ela_backend *be, const ela_tensor *q, const ela_ten
         int64_t want[3] = {1, a.hq, a.d};
         return op_shape_mismatch(OP, "q", q, "[1, Hq, d] (one decode query)", want);
     }
-    if (a.n > INT32_MAX)
-        return ela_fail(ELA_ERR_INVALID_ARG, "ela_" OP ": tensor k has %lld keys; i32 indices "
-                        "allow at most 2^31 - 1", (long long)a.n);
-    if (!dparams)
-        return ela_fail(ELA_ERR_INVALID_ARG, "ela_" OP ": dparams is NULL (the budget is required)");
-    a.p = *dparams;
-    if (a.p.budget < 1)
-        return ela_fail(ELA_ERR_INVALID_ARG, "ela_" OP ": budget is %lld, must be >= 1",
-                        (long long)a.p.budget);
-    if (!(a.p.recent >= 0.0f && a.p.recent <= 1.0f)) /* also refuses NaN */
-        return ela_fail(ELA_ERR_INVALID_ARG, "ela_" OP ": recent is %g, must be in [0, 1]",
-                        (double)a.p.recent);
-    if (a.p.sinks < 0)
-        return ela_fail(ELA_ERR_INVALID_ARG, "ela_" OP ": sinks is %d, must be >= 0", a.p.sinks);
+    if ((st = op_check_decode_select(OP, be, a.n, dparams, "dparams", idx, count, &a.p)) !=
+        ELA_OK)
+        return st;
     /* Only the scale is used: the query is the newest token and sees all n keys. */
     ela_attn_params p = params ? *params : ela_attn_params_default();
     if ((st = op_resolve_scale(OP, p.scale, a.d, &a.scale)) != ELA_OK)
         return st;
-    if ((st = op_check_tensor(OP, be, idx, "idx", 1, 1u << ELA_I32, "[>= min(budget, n)]")) != ELA_OK)
-        return st;
-    int64_t kb = a.p.budget < a.n ? a.p.budget : a.n;
-    if (idx->extents[0] < kb) {
-        int64_t want[1] = {kb};
-        return op_shape_mismatch(OP, "idx", idx, "at least [min(budget, n)]", want);
-    }
-    if (!count)
-        return ela_fail(ELA_ERR_INVALID_ARG, "ela_" OP ": output count is NULL");
     a.q = q;
     a.k = k;
     a.idx = idx;

@@ -29,30 +29,9 @@ ela_status ela_decode_select_attend(ela_backend *be, const ela_tensor *q, const 
     }
     a.attn.causal = 1;
     a.attn.q_pos0 = a.attn.n - 1;
-    /* decode_select's checks, with the same messages */
-    if (a.attn.n > INT32_MAX)
-        return ela_fail(ELA_ERR_INVALID_ARG, "ela_" OP ": tensor k has %lld keys; i32 indices "
-                        "allow at most 2^31 - 1", (long long)a.attn.n);
-    if (!sparams)
-        return ela_fail(ELA_ERR_INVALID_ARG, "ela_" OP ": sparams is NULL (the budget is required)");
-    a.p = *sparams;
-    if (a.p.budget < 1)
-        return ela_fail(ELA_ERR_INVALID_ARG, "ela_" OP ": budget is %lld, must be >= 1",
-                        (long long)a.p.budget);
-    if (!(a.p.recent >= 0.0f && a.p.recent <= 1.0f)) /* also refuses NaN */
-        return ela_fail(ELA_ERR_INVALID_ARG, "ela_" OP ": recent is %g, must be in [0, 1]",
-                        (double)a.p.recent);
-    if (a.p.sinks < 0)
-        return ela_fail(ELA_ERR_INVALID_ARG, "ela_" OP ": sinks is %d, must be >= 0", a.p.sinks);
-    if ((st = op_check_tensor(OP, be, idx, "idx", 1, 1u << ELA_I32, "[>= min(budget, n)]")) != ELA_OK)
+    if ((st = op_check_decode_select(OP, be, a.attn.n, sparams, "sparams", idx, count,
+                                     &a.p)) != ELA_OK)
         return st;
-    int64_t kb = a.p.budget < a.attn.n ? a.p.budget : a.attn.n;
-    if (idx->extents[0] < kb) {
-        int64_t want[1] = {kb};
-        return op_shape_mismatch(OP, "idx", idx, "at least [min(budget, n)]", want);
-    }
-    if (!count)
-        return ela_fail(ELA_ERR_INVALID_ARG, "ela_" OP ": output count is NULL");
     a.idx = idx;
     a.count = count;
     ela_dtype dtypes[3] = {q->dtype, k->dtype, o->dtype};

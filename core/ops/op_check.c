@@ -2,6 +2,7 @@
 #include "op_check.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "core/alloc.h"
@@ -192,5 +193,38 @@ ela_status op_host_indices(const char *op, const ela_backend *be, const ela_tens
     }
     *host = *copy;
     *stride = cols;
+    return ELA_OK;
+}
+
+ela_status op_check_decode_select(const char *op, const ela_backend *be, int64_t n,
+                                  const ela_decode_select_params *params, const char *params_name,
+                                  const ela_tensor *idx, const int64_t *count,
+                                  ela_decode_select_params *out) {
+    if (n > INT32_MAX)
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_%s: tensor k has %lld keys; i32 indices allow "
+                        "at most 2^31 - 1", op, (long long)n);
+    if (!params)
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_%s: %s is NULL (the budget is required)", op,
+                        params_name);
+    if (params->budget < 1)
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_%s: budget is %lld, must be >= 1", op,
+                        (long long)params->budget);
+    if (!(params->recent >= 0.0f && params->recent <= 1.0f)) /* also refuses NaN */
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_%s: recent is %g, must be in [0, 1]", op,
+                        (double)params->recent);
+    if (params->sinks < 0)
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_%s: sinks is %d, must be >= 0", op,
+                        params->sinks);
+    ela_status st = op_check_tensor(op, be, idx, "idx", 1, 1u << ELA_I32, "[>= min(budget, n)]");
+    if (st != ELA_OK)
+        return st;
+    int64_t kb = params->budget < n ? params->budget : n;
+    if (idx->extents[0] < kb) {
+        int64_t want[1] = {kb};
+        return op_shape_mismatch(op, "idx", idx, "at least [min(budget, n)]", want);
+    }
+    if (!count)
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_%s: output count is NULL", op);
+    *out = *params;
     return ELA_OK;
 }

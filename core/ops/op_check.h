@@ -45,6 +45,14 @@ ela_status op_host_indices(const char *op, const ela_backend *be, const ela_tens
                            int64_t rows, int64_t cols, const int32_t **host, int64_t *stride,
                            int32_t **copy);
 
+/* LessIsMore's selection arguments (decode_select, decode_select_attend): n fits i32 indices,
+ * params (named `params_name` in messages) present with budget >= 1, recent in [0, 1],
+ * sinks >= 0; idx i32 [>= min(budget, n)]; count not NULL. Copies params to *out. */
+ela_status op_check_decode_select(const char *op, const ela_backend *be, int64_t n,
+                                  const ela_decode_select_params *params, const char *params_name,
+                                  const ela_tensor *idx, const int64_t *count,
+                                  ela_decode_select_params *out);
+
 /* scale resolved: 0 means 1/sqrt(d); a non-finite scale is an error. */
 ela_status op_resolve_scale(const char *op, float scale, int64_t d, float *out);
 
