@@ -14,6 +14,7 @@ static const char usage[] =
     "  run -m M -p TEXT     generate text with a model (ela run --help for options)\n"
     "  perplexity -m M -f F perplexity of a model on a text file (ela perplexity --help)\n"
     "  tokenize ...         token ids of a text (ela tokenize --help)\n"
+    "  eval niah -m M       needle-in-a-haystack suite (ela eval niah --help)\n"
     "  info                 version, backends and devices, which backend opens by default\n"
     "  bench attn [opts]    time dense attention (ela bench attn --help for options)\n"
     "  bench sparse [opts]  a sparse policy against dense attention (ela bench sparse --help)\n"
@@ -29,6 +30,9 @@ static const char bench_usage[] =
     "       ela bench sparse [options] (ela bench sparse --help)\n"
     "       ela bench membw [options]  (ela bench membw --help)\n"
     "       ela bench model [options]  (ela bench model --help)\n";
+
+static const char eval_usage[] =
+    "usage: ela eval niah -m MODEL [options] (ela eval niah --help)\n";
 
 static int is_help(const char *arg)
 {
@@ -52,6 +56,19 @@ static int cmd_bench(int argc, char **argv)
     if (strcmp(argv[1], "model") == 0)
         return cmd_bench_model(argc - 1, argv + 1);
     return cli_usage_error(bench_usage, "bench: unknown benchmark '%s'", argv[1]);
+}
+
+static int cmd_eval(int argc, char **argv)
+{
+    if (argc < 2)
+        return cli_usage_error(eval_usage, "eval: which evaluation?");
+    if (is_help(argv[1])) {
+        fputs(eval_usage, stdout);
+        return CLI_EXIT_OK;
+    }
+    if (strcmp(argv[1], "niah") == 0)
+        return cmd_eval_niah(argc - 1, argv + 1);
+    return cli_usage_error(eval_usage, "eval: unknown evaluation '%s'", argv[1]);
 }
 
 /* OpenMP threads that spin at the end of each parallel region hold their core while a worker
@@ -96,6 +113,8 @@ int main(int argc, char **argv)
         return cmd_run(argc - 1, argv + 1);
     if (strcmp(cmd, "perplexity") == 0)
         return cmd_perplexity(argc - 1, argv + 1);
+    if (strcmp(cmd, "eval") == 0)
+        return cmd_eval(argc - 1, argv + 1);
     if (strcmp(cmd, "tokenize") == 0)
         return cmd_tokenize(argc - 1, argv + 1);
     if (strcmp(cmd, "info") == 0)

@@ -34,9 +34,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tasks import TASKS, Haystack, task_needles  # noqa: E402
 
 VOCAB = 4096
-LENGTHS = (256, 512, 1024, 2048, 4096, 8192, 16384)
-TASK_MIX = {"text": 0.05, "single": 0.25, "multikey": 0.20, "multivalue": 0.15,
-            "passkey": 0.10, "vartrack": 0.25}
+LENGTHS = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+TASK_MIX = {"text": 0.05, "single": 0.20, "multikey": 0.20, "multivalue": 0.25,
+            "passkey": 0.10, "vartrack": 0.20}
 LM_WEIGHT = 0.25  # the text is small enough to memorize; retrieval is what must be learned
 
 
@@ -128,25 +128,25 @@ def extra_questions(hay, rng, length):
     return int(rng.integers(0, 1 + min(16, length // 256)))
 
 
-def lengths_allowed(progress):
-    top = 1024 if progress < 0.2 else 4096 if progress < 0.4 else 16384
-    return [n for n in LENGTHS if n <= top]
+def lengths_allowed(progress, max_len, curriculum):
+    top = 1024 if progress < 0.2 else 4096 if progress < 0.4 else max_len
+    return [n for n in LENGTHS if n <= (top if curriculum else max_len)]
 
 
 class Batches(torch.utils.data.IterableDataset):
     """Endless training batches, made by DataLoader workers so the GPU never waits on Python.
     The length curriculum follows the wall clock of the run (start, budget)."""
 
-    def __init__(self, hay, seed, start, budget, tokens_per_step):
+    def __init__(self, hay, seed, start, budget, tokens_per_step, max_len, curriculum):
         self.hay, self.seed, self.start, self.budget = hay, seed, start, budget
-        self.tokens_per_step = tokens_per_step
+        self.tokens_per_step, self.max_len, self.curriculum = tokens_per_step, max_len, curriculum
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         rng = np.random.default_rng([self.seed, info.id if info else 0])
         while True:
             progress = min(0.999, (time.time() - self.start) / self.budget)
-            length = int(rng.choice(lengths_allowed(progress)))
+            length = int(rng.choice(lengths_allowed(progress, self.max_len, self.curriculum)))
             yield batch(self.hay, rng, length, self.tokens_per_step, 0)
 
 
@@ -197,7 +197,8 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=12, help="data loader processes")
-    ap.add_argument("--init", help="exported model to continue from")
+    ap.add_argument("--init", help="exported model to continue from (no length curriculum)")
+    ap.add_argument("--max-len", type=int, default=16384, choices=LENGTHS)
     ap.add_argument("--eval-ctx", default="4096,8192,16384")
     ap.add_argument("--eval-n", type=int, default=20)
     args = ap.parse_args()
@@ -232,7 +233,8 @@ def main():
     budget = args.minutes * 60
     start = time.time()
     loader = iter(torch.utils.data.DataLoader(
-        Batches(hay, args.seed, start, budget, args.tokens_per_step), batch_size=None,
+        Batches(hay, args.seed, start, budget, args.tokens_per_step, args.max_len,
+                curriculum=not args.init), batch_size=None,
         num_workers=args.workers, prefetch_factor=4, pin_memory=True))
     step, seen, last_log, last_eval = 0, 0, start, start
     warm = 100 if not args.init else 20
