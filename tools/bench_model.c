@@ -93,7 +93,7 @@ int cmd_bench_model(int argc, char **argv)
     membw_probe *probe = NULL;
     int rc = CLI_EXIT_FAIL;
     ela_status st;
-    if (cli_load_model(model_path, backend, &be, &model) != ELA_OK)
+    if (cli_load_model(model_path, backend, NULL, &be, &model) != ELA_OK)
         goto done;
     ela_model_info mi;
     ela_model_get_info(model, &mi);

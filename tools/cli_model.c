@@ -32,8 +32,8 @@ static void load_progress(float fraction, void *user)
     cli_progress("loading", (int64_t)(fraction * 1000.0f + 0.5f), 1000);
 }
 
-ela_status cli_load_model(const char *path, const char *backend_name, ela_backend **be,
-                          ela_model **model)
+ela_status cli_load_model(const char *path, const char *backend_name, const char *router_path,
+                          ela_backend **be, ela_model **model)
 {
     *be = NULL;
     *model = NULL;
@@ -44,6 +44,7 @@ ela_status cli_load_model(const char *path, const char *backend_name, ela_backen
     }
     ela_model_params mp = ela_model_params_default();
     mp.progress = load_progress;
+    mp.router_path = router_path;
     st = ela_model_load(path, *be, &mp, model);
     if (st != ELA_OK) {
         cli_fail(st);

@@ -8,11 +8,12 @@
 
 #include "ela.h"
 
-/* Opens `backend_name` (NULL: ELA_BACKEND or auto) and loads the model at `path` onto it,
+/* Opens `backend_name` (NULL: ELA_BACKEND or auto) and loads the model at `path` onto it, with
+ * Elastic Attention router weights from `router_path` (NULL: those in the checkpoint, if any),
  * drawing a progress bar on stderr when it is a terminal. On failure prints the error and
  * returns its status, leaving both outputs NULL. */
-ela_status cli_load_model(const char *path, const char *backend_name, ela_backend **be,
-                          ela_model **model);
+ela_status cli_load_model(const char *path, const char *backend_name, const char *router_path,
+                          ela_backend **be, ela_model **model);
 
 /* Reads a whole file into a NUL-terminated malloc'd buffer; prints the error and returns
  * nonzero on failure. */

@@ -30,9 +30,10 @@ static const char usage[] =
     "  --seed S               seed of the generated tasks (default 0)\n"
     "  --prefill-policy P     dense | xattn | streaming | elastic:fa-xa | ... (default dense)\n"
     "  --decode-policy P      dense | lessismore:K | nsa | streaming (default dense)\n"
+    "  --router FILE          Elastic Attention router weights (safetensors) for elastic:*\n"
     "  --kv-dtype T           f16 (default), bf16 or f32\n"
-    "  --chunk N              prefill chunk, a multiple of 128 (default 2048; tsa policies:\n"
-    "                         the largest ctx)\n"
+    "  --chunk N              prefill chunk, a multiple of 128 (default 2048; tsa and elastic\n"
+    "                         policies: the largest ctx, so they see the whole prompt)\n"
     "  --backend B            cpu, vulkan, cuda, auto (default: ELA_BACKEND, else auto)\n"
     "  --json FILE            write the results, every sample and the policies as JSON\n"
     "  --min-accuracy PCT     exit with status 3 when the overall accuracy is below PCT\n"
@@ -45,7 +46,7 @@ static const char usage[] =
 #define DEFAULT_CTX "4096,8192,16384,32768"
 
 typedef struct {
-    const char *model, *text, *backend, *json, *prefill, *decode, *kv;
+    const char *model, *text, *backend, *json, *prefill, *decode, *kv, *router;
     double min_accuracy; /* percent; 0 = no check */
     int64_t ctx[MAX_CTX];
     int n_ctx;
@@ -235,6 +236,8 @@ static int parse_opts(int argc, char **argv, niah_opts *o, int *help)
             if (r > 0) { o->kv = v; continue; }
         } else if (OPT("--backend")) {
             if (r > 0) { o->backend = v; continue; }
+        } else if (OPT("--router")) {
+            if (r > 0) { o->router = v; continue; }
         } else if (OPT("--json")) {
             if (r > 0) { o->json = v; continue; }
         } else if (OPT("--min-accuracy")) {
@@ -540,8 +543,11 @@ int cmd_eval_niah(int argc, char **argv)
     for (int c = 0; c < o.n_ctx; c++)
         max_ctx = o.ctx[c] > max_ctx ? o.ctx[c] : max_ctx;
     cp.n_ctx = max_ctx;
-    int tsa = cp.prefill.kind == ELA_PREFILL_TSA || cp.prefill.kind == ELA_PREFILL_TSA_XATTN;
-    cp.prefill_chunk = o.chunk ? o.chunk : tsa ? (max_ctx + 127) / 128 * 128 : 0;
+    /* tsa selects tokens over the whole prompt, and the Elastic router pools the prompt's first
+     * and last 100 keys (where the question is): both see the whole prompt only in one chunk. */
+    int whole = cp.prefill.kind == ELA_PREFILL_TSA || cp.prefill.kind == ELA_PREFILL_TSA_XATTN ||
+                cp.prefill.kind == ELA_PREFILL_ELASTIC;
+    cp.prefill_chunk = o.chunk ? o.chunk : whole ? (max_ctx + 127) / 128 * 128 : 0;
     char prefill_canon[512], decode_canon[512];
     ela_prefill_policy_format(&cp.prefill, prefill_canon, sizeof prefill_canon);
     ela_decode_policy_format(&cp.decode, decode_canon, sizeof decode_canon);
@@ -580,7 +586,7 @@ int cmd_eval_niah(int argc, char **argv)
         cli_note("eval niah: cannot write %s: %s", o.json, strerror(errno));
         goto done;
     }
-    if (cli_load_model(o.model, o.backend, &be, &model) != ELA_OK)
+    if (cli_load_model(o.model, o.backend, o.router, &be, &model) != ELA_OK)
         goto done;
     const ela_tokenizer *tok = ela_model_tokenizer(model);
     if (!tok) {

@@ -13,7 +13,7 @@
 
 static const char usage[] =
     "usage: ela perplexity -m MODEL -f FILE [--ctx N] [--windows W] [--prefill-policy P]\n"
-    "                      [--kv-dtype T] [--chunk N] [--backend B]\n"
+    "                      [--kv-dtype T] [--chunk N] [--backend B] [--router FILE]\n"
     "  --ctx N        tokens per window (default 512)\n"
     "  --windows W    score at most W windows (default: all that fit the text)\n";
 
@@ -40,6 +40,7 @@ static double nll(const float *logits, int64_t vocab, int32_t target)
 int cmd_perplexity(int argc, char **argv)
 {
     const char *model_path = NULL, *file = NULL, *backend = NULL, *prefill = "dense", *kv = "f16";
+    const char *router = NULL;
     int64_t n_ctx = 512, windows = 0, chunk = 0;
     for (int i = 1; i < argc; i++) {
         const char *v = NULL;
@@ -63,6 +64,8 @@ int cmd_perplexity(int argc, char **argv)
             if (r > 0) { prefill = v; continue; }
         } else if (OPT("--kv-dtype")) {
             if (r > 0) { kv = v; continue; }
+        } else if (OPT("--router")) {
+            if (r > 0) { router = v; continue; }
         } else if (OPT("--backend")) {
             if (r > 0) { backend = v; continue; }
         } else {
@@ -91,7 +94,7 @@ int cmd_perplexity(int argc, char **argv)
     float *logits = NULL;
     int rc = CLI_EXIT_FAIL;
     ela_status st;
-    if (cli_load_model(model_path, backend, &be, &model) != ELA_OK)
+    if (cli_load_model(model_path, backend, router, &be, &model) != ELA_OK)
         goto done;
     const ela_tokenizer *tok = ela_model_tokenizer(model);
     if (!tok) {

@@ -20,6 +20,7 @@ static const char usage[] =
     "  --top-k K  --top-p P   sampling filters (default off)\n"
     "  --seed S               sampling seed (default 0)\n"
     "  --ctx N                context length in tokens (default: prompt + n, rounded up)\n"
+    "  --router FILE          Elastic Attention router weights (safetensors) for elastic:*\n"
     "  --kv-dtype T           f16 (default), bf16 or f32\n"
     "  --chunk N              prefill chunk, a multiple of 128 (default 2048)\n"
     "  --backend B            cpu, vulkan, cuda, auto (default: ELA_BACKEND, else auto)\n"
@@ -29,7 +30,7 @@ typedef struct {
     const char *model, *prompt, *file, *backend;
     int64_t n_gen, ctx, chunk, top_k, seed;
     double temp, top_p;
-    const char *prefill, *decode, *kv;
+    const char *prefill, *decode, *kv, *router;
     int no_special;
 } run_opts;
 
@@ -59,7 +60,9 @@ static int parse_opts(int argc, char **argv, run_opts *o)
             o->no_special = 1;
             continue;
         }
-        if (OPT("-m") || OPT("--model")) {
+        if (OPT("--router")) {
+            if (r > 0) { o->router = v; continue; }
+        } else if (OPT("-m") || OPT("--model")) {
             if (r > 0) { o->model = v; continue; }
         } else if (OPT("-p") || OPT("--prompt")) {
             if (r > 0) { o->prompt = v; continue; }
@@ -148,7 +151,7 @@ int cmd_run(int argc, char **argv)
     ela_context *ctx = NULL;
     int32_t *ids = NULL;
     rc = CLI_EXIT_FAIL;
-    if (cli_load_model(o.model, o.backend, &be, &model) != ELA_OK)
+    if (cli_load_model(o.model, o.backend, o.router, &be, &model) != ELA_OK)
         goto done;
     const ela_tokenizer *tok = ela_model_tokenizer(model);
     if (!tok) {

@@ -80,7 +80,7 @@ int cmd_tokenize(int argc, char **argv)
         }
         tok = own;
     } else {
-        if (cli_load_model(model_path, NULL, &be, &model) != ELA_OK)
+        if (cli_load_model(model_path, NULL, NULL, &be, &model) != ELA_OK)
             goto done;
         if (!(tok = ela_model_tokenizer(model))) {
             cli_note("tokenize: the model %s has no tokenizer", model_path);

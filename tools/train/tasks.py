@@ -70,12 +70,12 @@ def task_needles(task, rng, depth):
 class Haystack:
     """Tokenized paragraphs, so a prompt is a few slices and concatenations."""
 
-    def __init__(self, tokenizer, paragraphs):
+    def __init__(self, tokenizer, paragraphs, bos=None):
         enc = tokenizer.encode_batch(paragraphs, add_special_tokens=False)
         self.par = [np.asarray(e.ids, dtype=np.int32) for e in enc]
         self.tok = tokenizer
         self.nl = np.asarray(self.encode("\n"), dtype=np.int32)
-        self.bos = tokenizer.token_to_id("<s>")
+        self.bos = tokenizer.token_to_id("<s>") if bos is None else bos
         assert len(self.nl) == 1
 
     def encode(self, text):
