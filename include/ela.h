@@ -388,8 +388,13 @@ ELA_API ela_status ela_attn_nsa(ela_backend *backend, const ela_tensor *q, const
  *   full=F                       elastic without router weights: fraction of KV heads run as
  *                                "full" (spread evenly over the heads); default 0.5
  *   coverage=0.005 window=128 pool=7 min=1024   Token Sparse Attention (tsa, tsa+xattn)
+ *   layers=A-B+C                 the layers that run the method, the others dense (layer
+ *                                schedule, `ela profile`); default all, tsa: the second half
+ *                                of the layers (PAPERS.md 2.5)
  * Decode: dense | lessismore:K | nsa | streaming, with options
  *   recent=0.25 sinks=4          LessIsMore recency share and sink tokens
+ *   select=A+B                   LessIsMore selection layers, increasing; layers before the
+ *                                first are dense; default 2 and n_layers*3/8
  *   block=16 top=16              NSA selection
  *   sink=128 local=2048          streaming decode: the first `sink` and last `local` tokens
  * ------------------------------------------------------------------------------------- */
@@ -402,6 +407,14 @@ typedef enum {
     ELA_PREFILL_TSA_XATTN
 } ela_prefill_kind;
 
+#define ELA_MAX_POLICY_LAYERS 256 /* layer schedules name layers [0, 256) */
+#define ELA_MAX_SELECT_LAYERS 8
+
+/* A set of layers, bit l of bits[l / 64] for layer l. */
+typedef struct {
+    uint64_t bits[ELA_MAX_POLICY_LAYERS / 64];
+} ela_layer_set;
+
 typedef struct {
     ela_prefill_kind kind;
     ela_head_kind full_mode;   /* elastic: mode of router-"full" heads (DENSE or MASK) */
@@ -410,6 +423,8 @@ typedef struct {
     float full_fraction;       /* elastic without router weights */
     ela_xattn_params xattn;
     ela_tsa_params tsa;
+    int layers_given;          /* 0: the default layers (all; tsa: the second half) */
+    ela_layer_set layers;      /* layers=: the layers that run the method, the others dense */
 } ela_prefill_policy;
 
 typedef enum {
@@ -424,6 +439,8 @@ typedef struct {
     ela_decode_select_params select; /* lessismore (budget = K) */
     ela_nsa_params nsa;
     int64_t sink, local;             /* streaming */
+    int n_select_layers;             /* lessismore select=: 0 = default (2 and n_layers*3/8) */
+    int select_layers[ELA_MAX_SELECT_LAYERS]; /* increasing */
 } ela_decode_policy;
 
 /* Parse a policy string; on error ELA_ERR_INVALID_ARG quoting the bad part, *out untouched. */
@@ -447,6 +464,11 @@ typedef struct {
     double attend_ms;     /* attention itself */
 } ela_prefill_report;
 
+/* 1 when layer `layer` of n_layers runs the policy's method in prefill, 0 when it runs dense
+ * (a dense policy, or a layer outside layers= / the tsa default of the second half). */
+ELA_API int ela_prefill_layer_is_sparse(const ela_prefill_policy *policy, int layer,
+                                        int n_layers);
+
 /* Prefill attention of one layer under a policy: q, o [L, Hq, d], k, v [Hkv, n, d] as in
  * ela_attn_dense (causal; chunks need q_pos0 a multiple of 128 for block policies). Elastic
  * routes with `router` on k_pre ([Hkv, L, d] pre-RoPE keys; NULL means k) or, when router is
@@ -468,9 +490,10 @@ typedef enum {
     ELA_DECODE_LAYER_SPARSE = 2
 } ela_decode_layer_role;
 
-/* Role of layer `layer` of n_layers under the policy: lessismore: 0-1 dense, 2 and
- * n_layers * 3 / 8 (12 of 32-36, PAPERS.md 3.3) select, the rest sparse; dense and streaming
- * policies: every layer the same (streaming layers count as SPARSE). */
+/* Role of layer `layer` of n_layers under the policy: lessismore: the selection layers (select=,
+ * default 2 and n_layers * 3 / 8, i.e. 12 of 32-36, PAPERS.md 3.3) select, the layers before the
+ * first of them are dense, the rest sparse; dense and streaming policies: every layer the same
+ * (streaming layers count as SPARSE). */
 ELA_API ela_decode_layer_role ela_decode_layer_role_of(const ela_decode_policy *policy, int layer,
                                                        int n_layers);
 
@@ -604,6 +627,7 @@ typedef struct {
     ela_prefill_policy prefill;   /* default dense */
     ela_decode_policy decode;     /* default dense */
     int64_t prefill_chunk;        /* tokens per prefill step, a multiple of 128; 0: 2048 */
+    int record_drift;             /* keep each layer's drift (ela_context_layer_drift); slower */
 } ela_context_params;
 
 ELA_API ela_context_params ela_context_params_default(void);
@@ -625,6 +649,11 @@ ELA_API ela_status ela_context_eval(ela_context *ctx, const int32_t *ids, int64_
                                     void *user);
 /* What the last prefill under a sparse policy did, summed over its layers and chunks
  * (kept_blocks, causal_blocks, kept_tokens, select/attend ms; sparsity over all of them). */
+/* Representation drift of every decoder layer over the tokens of the last ela_context_eval
+ * (Token Sparse Attention's layer profile, PAPERS.md 2.5): drift[l] = mean over those tokens of
+ * |h_out - h_in| / |h_in|, h the residual stream before and after layer l. Needs
+ * record_drift in the context's params; drift has room for n >= n_layers values. */
+ELA_API ela_status ela_context_layer_drift(const ela_context *ctx, double *drift, int n);
 ELA_API ela_status ela_context_last_report(const ela_context *ctx, ela_prefill_report *out);
 
 typedef struct {

@@ -292,6 +292,64 @@ static void check_context_errors(ela_backend *be) {
     ela_model_free(m);
 }
 
+/* ela_context_layer_drift: positive and finite, the same whatever the chunking (a mean over
+ * tokens), recording it leaves the logits alone, and it is refused without record_drift. */
+static void check_layer_drift(ela_backend *be) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/models/llama", ELA_TEST_DATA_DIR);
+    ela_model *m = NULL;
+    if (ela_model_load(dir, be, NULL, &m) != ELA_OK)
+        return;
+    ela_model_info mi;
+    ela_model_get_info(m, &mi);
+    enum { N = 300, MAX_L = 64 };
+    int32_t ids[N];
+    test_rng rng;
+    test_rng_init(&rng, test_seed() ^ 0xd71f7);
+    for (int i = 0; i < N; i++)
+        ids[i] = (int32_t)(test_rng_u64(&rng) % (uint64_t)mi.vocab);
+    double drift[2][MAX_L];
+    float *logits[3] = {malloc(sizeof(float) * (size_t)mi.vocab),
+                        malloc(sizeof(float) * (size_t)mi.vocab),
+                        malloc(sizeof(float) * (size_t)mi.vocab)};
+    const int64_t chunks[3] = {128, 384, 384};
+    for (int run = 0; run < 3 && mi.n_layers <= MAX_L && logits[0] && logits[1] && logits[2];
+         run++) {
+        ela_context_params cp = ela_context_params_default();
+        cp.n_ctx = 512;
+        cp.prefill_chunk = chunks[run];
+        cp.record_drift = run < 2;
+        ela_context *ctx = NULL;
+        if (ela_context_new(m, &cp, &ctx) != ELA_OK) {
+            CHECKF(0, "context: %s", ela_last_error());
+            break;
+        }
+        if (run < 2)
+            CHECK_STATUS(ela_context_layer_drift(ctx, drift[run], MAX_L), ELA_ERR_INVALID_ARG);
+        CHECK_STATUS(ela_context_eval(ctx, ids, N, logits[run], 0, NULL, NULL), ELA_OK);
+        if (run < 2) {
+            CHECK_STATUS(ela_context_layer_drift(ctx, drift[run], mi.n_layers - 1),
+                         ELA_ERR_INVALID_ARG);
+            CHECK_STATUS(ela_context_layer_drift(ctx, drift[run], MAX_L), ELA_OK);
+        } else {
+            CHECK_STATUS(ela_context_layer_drift(ctx, drift[0], MAX_L), ELA_ERR_INVALID_ARG);
+            CHECK(test_has_text(ela_last_error(), "record_drift"));
+        }
+        ela_context_free(ctx);
+    }
+    int bad = 0;
+    for (int l = 0; l < mi.n_layers && l < MAX_L; l++)
+        bad += !(drift[0][l] > 0.0 && isfinite(drift[0][l]) &&
+                 fabs(drift[0][l] - drift[1][l]) <= 1e-4 * drift[0][l]);
+    CHECKF(bad == 0, "%d layers: drift not positive or differs between chunkings", bad);
+    if (logits[0] && logits[1] && logits[2])
+        CHECKF(rel_l2(logits[1], logits[2], mi.vocab) == 0.0,
+               "recording drift changed the logits");
+    for (int i = 0; i < 3; i++)
+        free(logits[i]);
+    ela_model_free(m);
+}
+
 int main(void) {
     ela_backend *be = NULL;
     if (ela_backend_open("cpu", &be) != ELA_OK) {
@@ -306,6 +364,7 @@ int main(void) {
     check_model(be, "llama", "model-q8_0.gguf", TOL_Q8_0);
     check_policies(be);
     check_context_errors(be);
+    check_layer_drift(be);
     ela_backend_close(be);
     return test_summary("model");
 }

@@ -47,7 +47,8 @@ static void test_prefill_parse(void) {
     /* format -> parse is the identity, for every name */
     static const char *const all[] = {"dense", "xattn,tau=0.7", "streaming,sink=0,local=4096",
                                       "elastic:fa-xa,full=1", "elastic:fa-ssa",
-                                      "elastic:xa-ssa,stride=32", "tsa,pool=9", "tsa+xattn"};
+                                      "elastic:xa-ssa,stride=32", "tsa,pool=9", "tsa+xattn",
+                                      "tsa,layers=4-7+9", "xattn,layers=0+2-3+255"};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         char buf[256];
         CHECK_STATUS(ela_prefill_policy_parse(all[i], &out), ELA_OK);
@@ -62,6 +63,26 @@ static void test_prefill_parse(void) {
                    out.full_mode == back.full_mode && out.sparse_mode == back.sparse_mode,
                "'%s' -> '%s' parses differently ('%s')", all[i], buf, again);
     }
+    /* Layer schedules: given layers, the tsa default of the second half, all otherwise. */
+    CHECK_STATUS(ela_prefill_policy_parse("tsa,layers=1-2+5", &out), ELA_OK);
+    int got[8], want_given[8] = {0, 1, 1, 0, 0, 1, 0, 0}, want_tsa[8] = {0, 0, 0, 0, 1, 1, 1, 1};
+    for (int l = 0; l < 8; l++)
+        got[l] = ela_prefill_layer_is_sparse(&out, l, 8);
+    CHECK(memcmp(got, want_given, sizeof got) == 0 && !ela_prefill_layer_is_sparse(&out, 5, 5));
+    CHECK_STATUS(ela_prefill_policy_parse("tsa", &out), ELA_OK);
+    for (int l = 0; l < 8; l++)
+        got[l] = ela_prefill_layer_is_sparse(&out, l, 8);
+    CHECK(memcmp(got, want_tsa, sizeof got) == 0);
+    CHECK_STATUS(ela_prefill_policy_parse("xattn", &out), ELA_OK);
+    CHECK(ela_prefill_layer_is_sparse(&out, 0, 8) && ela_prefill_layer_is_sparse(&out, 7, 8) &&
+          !ela_prefill_layer_is_sparse(&out, 8, 8) && !ela_prefill_layer_is_sparse(NULL, 0, 8));
+    CHECK_STATUS(ela_prefill_policy_parse("dense", &out), ELA_OK);
+    CHECK(!ela_prefill_layer_is_sparse(&out, 3, 8));
+    CHECK_PARSE_FAIL(ela_prefill_policy_parse, "tsa,layers=3-1", "layers");
+    CHECK_PARSE_FAIL(ela_prefill_policy_parse, "tsa,layers=256", "layers");
+    CHECK_PARSE_FAIL(ela_prefill_policy_parse, "tsa,layers=1++2", "layers");
+    CHECK_PARSE_FAIL(ela_prefill_policy_parse, "tsa,layers=", "layers");
+    CHECK_PARSE_FAIL(ela_prefill_policy_parse, "dense,layers=1", "layers");
     out.kind = ELA_PREFILL_DENSE;
     CHECK_PARSE_FAIL(ela_prefill_policy_parse, "densse", "densse");
     CHECK_PARSE_FAIL(ela_prefill_policy_parse, "xattn,tau=1.5", "tau");
@@ -114,6 +135,25 @@ static void test_decode_parse(void) {
           ela_decode_layer_role_of(&out, 2, 32) == ELA_DECODE_LAYER_SELECT &&
           ela_decode_layer_role_of(&out, 12, 32) == ELA_DECODE_LAYER_SELECT &&
           ela_decode_layer_role_of(&out, 3, 32) == ELA_DECODE_LAYER_SPARSE && n_select == 2);
+    /* select=: dense before the first selection layer. */
+    CHECK_STATUS(ela_decode_policy_parse("lessismore:256,select=5+3", &out), ELA_OK);
+    static const ela_decode_layer_role want[8] = {
+        ELA_DECODE_LAYER_DENSE,  ELA_DECODE_LAYER_DENSE,  ELA_DECODE_LAYER_DENSE,
+        ELA_DECODE_LAYER_SELECT, ELA_DECODE_LAYER_SPARSE, ELA_DECODE_LAYER_SELECT,
+        ELA_DECODE_LAYER_SPARSE, ELA_DECODE_LAYER_SPARSE};
+    int bad_roles = 0;
+    for (int l = 0; l < 8; l++)
+        bad_roles += ela_decode_layer_role_of(&out, l, 8) != want[l];
+    CHECK(bad_roles == 0 && out.n_select_layers == 2 && out.select_layers[0] == 3);
+    char buf[256], again[256];
+    ela_decode_policy_format(&out, buf, sizeof buf);
+    CHECK(test_has_text(buf, ",select=3+5"));
+    CHECK_STATUS(ela_decode_policy_parse(buf, &back), ELA_OK);
+    ela_decode_policy_format(&back, again, sizeof again);
+    CHECK(strcmp(buf, again) == 0);
+    CHECK_PARSE_FAIL(ela_decode_policy_parse, "lessismore:256,select=0-8", "select");
+    CHECK_PARSE_FAIL(ela_decode_policy_parse, "lessismore:256,select=x", "select");
+    CHECK_PARSE_FAIL(ela_decode_policy_parse, "dense,select=2", "select");
 }
 
 /* ---- running policies ------------------------------------------------------------------ */

@@ -22,6 +22,7 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_eval_niah(int argc, char **argv);
+int cmd_profile(int argc, char **argv);
 int cmd_bench_attn(int argc, char **argv);
 int cmd_bench_sparse(int argc, char **argv);
 int cmd_bench_membw(int argc, char **argv);

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -266,26 +265,6 @@ static int parse_opts(int argc, char **argv, niah_opts *o, int *help)
         o->n_tasks = NIAH_N_TASKS;
     }
     return 0;
-}
-
-/* haystack.txt beside the model: in it when it is a directory, else in the file's directory. */
-static char *default_text_path(const char *model)
-{
-    struct stat sb;
-    size_t n = strlen(model);
-    char *path = malloc(n + 16);
-    if (!path)
-        return NULL;
-    if (stat(model, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        snprintf(path, n + 16, "%s/haystack.txt", model);
-    } else {
-        const char *slash = strrchr(model, '/');
-        if (slash)
-            snprintf(path, n + 16, "%.*s/haystack.txt", (int)(slash - model), model);
-        else
-            snprintf(path, n + 16, "haystack.txt");
-    }
-    return path;
 }
 
 /* ---- generation ------------------------------------------------------------------------ */
@@ -568,7 +547,7 @@ int cmd_eval_niah(int argc, char **argv)
     rc = CLI_EXIT_FAIL;
 
     /* Everything that can fail fast does, before the model loads and the long run starts. */
-    if (!(text_path = o.text ? strdup(o.text) : default_text_path(o.model))) {
+    if (!(text_path = o.text ? strdup(o.text) : niah_default_text_path(o.model))) {
         cli_note("eval niah: out of memory");
         goto done;
     }

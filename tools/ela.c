@@ -15,6 +15,7 @@ static const char usage[] =
     "  perplexity -m M -f F perplexity of a model on a text file (ela perplexity --help)\n"
     "  tokenize ...         token ids of a text (ela tokenize --help)\n"
     "  eval niah -m M       needle-in-a-haystack suite (ela eval niah --help)\n"
+    "  profile -m M         per-layer drift: Token Sparse Attention's layers (ela profile --help)\n"
     "  info                 version, backends and devices, which backend opens by default\n"
     "  bench attn [opts]    time dense attention (ela bench attn --help for options)\n"
     "  bench sparse [opts]  a sparse policy against dense attention (ela bench sparse --help)\n"
@@ -117,6 +118,8 @@ int main(int argc, char **argv)
         return cmd_eval(argc - 1, argv + 1);
     if (strcmp(cmd, "tokenize") == 0)
         return cmd_tokenize(argc - 1, argv + 1);
+    if (strcmp(cmd, "profile") == 0)
+        return cmd_profile(argc - 1, argv + 1);
     if (strcmp(cmd, "info") == 0)
         return cmd_info(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0)

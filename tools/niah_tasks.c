@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define NIAH_MAX_CTX (INT64_C(1) << 26)
 
@@ -714,4 +715,24 @@ fail:
     free(b.prompt);
     niah_sample_free(s);
     return st;
+}
+
+/* haystack.txt beside the model: in it when it is a directory, else in the file's directory. */
+char *niah_default_text_path(const char *model)
+{
+    struct stat sb;
+    size_t n = strlen(model);
+    char *path = malloc(n + 16);
+    if (!path)
+        return NULL;
+    if (stat(model, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        snprintf(path, n + 16, "%s/haystack.txt", model);
+    } else {
+        const char *slash = strrchr(model, '/');
+        if (slash)
+            snprintf(path, n + 16, "%.*s/haystack.txt", (int)(slash - model), model);
+        else
+            snprintf(path, n + 16, "haystack.txt");
+    }
+    return path;
 }

@@ -89,4 +89,8 @@ int64_t niah_slot(double d, int64_t n);
  * removed, equals `answer` exactly; else 0. */
 int niah_score(const char *generated, size_t len, const char *answer);
 
+/* haystack.txt beside a model: in it when it is a directory, else in the file's directory.
+ * malloc'd; NULL when out of memory. */
+char *niah_default_text_path(const char *model);
+
 #endif

@@ -73,6 +73,9 @@ void ela_context_free(ela_context *ctx) {
     scratch_free(&ctx->chunk);
     ela_tensor_free(ctx->logits);
     ela_tensor_free(ctx->selection);
+    ela_free(ctx->drift_in);
+    ela_free(ctx->drift_out);
+    ela_free(ctx->drift_sum);
     ela_free(ctx);
 }
 
@@ -133,6 +136,16 @@ ela_status ela_context_new(ela_model *model, const ela_context_params *params,
     if ((st = scratch_new(be, mi, rows, with_k_pre, &ctx->chunk)) != ELA_OK ||
         (st = new2(be, ELA_F32, CONTEXT_LOGIT_ROWS, mi->vocab, &ctx->logits)) != ELA_OK)
         goto fail;
+    if (p.record_drift) {
+        size_t floats = (size_t)rows * (size_t)mi->hidden;
+        ctx->drift_in = ela_calloc(floats, sizeof(float));
+        ctx->drift_out = ela_calloc(floats, sizeof(float));
+        ctx->drift_sum = ela_calloc((size_t)mi->n_layers, sizeof(double));
+        if (!ctx->drift_in || !ctx->drift_out || !ctx->drift_sum) {
+            st = ela_fail(ELA_ERR_OOM, "ela_context_new: out of host memory for record_drift");
+            goto fail;
+        }
+    }
     if (p.decode.kind == ELA_DECODE_LESSISMORE) {
         int64_t budget = p.decode.select.budget;
         if ((st = ela_tensor_new(be, ELA_I32, 1, &budget, NULL, &ctx->selection)) != ELA_OK)
@@ -211,6 +224,10 @@ ela_status ela_context_eval(ela_context *ctx, const int32_t *ids, int64_t n, flo
                         "%lld tokens need prefill_chunk >= %lld (it is %lld)", (long long)n,
                         (long long)((n + ELA_BLOCK - 1) / ELA_BLOCK * ELA_BLOCK),
                         (long long)ctx->chunk.rows);
+    if (ctx->drift_sum) {
+        memset(ctx->drift_sum, 0, (size_t)ctx->model->info.n_layers * sizeof *ctx->drift_sum);
+        ctx->drift_tokens = 0;
+    }
     if (n > 1) {
         memset(&ctx->report, 0, sizeof ctx->report);
         ctx->report_pairs = ctx->report_skipped = 0.0;

@@ -35,12 +35,21 @@ struct ela_context {
     ela_prefill_report report;       /* summed over the last prefill */
     double report_pairs, report_skipped; /* dense causal work and the part skipped */
     int report_valid;
+    /* record_drift: the residual stream around one layer, and the sums per layer */
+    float *drift_in, *drift_out; /* [chunk.rows * hidden] */
+    double *drift_sum;           /* [n_layers] sum over tokens of |out - in| / |in| */
+    int64_t drift_tokens;
 };
 
 /* Runs the decoder over the `n` tokens already written to chunk.ids / chunk.pos at positions
  * [p0, p0 + n) (n <= chunk.rows), appending their keys and values to the cache; leaves the
  * final hidden states in chunk.x. */
 ela_status llama_forward(ela_context *ctx, int64_t p0, int64_t n);
+
+/* record_drift: copy the residual stream before a layer runs (begin), then add the layer's
+ * drift over the chunk's n rows (end); no-ops when drift is not recorded. */
+ela_status layer_drift_begin(ela_context *ctx);
+ela_status layer_drift_end(ela_context *ctx, int layer, int64_t n);
 
 /* Logits of rows [r0, r0 + m) of chunk.x (m <= CONTEXT_LOGIT_ROWS) into host out [m, vocab]. */
 ela_status llama_logits(ela_context *ctx, int64_t r0, int64_t m, float *out);

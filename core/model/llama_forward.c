@@ -40,9 +40,19 @@ static ela_status head_major(const ela_tensor *t, int64_t n, int h, int64_t d, e
 
 /* Adds one layer's report of a chunk at [p0, p0 + n) to the context's prefill report; the
  * sparsity is averaged over layers and chunks weighted by their dense causal work. */
+static double causal_pairs(int64_t p0, int64_t n) {
+    return (double)n * (double)p0 + (double)n * (double)(n + 1) / 2.0;
+}
+
+/* A layer or chunk that ran dense skipped nothing: it counts in the achieved sparsity. */
+static void report_dense(ela_context *ctx, int64_t p0, int64_t n) {
+    ctx->report_pairs += causal_pairs(p0, n);
+    ctx->report.sparsity = ctx->report_skipped / ctx->report_pairs;
+}
+
 static void report_add(ela_context *ctx, const ela_prefill_report *r, int64_t p0, int64_t n) {
     ela_prefill_report *sum = &ctx->report;
-    double pairs = (double)n * (double)p0 + (double)n * (double)(n + 1) / 2.0;
+    double pairs = causal_pairs(p0, n);
     sum->hq = r->hq;
     memcpy(sum->head_mode, r->head_mode, sizeof sum->head_mode);
     sum->full_kv_heads += r->full_kv_heads;
@@ -122,8 +132,11 @@ static ela_status layer_attention(ela_context *ctx, int layer, int64_t p0, int64
      * just not sparse). */
     ela_prefill_kind kind = ctx->params.prefill.kind;
     int tsa = kind == ELA_PREFILL_TSA || kind == ELA_PREFILL_TSA_XATTN;
-    if (kind == ELA_PREFILL_DENSE || p0 % ELA_BLOCK != 0 || (tsa && p0 != 0)) {
+    if (!ela_prefill_layer_is_sparse(&ctx->params.prefill, layer, ctx->model->info.n_layers) ||
+        p0 % ELA_BLOCK != 0 || (tsa && p0 != 0)) {
         st = ela_attn_dense(be, cv->q3, k_all, v_all, cv->o3, NULL, &ap);
+        if (st == ELA_OK)
+            report_dense(ctx, p0, n);
         goto done;
     }
     const ela_router_weights *router = w->router.task_w1 ? &w->router : NULL;
@@ -204,7 +217,9 @@ ela_status llama_forward(ela_context *ctx, int64_t p0, int64_t n) {
         (st = ela_get_rows(be, ctx->model->tok_embd, ids, cv.x)) != ELA_OK)
         goto done;
     for (int l = 0; l < ctx->model->info.n_layers && st == ELA_OK; l++)
-        st = layer_forward(ctx, l, p0, n, &cv);
+        if ((st = layer_drift_begin(ctx)) == ELA_OK &&
+            (st = layer_forward(ctx, l, p0, n, &cv)) == ELA_OK)
+            st = layer_drift_end(ctx, l, n);
 done:
     ela_tensor_free(ids);
     views_free(&cv);

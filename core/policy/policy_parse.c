@@ -84,6 +84,54 @@ static ela_status split(const parse_ctx *c, char *copy, char **head, char **opts
     return ELA_OK;
 }
 
+/* ---- layer lists ("4-7+9", "2+12") ------------------------------------------------------- */
+
+static void layer_add(ela_layer_set *s, int l) { s->bits[l / 64] |= UINT64_C(1) << (l % 64); }
+
+static int layer_has(const ela_layer_set *s, int l) {
+    return l >= 0 && l < ELA_MAX_POLICY_LAYERS && (s->bits[l / 64] >> (l % 64) & 1);
+}
+
+/* "A-B+C+..." into a set; -1 when malformed or out of [0, ELA_MAX_POLICY_LAYERS). */
+static int parse_layer_set(const char *value, ela_layer_set *out) {
+    char copy[MAX_POLICY];
+    if (!*value || strlen(value) >= sizeof copy)
+        return -1;
+    strcpy(copy, value);
+    memset(out, 0, sizeof *out);
+    for (char *item = copy, *next; item; item = next) {
+        if ((next = strchr(item, '+')) != NULL)
+            *next++ = '\0';
+        char *dash = strchr(item, '-');
+        int64_t a, b;
+        if (dash)
+            *dash = '\0';
+        if (parse_i64(item, 0, ELA_MAX_POLICY_LAYERS - 1, &a) ||
+            parse_i64(dash ? dash + 1 : item, a, ELA_MAX_POLICY_LAYERS - 1, &b))
+            return -1;
+        for (int64_t l = a; l <= b; l++)
+            layer_add(out, (int)l);
+    }
+    return 0;
+}
+
+/* Appends ",key=" and the set as ranges joined by '+'. */
+static int format_layer_set(char *buf, size_t size, const char *key, const ela_layer_set *s) {
+    int n = snprintf(buf, size, ",%s=", key), first = 1;
+    for (int l = 0; l < ELA_MAX_POLICY_LAYERS; l++) {
+        if (!layer_has(s, l))
+            continue;
+        int e = l;
+        while (layer_has(s, e + 1))
+            e++;
+        n += snprintf(buf + n, size - (size_t)n, e > l ? "%s%d-%d" : "%s%d", first ? "" : "+", l,
+                      e);
+        first = 0;
+        l = e;
+    }
+    return n;
+}
+
 /* ---- prefill ---------------------------------------------------------------------------- */
 
 static ela_status prefill_option(const parse_ctx *c, const char *key, const char *value,
@@ -126,6 +174,11 @@ static ela_status prefill_option(const parse_ctx *c, const char *key, const char
     } else if (uses_tsa && strcmp(key, "min") == 0) {
         if (parse_i64(value, 0, INT64_C(1) << 40, &p->tsa.min_keep))
             return bad(c, "min=%s must be >= 0", value);
+    } else if (p->kind != ELA_PREFILL_DENSE && strcmp(key, "layers") == 0) {
+        if (parse_layer_set(value, &p->layers))
+            return bad(c, "layers=%s must be layer numbers or ranges A-B (0-255) joined by '+'",
+                       value);
+        p->layers_given = 1;
     } else {
         return bad(c, "option '%s' does not apply to this policy", key);
     }
@@ -198,6 +251,16 @@ static const char *prefill_name(const ela_prefill_policy *p) {
     return "?";
 }
 
+int ela_prefill_layer_is_sparse(const ela_prefill_policy *p, int layer, int n_layers) {
+    if (!p || p->kind == ELA_PREFILL_DENSE || layer < 0 || layer >= n_layers)
+        return 0;
+    if (p->layers_given)
+        return layer_has(&p->layers, layer);
+    if (p->kind == ELA_PREFILL_TSA || p->kind == ELA_PREFILL_TSA_XATTN)
+        return layer >= n_layers / 2; /* PAPERS.md 2.5: range(L/2, L) for unprofiled models */
+    return 1;
+}
+
 int ela_prefill_policy_format(const ela_prefill_policy *p, char *buf, size_t size) {
     char tmp[MAX_POLICY];
     if (!p) {
@@ -218,9 +281,11 @@ int ela_prefill_policy_format(const ela_prefill_policy *p, char *buf, size_t siz
         if (p->kind == ELA_PREFILL_ELASTIC)
             n += snprintf(tmp + n, sizeof tmp - (size_t)n, ",full=%g", (double)p->full_fraction);
         if (p->kind == ELA_PREFILL_TSA || p->kind == ELA_PREFILL_TSA_XATTN)
-            snprintf(tmp + n, sizeof tmp - (size_t)n, ",coverage=%g,window=%d,pool=%d,min=%lld",
-                     (double)p->tsa.coverage, p->tsa.window, p->tsa.pool,
-                     (long long)p->tsa.min_keep);
+            n += snprintf(tmp + n, sizeof tmp - (size_t)n,
+                          ",coverage=%g,window=%d,pool=%d,min=%lld", (double)p->tsa.coverage,
+                          p->tsa.window, p->tsa.pool, (long long)p->tsa.min_keep);
+        if (p->layers_given)
+            format_layer_set(tmp + n, sizeof tmp - (size_t)n, "layers", &p->layers);
     }
     return snprintf(buf, size, "%s", tmp);
 }
@@ -238,6 +303,16 @@ static ela_status decode_option(const parse_ctx *c, const char *key, const char 
         if (parse_i64(value, 0, 1 << 20, &i))
             return bad(c, "sinks=%s must be >= 0", value);
         p->select.sinks = (int)i;
+    } else if (p->kind == ELA_DECODE_LESSISMORE && strcmp(key, "select") == 0) {
+        ela_layer_set s;
+        int n = 0;
+        if (parse_layer_set(value, &s) == 0)
+            for (int l = 0; l < ELA_MAX_POLICY_LAYERS && n <= ELA_MAX_SELECT_LAYERS; l++)
+                if (layer_has(&s, l) && n++ < ELA_MAX_SELECT_LAYERS)
+                    p->select_layers[n - 1] = l;
+        if (n < 1 || n > ELA_MAX_SELECT_LAYERS)
+            return bad(c, "select=%s must be 1 to 8 layer numbers (0-255) joined by '+'", value);
+        p->n_select_layers = n;
     } else if (p->kind == ELA_DECODE_NSA && strcmp(key, "block") == 0) {
         if (parse_i64(value, 1, 1 << 16, &i))
             return bad(c, "block=%s must be >= 1", value);
@@ -300,9 +375,13 @@ int ela_decode_policy_format(const ela_decode_policy *p, char *buf, size_t size)
     char tmp[MAX_POLICY];
     if (!p)
         snprintf(tmp, sizeof tmp, "(null)");
-    else if (p->kind == ELA_DECODE_LESSISMORE)
-        snprintf(tmp, sizeof tmp, "lessismore:%lld,recent=%g,sinks=%d",
-                 (long long)p->select.budget, (double)p->select.recent, p->select.sinks);
+    else if (p->kind == ELA_DECODE_LESSISMORE) {
+        int n = snprintf(tmp, sizeof tmp, "lessismore:%lld,recent=%g,sinks=%d",
+                         (long long)p->select.budget, (double)p->select.recent, p->select.sinks);
+        for (int i = 0; i < p->n_select_layers && i < ELA_MAX_SELECT_LAYERS; i++)
+            n += snprintf(tmp + n, sizeof tmp - (size_t)n, "%s%d", i ? "+" : ",select=",
+                          p->select_layers[i]);
+    }
     else if (p->kind == ELA_DECODE_NSA)
         snprintf(tmp, sizeof tmp, "nsa,block=%d,top=%d", p->nsa.block, p->nsa.top);
     else if (p->kind == ELA_DECODE_STREAMING)

@@ -252,6 +252,14 @@ ela_decode_layer_role ela_decode_layer_role_of(const ela_decode_policy *pol, int
         return ELA_DECODE_LAYER_DENSE;
     if (pol->kind != ELA_DECODE_LESSISMORE)
         return ELA_DECODE_LAYER_SPARSE;
+    if (pol->n_select_layers > 0) {
+        if (layer < pol->select_layers[0])
+            return ELA_DECODE_LAYER_DENSE;
+        for (int i = 0; i < pol->n_select_layers && i < ELA_MAX_SELECT_LAYERS; i++)
+            if (layer == pol->select_layers[i])
+                return ELA_DECODE_LAYER_SELECT;
+        return ELA_DECODE_LAYER_SPARSE;
+    }
     if (layer < 2)
         return ELA_DECODE_LAYER_DENSE;
     int correction = n_layers * 3 / 8;
