@@ -78,6 +78,16 @@ static void test_prefill_parse(void) {
           !ela_prefill_layer_is_sparse(&out, 8, 8) && !ela_prefill_layer_is_sparse(NULL, 0, 8));
     CHECK_STATUS(ela_prefill_policy_parse("dense", &out), ELA_OK);
     CHECK(!ela_prefill_layer_is_sparse(&out, 3, 8));
+    /* A set too long to spell in a policy string is cut, not overflowed (ASan watches). */
+    ela_prefill_policy wide;
+    CHECK_STATUS(ela_prefill_policy_parse("tsa", &wide), ELA_OK);
+    wide.layers_given = 1;
+    for (int l = 0; l < ELA_MAX_POLICY_LAYERS; l += 2)
+        wide.layers.bits[l / 64] |= UINT64_C(1) << (l % 64);
+    char wide_text[512];
+    int wide_len = ela_prefill_policy_format(&wide, wide_text, sizeof wide_text);
+    CHECK(wide_len > 0 && (size_t)wide_len < sizeof wide_text &&
+          test_has_text(wide_text, "layers=0+2+4"));
     CHECK_PARSE_FAIL(ela_prefill_policy_parse, "tsa,layers=3-1", "layers");
     CHECK_PARSE_FAIL(ela_prefill_policy_parse, "tsa,layers=256", "layers");
     CHECK_PARSE_FAIL(ela_prefill_policy_parse, "tsa,layers=1++2", "layers");

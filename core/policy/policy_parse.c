@@ -115,10 +115,10 @@ static int parse_layer_set(const char *value, ela_layer_set *out) {
     return 0;
 }
 
-/* Appends ",key=" and the set as ranges joined by '+'. */
-static int format_layer_set(char *buf, size_t size, const char *key, const ela_layer_set *s) {
+/* Appends ",key=" and the set as ranges joined by '+', truncated to size. */
+static void format_layer_set(char *buf, size_t size, const char *key, const ela_layer_set *s) {
     int n = snprintf(buf, size, ",%s=", key), first = 1;
-    for (int l = 0; l < ELA_MAX_POLICY_LAYERS; l++) {
+    for (int l = 0; l < ELA_MAX_POLICY_LAYERS && n >= 0 && (size_t)n < size; l++) {
         if (!layer_has(s, l))
             continue;
         int e = l;
@@ -129,7 +129,6 @@ static int format_layer_set(char *buf, size_t size, const char *key, const ela_l
         first = 0;
         l = e;
     }
-    return n;
 }
 
 /* ---- prefill ---------------------------------------------------------------------------- */
@@ -284,7 +283,7 @@ int ela_prefill_policy_format(const ela_prefill_policy *p, char *buf, size_t siz
             n += snprintf(tmp + n, sizeof tmp - (size_t)n,
                           ",coverage=%g,window=%d,pool=%d,min=%lld", (double)p->tsa.coverage,
                           p->tsa.window, p->tsa.pool, (long long)p->tsa.min_keep);
-        if (p->layers_given)
+        if (p->layers_given && (size_t)n < sizeof tmp)
             format_layer_set(tmp + n, sizeof tmp - (size_t)n, "layers", &p->layers);
     }
     return snprintf(buf, size, "%s", tmp);
