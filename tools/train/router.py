@@ -293,7 +293,13 @@ def main():
                                     use_cache=False)
                         sp.append(1 - torch.stack(st.z).float().mean().item())
                         continue
-                    prompt, _, answer, _ = held.prompt(erng, task, ctx, j / max(1, args.eval_n - 1))
+                    for _ in range(100):  # a long paragraph can leave no room at a short ctx
+                        try:
+                            prompt, _, answer, _ = held.prompt(erng, task, ctx,
+                                                               j / max(1, args.eval_n - 1))
+                            break
+                        except ValueError:
+                            pass
                     x = torch.as_tensor(prompt[None].astype(np.int64), device=device)
                     gen = []
                     for _ in range(48):  # no cache: the routed layers take whole sequences

@@ -75,7 +75,7 @@ class Haystack:
         self.par = [np.asarray(e.ids, dtype=np.int32) for e in enc]
         self.tok = tokenizer
         self.nl = np.asarray(self.encode("\n"), dtype=np.int32)
-        self.bos = tokenizer.token_to_id("<s>") if bos is None else bos
+        self.bos = tokenizer.token_to_id("<s>") if bos is None else bos  # None: no BOS
         assert len(self.nl) == 1
 
     def encode(self, text):
@@ -84,7 +84,8 @@ class Haystack:
     def text(self, rng, n_tokens):
         """Plain text: BOS + consecutive paragraphs, exactly n_tokens long."""
         p = int(rng.integers(len(self.par)))
-        parts, n = [np.asarray([self.bos], np.int32)], 1
+        parts = [np.asarray([] if self.bos is None else [self.bos], np.int32)]
+        n = len(parts[0])
         while n < n_tokens:
             parts += [self.par[p], self.nl]
             n += len(self.par[p]) + 1
@@ -110,7 +111,8 @@ class Haystack:
                 np.asarray(self.encode(f" {v}\n"), np.int32)))
         tail = np.asarray(self.encode(f"\n\nQuestion: {question}\nAnswer:"), np.int32)
         nids = [np.asarray(self.encode(t), np.int32) for _, t in needles]
-        budget = ctx - ANSWER_BUDGET - 1 - len(tail) - sum(len(x) + 1 for x in nids)
+        budget = ctx - ANSWER_BUDGET - (self.bos is not None) - len(tail)
+        budget -= sum(len(x) + 1 for x in nids)
         budget -= sum(len(q) + len(a) for q, a in more)
         p0 = int(rng.integers(len(self.par)))
         pars, used = [], -1  # n paragraphs cost their tokens plus n-1 newlines
@@ -132,7 +134,7 @@ class Haystack:
                 j += 1
             if s < n:
                 lines.append(pars[s])
-        parts = [np.asarray([self.bos], np.int32)]
+        parts = [np.asarray([] if self.bos is None else [self.bos], np.int32)]
         for i, line in enumerate(lines):
             if i:
                 parts.append(self.nl)
