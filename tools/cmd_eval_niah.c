@@ -436,6 +436,7 @@ static int write_json(FILE *f, const niah_opts *o, const char *text_path, const 
     bench_json_str(&j, "backend", backend);
     bench_json_str(&j, "prefill_policy", prefill);
     bench_json_str(&j, "decode_policy", decode);
+    bench_json_str(&j, "router", o->router); /* NULL: none given */
     bench_json_str(&j, "kv_dtype", o->kv);
     char list[MAX_DEPTHS * 24];
     size_t w = 0;

@@ -31,9 +31,11 @@ run prefill-tsa-profiled "tsa,layers=2-5" dense   # tools/layer_schedule.sh for 
 # Elastic Attention with the routers trained by tools/train/router.py for this model.
 run prefill-elastic-fa-ssa elastic:fa-ssa dense --router "$model/router-fa-ssa.safetensors"
 run prefill-elastic-fa-xa elastic:fa-xa dense --router "$model/router-fa-xa.safetensors"
+run prefill-elastic-xa-ssa elastic:xa-ssa dense --router "$model/router-fa-ssa.safetensors"
 run decode-lessismore-2048 dense lessismore:2048
 run decode-lessismore-4096 dense lessismore:4096
 run decode-lessismore-256-profiled dense "lessismore:256,select=2+7" # tools/layer_schedule.sh
 run decode-lessismore-1024-profiled dense "lessismore:1024,select=2+7"
 run decode-streaming dense streaming
+run decode-nsa dense nsa   # without SSA's trained gate: the model was not trained for it
 python3 "$root/tools/niah_table.py" "$out"/*.json
