@@ -46,7 +46,7 @@ int cmd_bench_model(int argc, char **argv)
     const char *prefill = "dense", *decode = "dense";
     int64_t n_prompt = 128, n_gen = 32;
     for (int i = 1; i < argc; i++) {
-        const char *v = NULL;
+        const char *v = NULL, *arg = argv[i];
         int r;
 #define OPT(name) ((r = cli_option(argc, argv, &i, name, &v)) != 0)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -73,7 +73,8 @@ int cmd_bench_model(int argc, char **argv)
             return cli_usage_error(usage, "bench model: unknown argument '%s'", argv[i]);
         }
 #undef OPT
-        return cli_usage_error(usage, "bench model: bad or missing value for %s", argv[i]);
+        return cli_usage_error(usage, "bench model: bad or missing value for %s%s%s", arg,
+                                      v ? ": " : "", v ? v : "");
     }
     if (!model_path)
         return cli_usage_error(usage, "bench model: -m MODEL is required");

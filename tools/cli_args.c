@@ -23,6 +23,18 @@ int cli_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
     return 0;
 }
 
+int cli_parse_f64(const char *s, double min, double max, double *out)
+{
+    if (!s || !*s || isspace((unsigned char)*s))
+        return -1;
+    char *end = NULL;
+    double v = strtod(s, &end);
+    if (*end != '\0' || !(v >= min && v <= max))
+        return -1;
+    *out = v;
+    return 0;
+}
+
 int cli_option(int argc, char **argv, int *i, const char *name, const char **value)
 {
     const char *arg = argv[*i];

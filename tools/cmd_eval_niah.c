@@ -79,16 +79,6 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static int parse_double(const char *s, double lo, double hi, double *out)
-{
-    char *end = NULL;
-    double v = strtod(s, &end);
-    if (!s[0] || *end || !(v >= lo && v <= hi))
-        return -1;
-    *out = v;
-    return 0;
-}
-
 /* Splits a comma list into at most max items of at most 63 bytes; -1 on an empty item or
  * too many. */
 static int split_list(const char *s, char items[][64], int max)
@@ -158,7 +148,7 @@ static int parse_depths(const char *s, int64_t steps, niah_opts *o)
         memcpy(a, s, la);
         a[la] = '\0';
         memcpy(b, dots + 2, lb + 1);
-        if (parse_double(a, 0.0, 1.0, &lo) || parse_double(b, 0.0, 1.0, &hi) || lo > hi)
+        if (cli_parse_f64(a, 0.0, 1.0, &lo) || cli_parse_f64(b, 0.0, 1.0, &hi) || lo > hi)
             return cli_usage_error(usage, "eval niah: --depths '%s': a range A..B needs "
                                    "0 <= A <= B <= 1", s);
         if (lo == hi) {
@@ -180,7 +170,7 @@ static int parse_depths(const char *s, int64_t steps, niah_opts *o)
         return cli_usage_error(usage, "eval niah: --depths '%s' is not a list of at most %d "
                                "depths or a range A..B", s, MAX_DEPTHS);
     for (int i = 0; i < n; i++) {
-        if (parse_double(items[i], 0.0, 1.0, &o->depth[i]))
+        if (cli_parse_f64(items[i], 0.0, 1.0, &o->depth[i]))
             return cli_usage_error(usage, "eval niah: --depths: '%s' is not a depth in [0, 1]",
                                    items[i]);
         for (int j = 0; j < i; j++)
@@ -240,10 +230,7 @@ static int parse_opts(int argc, char **argv, niah_opts *o, int *help)
         } else if (OPT("--json")) {
             if (r > 0) { o->json = v; continue; }
         } else if (OPT("--min-accuracy")) {
-            char *end = NULL;
-            if (r > 0 && (o->min_accuracy = strtod(v, &end), *v && !*end) &&
-                o->min_accuracy >= 0 && o->min_accuracy <= 100)
-                continue;
+            if (r > 0 && cli_parse_f64(v, 0.0, 100.0, &o->min_accuracy) == 0) continue;
         } else {
             return cli_usage_error(usage, "eval niah: unknown argument '%s'", argv[i]);
         }

@@ -43,7 +43,7 @@ int cmd_perplexity(int argc, char **argv)
     const char *router = NULL;
     int64_t n_ctx = 512, windows = 0, chunk = 0;
     for (int i = 1; i < argc; i++) {
-        const char *v = NULL;
+        const char *v = NULL, *arg = argv[i];
         int r;
 #define OPT(name) ((r = cli_option(argc, argv, &i, name, &v)) != 0)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -72,7 +72,8 @@ int cmd_perplexity(int argc, char **argv)
             return cli_usage_error(usage, "perplexity: unknown argument '%s'", argv[i]);
         }
 #undef OPT
-        return cli_usage_error(usage, "perplexity: bad or missing value for %s", argv[i]);
+        return cli_usage_error(usage, "perplexity: bad or missing value for %s%s%s", arg,
+                                      v ? ": " : "", v ? v : "");
     }
     if (!model_path || !file)
         return cli_usage_error(usage, "perplexity: -m MODEL and -f FILE are required");

@@ -40,9 +40,8 @@ static int parse_opts(int argc, char **argv, profile_opts *o, int *help)
     o->depth = 0.5;
     o->delta = 0.5;
     for (int i = 1; i < argc; i++) {
-        const char *v = NULL;
+        const char *v = NULL, *arg = argv[i];
         int r;
-        char *end = NULL;
 #define OPT(name) ((r = cli_option(argc, argv, &i, name, &v)) != 0)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(usage, stdout);
@@ -58,13 +57,9 @@ static int parse_opts(int argc, char **argv, profile_opts *o, int *help)
         } else if (OPT("--seed")) {
             if (r > 0 && cli_parse_i64(v, 0, INT64_MAX, &o->seed) == 0) continue;
         } else if (OPT("--depth")) {
-            if (r > 0 && (o->depth = strtod(v, &end), *v && !*end) && o->depth >= 0 &&
-                o->depth <= 1)
-                continue;
+            if (r > 0 && cli_parse_f64(v, 0.0, 1.0, &o->depth) == 0) continue;
         } else if (OPT("--delta")) {
-            if (r > 0 && (o->delta = strtod(v, &end), *v && !*end) && o->delta >= 0 &&
-                o->delta <= 1)
-                continue;
+            if (r > 0 && cli_parse_f64(v, 0.0, 1.0, &o->delta) == 0) continue;
         } else if (OPT("--backend")) {
             if (r > 0) { o->backend = v; continue; }
         } else if (OPT("--json")) {
@@ -73,7 +68,8 @@ static int parse_opts(int argc, char **argv, profile_opts *o, int *help)
             return cli_usage_error(usage, "profile: unknown argument '%s'", argv[i]);
         }
 #undef OPT
-        return cli_usage_error(usage, "profile: bad or missing value for %s", argv[i]);
+        return cli_usage_error(usage, "profile: bad or missing value for %s%s%s", arg,
+                                      v ? ": " : "", v ? v : "");
     }
     if (!o->model)
         return cli_usage_error(usage, "profile: -m MODEL is required");
@@ -99,25 +95,6 @@ static double quantile(const double *v, int n, double q)
     double r = lo + 1 < n ? s[lo] + (pos - lo) * (s[lo + 1] - s[lo]) : s[lo];
     free(s);
     return r;
-}
-
-/* "a-b+c..." of the set layers, into buf. */
-static void format_layers(const int *sparse, int n, char *buf, size_t size)
-{
-    size_t len = 0;
-    buf[0] = '\0';
-    for (int l = 0; l < n; l++) {
-        if (!sparse[l])
-            continue;
-        int e = l;
-        while (e + 1 < n && sparse[e + 1])
-            e++;
-        int w = snprintf(buf + len, size - len, e > l ? "%s%d-%d" : "%s%d", len ? "+" : "", l, e);
-        if (w < 0 || (size_t)w >= size - len)
-            break;
-        len += (size_t)w;
-        l = e;
-    }
 }
 
 static int write_json(const profile_opts *o, const double *drift, const int *sparse, int n,
@@ -221,9 +198,15 @@ int cmd_profile(int argc, char **argv)
     double thr = quantile(drift, n, o.delta);
     for (int l = 0; l < n; l++)
         sparse[l] = drift[l] <= thr;
-    char layers[1024], policy[1100];
-    format_layers(sparse, n, layers, sizeof layers);
-    snprintf(policy, sizeof policy, "tsa,layers=%s", layers);
+    /* The schedule as the policy string the prefill policy parses (ela_prefill_policy_format). */
+    ela_prefill_policy tsa;
+    char policy[512];
+    ela_prefill_policy_parse("tsa", &tsa);
+    tsa.layers_given = 1;
+    for (int l = 0; l < n && l < ELA_MAX_POLICY_LAYERS; l++)
+        if (sparse[l])
+            tsa.layers.bits[l / 64] |= UINT64_C(1) << (l % 64);
+    ela_prefill_policy_format(&tsa, policy, sizeof policy);
     printf("layer drift (%lld-token single-needle prompt, needle at depth %g; normalised to sum "
            "1)\nlayer    drift  tsa\n", (long long)smp.n_ids, o.depth);
     for (int l = 0; l < n; l++)

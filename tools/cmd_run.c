@@ -34,16 +34,6 @@ typedef struct {
     int no_special;
 } run_opts;
 
-static int parse_double(const char *s, double lo, double hi, double *out)
-{
-    char *end = NULL;
-    double v = strtod(s, &end);
-    if (!s[0] || *end || !(v >= lo && v <= hi))
-        return -1;
-    *out = v;
-    return 0;
-}
-
 static int parse_opts(int argc, char **argv, run_opts *o)
 {
     memset(o, 0, sizeof *o);
@@ -53,7 +43,7 @@ static int parse_opts(int argc, char **argv, run_opts *o)
     o->decode = "dense";
     o->kv = "f16";
     for (int i = 1; i < argc; i++) {
-        const char *v = NULL;
+        const char *v = NULL, *arg = argv[i];
         int r;
 #define OPT(name) ((r = cli_option(argc, argv, &i, name, &v)) != 0)
         if (strcmp(argv[i], "--no-special") == 0) {
@@ -79,9 +69,9 @@ static int parse_opts(int argc, char **argv, run_opts *o)
         } else if (OPT("--seed")) {
             if (r > 0 && cli_parse_i64(v, 0, INT64_MAX, &o->seed) == 0) continue;
         } else if (OPT("--temp")) {
-            if (r > 0 && parse_double(v, 0.0, 100.0, &o->temp) == 0) continue;
+            if (r > 0 && cli_parse_f64(v, 0.0, 100.0, &o->temp) == 0) continue;
         } else if (OPT("--top-p")) {
-            if (r > 0 && parse_double(v, 0.0, 1.0, &o->top_p) == 0) continue;
+            if (r > 0 && cli_parse_f64(v, 0.0, 1.0, &o->top_p) == 0) continue;
         } else if (OPT("--prefill-policy")) {
             if (r > 0) { o->prefill = v; continue; }
         } else if (OPT("--decode-policy")) {
@@ -94,7 +84,8 @@ static int parse_opts(int argc, char **argv, run_opts *o)
             return cli_usage_error(usage, "run: unknown argument '%s'", argv[i]);
         }
 #undef OPT
-        return cli_usage_error(usage, "run: bad or missing value for %s", argv[i]);
+        return cli_usage_error(usage, "run: bad or missing value for %s%s%s", arg,
+                                      v ? ": " : "", v ? v : "");
     }
     if (!o->model)
         return cli_usage_error(usage, "run: -m MODEL is required");

@@ -169,12 +169,7 @@ def sample(hay, rng, ctx, text_share):
         seq = hay.text(rng, ctx + 1)
         return seq[:-1], seq[1:].astype(np.int64), 1
     task = TASKS[int(rng.integers(len(TASKS)))]
-    while True:
-        try:
-            prompt, answer, _, _ = hay.prompt(rng, task, ctx, float(rng.uniform()))
-            break
-        except ValueError:
-            pass
+    prompt, answer, _, _ = hay.prompt(rng, task, ctx, float(rng.uniform()))
     seq = np.concatenate([prompt, answer])
     tgt = np.full(len(seq) - 1, -100, np.int64)
     tgt[len(prompt) - 1:] = seq[len(prompt):]
@@ -293,13 +288,7 @@ def main():
                                     use_cache=False)
                         sp.append(1 - torch.stack(st.z).float().mean().item())
                         continue
-                    for _ in range(100):  # a long paragraph can leave no room at a short ctx
-                        try:
-                            prompt, _, answer, _ = held.prompt(erng, task, ctx,
-                                                               j / max(1, args.eval_n - 1))
-                            break
-                        except ValueError:
-                            pass
+                    prompt, _, answer, _ = held.prompt(erng, task, ctx, j / max(1, args.eval_n - 1))
                     x = torch.as_tensor(prompt[None].astype(np.int64), device=device)
                     gen = []
                     for _ in range(48):  # no cache: the routed layers take whole sequences

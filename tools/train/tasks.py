@@ -118,11 +118,11 @@ class Haystack:
         pars, used = [], -1  # n paragraphs cost their tokens plus n-1 newlines
         while True:
             nxt = self.par[(p0 + len(pars)) % len(self.par)]
-            if used + len(nxt) + 1 > budget or len(pars) >= len(self.par):
+            if used + len(nxt) + 1 > budget:  # the run may wrap around the text, as in C
                 break
             pars.append(nxt)
             used += len(nxt) + 1
-        if not pars:
+        if budget < -1:  # not even the needles and the question fit (no paragraph is allowed)
             raise ValueError(f"ctx {ctx} too small for the {task} question")
         n = len(pars)
         slots = [math.floor(d * n + 0.5) for d, _ in needles]

@@ -102,13 +102,8 @@ def batch(hay, rng, length, tokens_per_step, pad):
             ids[i] = seq[:-1]
             tgt[i] = seq[1:]
             continue
-        while True:  # a long first paragraph can leave no room at 512 tokens: draw again
-            try:
-                prompt, answer, _, more = hay.prompt(rng, task, length, float(rng.uniform()),
-                                                     extra_questions(hay, rng, length))
-                break
-            except ValueError:
-                pass
+        prompt, answer, _, more = hay.prompt(rng, task, length, float(rng.uniform()),
+                                             extra_questions(hay, rng, length))
         pieces, spans, pos = [prompt, answer], [(len(prompt), len(answer))], len(prompt) + len(answer)
         for q, a in more:
             pieces += [q, a]
