@@ -12,7 +12,7 @@
 
 /* Bumped whenever this header changes shape; a plugin built against another version is
  * refused with a message, never loaded. */
-#define ELA_BACKEND_API_VERSION 4u
+#define ELA_BACKEND_API_VERSION 5u
 
 /* Services libela lends to a plugin (plugins never link libela themselves, so a statically
  * linked application and its plugins share one error state). */
@@ -95,6 +95,23 @@ typedef struct {
     ela_tensor *idx;             /* i32 [>= min(budget, n)] */
     int64_t *count;
 } ela_decode_select_args;
+
+/* token_compress / token_decompress: idx rows checked (strictly ascending in [0, L)). */
+typedef struct {
+    const ela_tensor *q, *k, *v; /* [L, Hq, d], [Hkv, L, d] x 2 */
+    const ela_tensor *idx;       /* i32 [Hq, >= n_sel] */
+    ela_tensor *qc, *kc, *vc;    /* [n_sel, Hq, d], [Hq, n_sel, d] x 2 */
+    int64_t L, n_sel, d;
+    int hq, hkv;
+} ela_token_compress_args;
+
+typedef struct {
+    const ela_tensor *oc;        /* [n_sel, Hq, d] */
+    const ela_tensor *idx;       /* i32 [Hq, >= n_sel] */
+    ela_tensor *o;               /* [L, Hq, d] */
+    int64_t L, n_sel, d;
+    int hq;
+} ela_token_decompress_args;
 
 typedef struct {
     ela_attn_dense_args attn;    /* L = 1, lse NULL, causal 1, q_pos0 = n - 1 */
@@ -200,6 +217,9 @@ typedef struct ela_backend_iface {
     ela_status (*attn_nsa)(void *ctx, const ela_attn_nsa_args *args);
     /* attn_dense (decode) + decode_select in one pass over K; NULL: the core's callers run both */
     ela_status (*decode_select_attend)(void *ctx, const ela_decode_select_attend_args *args);
+    /* Token Sparse Attention's gather and scatter (tsa+xattn composes them with other ops) */
+    ela_status (*token_compress)(void *ctx, const ela_token_compress_args *args);
+    ela_status (*token_decompress)(void *ctx, const ela_token_decompress_args *args);
 
     ela_status (*matmul)(void *ctx, const ela_matmul_args *args);
     ela_status (*rms_norm)(void *ctx, const ela_rms_norm_args *args);

@@ -137,6 +137,8 @@ typedef enum {
     ELA_OP_GET_ROWS,
     ELA_OP_COPY,
     ELA_OP_DECODE_SELECT_ATTEND, /* ela_decode_select_attend */
+    ELA_OP_TOKEN_COMPRESS,       /* ela_token_compress */
+    ELA_OP_TOKEN_DECOMPRESS,     /* ela_token_decompress */
     ELA_OP_COUNT
 } ela_op;
 
@@ -303,6 +305,22 @@ ELA_API ela_status ela_attn_token_sparse(ela_backend *backend, const ela_tensor 
                                          const ela_tensor *k, const ela_tensor *v,
                                          const ela_tensor *idx, int64_t n_sel, ela_tensor *o,
                                          const ela_attn_params *params);
+
+/* Token-sparse compression and decompression on their own (PAPERS.md 2.4), so that any prefill
+ * op can attend over the compressed sequences (the tsa+xattn policy runs XAttention on them).
+ * Compress: per query head h, qc[i, h] = q[idx[h, i], h] and kc[h, i] = k[idx[h, i], h / G],
+ * vc likewise, i < n_sel: each query head gets its own KV head, so the compressed tensors are
+ * ordinary attention inputs with Hkv = Hq whose compressed causal order is the original one.
+ * q [L, Hq, d]; k, v [Hkv, L, d]; qc [n_sel, Hq, d]; kc, vc [Hq, n_sel, d]; each output has its
+ * source's dtype (a plain copy). idx as in ela_attn_token_sparse (checked the same way). */
+ELA_API ela_status ela_token_compress(ela_backend *backend, const ela_tensor *q,
+                                      const ela_tensor *k, const ela_tensor *v,
+                                      const ela_tensor *idx, int64_t n_sel, ela_tensor *qc,
+                                      ela_tensor *kc, ela_tensor *vc);
+/* Decompress: o [L, Hq, d] is zero except o[idx[h, i], h] = oc[i, h] for i < n_sel; oc
+ * [n_sel, Hq, d] with o's dtype. */
+ELA_API ela_status ela_token_decompress(ela_backend *backend, const ela_tensor *oc,
+                                        const ela_tensor *idx, int64_t n_sel, ela_tensor *o);
 
 typedef struct {
     int64_t budget;  /* K: tokens kept per step */

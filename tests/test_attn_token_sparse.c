@@ -3,8 +3,10 @@
  * scattered rows, contiguous runs, TSA-like prefix subsets plus the window, the sets
  * ela_token_select picks), f32/f16/bf16, d 64/128/80, GQA 1/4/8, causal and not, odd and tiny
  * lengths, strided views; the identity list must give exactly ela_attn_dense's output; rows a
- * head did not select must be zero; invalid index lists, argument errors and OOM. Every SIMD
- * level the machine has and several thread counts. Replay with ELA_TEST_SEED. */
+ * head did not select must be zero; invalid index lists, argument errors and OOM. The same cases
+ * run as ela_token_compress -> ela_attn_dense -> ela_token_decompress (the compressed tensors must
+ * hold exactly the selected rows, the result must match the same reference). Every SIMD level the
+ * machine has and several thread counts. Replay with ELA_TEST_SEED. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -287,6 +289,18 @@ static void dev_set_free(dev_set *s) {
 
 #define OUT_SENTINEL (-7.75f) /* exact in f16 and bf16 */
 
+/* Every element of o's base set to OUT_SENTINEL. */
+static ela_status fill_sentinel(const dev_set *s) {
+    float *fill = malloc((size_t)s->o_numel * sizeof *fill);
+    if (!fill)
+        return ELA_ERR_OOM;
+    for (int64_t e = 0; e < s->o_numel; e++)
+        fill[e] = OUT_SENTINEL;
+    ela_status st = ela_tensor_write_f32(s->o.base, fill, s->o_numel);
+    free(fill);
+    return st;
+}
+
 /* Packed, or views: q heads of a fused [L, hq + 2 hkv, d] projection; k, v head-major views of
  * one token-major [L, 2, hkv, d] buffer; o a view of [L, hq + 1, d] skipping head 0; idx
  * columns [2, 2 + n_sel) of [hq, n_sel + 5]. o's base is filled with OUT_SENTINEL. */
@@ -332,13 +346,7 @@ static ela_status dev_set_make(ela_backend *be, const ts_case *c, const case_dat
         s->idx.t = s->idx.base;
         s->o_numel = L * hq * d;
     }
-    float *fill = malloc((size_t)s->o_numel * sizeof *fill);
-    if (!fill)
-        return ELA_ERR_OOM;
-    for (int64_t e = 0; e < s->o_numel; e++)
-        fill[e] = OUT_SENTINEL;
-    st = ela_tensor_write_f32(s->o.base, fill, s->o_numel);
-    free(fill);
+    st = fill_sentinel(s);
     if (st == ELA_OK)
         st = ela_tensor_write_f32(s->q.t, h->q, L * hq * d);
     if (st == ELA_OK)
@@ -439,6 +447,72 @@ static ela_status read_o(const ts_case *c, const dev_set *s, float *out, int64_t
     return st;
 }
 
+/* The op composed from its parts: compress, dense attention on [n_sel] rows with one KV head per
+ * query head, decompress into s->o. qc/kc/vc must be exactly the selected rows (as read back
+ * in f32, the rounded inputs), and the output must meet the reference like the fused op. */
+static void run_composed(backend_cfg *cfg, const ts_case *c, int ci, const case_data *h,
+                         const dev_set *s, const ela_attn_params *p, const char *what) {
+    const int64_t L = c->L, hq = c->hq, d = c->d, ns = h->n_sel, G = c->hq / c->hkv;
+    if (ns == 0)
+        return;
+    ela_tensor *qc = NULL, *kc = NULL, *vc = NULL, *oc = NULL;
+    int64_t qe[3] = {ns, hq, d}, ke[3] = {hq, ns, d}, nq = ns * hq * d, no = L * hq * d;
+    float *got = malloc((size_t)nq * sizeof *got), *o = malloc((size_t)no * sizeof *o);
+    ela_status st = got && o ? ELA_OK : ELA_ERR_OOM;
+    if (st == ELA_OK &&
+        ((st = ela_tensor_new(cfg->be, c->tq, 3, qe, NULL, &qc)) != ELA_OK ||
+         (st = ela_tensor_new(cfg->be, c->tkv, 3, ke, NULL, &kc)) != ELA_OK ||
+         (st = ela_tensor_new(cfg->be, c->tkv, 3, ke, NULL, &vc)) != ELA_OK ||
+         (st = ela_tensor_new(cfg->be, c->to, 3, qe, NULL, &oc)) != ELA_OK))
+        goto done;
+    st = ela_token_compress(cfg->be, s->q.t, s->k.t, s->v.t, s->idx.t, ns, qc, kc, vc);
+    CHECKF(st == ELA_OK, "case %d [%s] level %s: ela_token_compress: %s (%s)", ci, what,
+           cfg->level, ela_status_str(st), ela_last_error());
+    if (st != ELA_OK)
+        goto done;
+    int64_t wrong = 0;
+    for (int t = 0; t < 3 && st == ELA_OK; t++) {
+        st = ela_tensor_read_f32(t == 0 ? qc : t == 1 ? kc : vc, got, nq);
+        const float *src = t == 0 ? h->q : t == 1 ? h->k : h->v;
+        for (int64_t hh = 0; st == ELA_OK && hh < hq; hh++)
+            for (int64_t i = 0; i < ns; i++) {
+                int64_t row = h->idx[hh * ns + i];
+                const float *want = t == 0 ? src + (row * hq + hh) * d
+                                           : src + ((hh / G) * L + row) * d;
+                const float *have = t == 0 ? got + (i * hq + hh) * d : got + (hh * ns + i) * d;
+                wrong += memcmp(want, have, (size_t)d * sizeof *want) != 0;
+            }
+    }
+    CHECKF(st == ELA_OK && wrong == 0, "case %d [%s] level %s: %lld compressed rows differ from "
+           "the selected rows", ci, what, cfg->level, (long long)wrong);
+    if ((st = ela_attn_dense(cfg->be, qc, kc, vc, oc, NULL, p)) != ELA_OK ||
+        (st = fill_sentinel(s)) != ELA_OK ||
+        (st = ela_token_decompress(cfg->be, oc, s->idx.t, ns, s->o.t)) != ELA_OK)
+        goto done;
+    int64_t changed = 0;
+    CHECK_STATUS(read_o(c, s, o, &changed), ELA_OK);
+    double err = test_rel_l2(h->o, o, no), tol = tolerance(c);
+    int64_t nonzero = 0;
+    for (int64_t i = 0; i < L; i++)
+        for (int64_t hh = 0; hh < hq; hh++)
+            if (!h->sel[i * hq + hh])
+                for (int64_t e = 0; e < d; e++)
+                    nonzero += o[(i * hq + hh) * d + e] != 0.0f;
+    CHECKF(err <= tol && nonzero == 0 && changed == 0,
+           "case %d [%s] level %s composed: rel L2 error %.3g (tol %.0e), %lld unselected values "
+           "not 0, %lld elements outside o's view written", ci, what, cfg->level, err, tol,
+           (long long)nonzero, (long long)changed);
+done:
+    CHECKF(st == ELA_OK, "case %d [%s] level %s composed: %s (%s)", ci, what, cfg->level,
+           ela_status_str(st), ela_last_error());
+    free(got);
+    free(o);
+    ela_tensor_free(qc);
+    ela_tensor_free(kc);
+    ela_tensor_free(vc);
+    ela_tensor_free(oc);
+}
+
 static void run_on(backend_cfg *cfg, const ts_case *c, int ci, const case_data *h) {
     char what[320];
     case_str(c, what, sizeof what);
@@ -492,6 +566,7 @@ static void run_on(backend_cfg *cfg, const ts_case *c, int ci, const case_data *
                    ci, what, cfg->level, thr);
         }
     }
+    run_composed(cfg, c, ci, h, &s, &p, what);
 done:
     free(o);
     free(od);
@@ -583,6 +658,41 @@ static void test_errors(ela_backend *be) {
         for (int64_t e = 0; e < L * 4 * d; e++)
             touched += x[e] != OUT_SENTINEL;
         CHECKF(touched == 0, "%lld elements of o written by failed calls", (long long)touched);
+    }
+    /* ela_token_compress / ela_token_decompress: shapes, dtypes, aliasing, index contents. */
+    {
+        ela_tensor *qc = NULL, *kc = NULL, *vc = NULL, *kc16 = NULL, *qc_bad = NULL;
+        int64_t qce[3] = {ns, 4, d}, kce[3] = {4, ns, d}, kce_bad[3] = {2, ns, d};
+        CHECK_STATUS(ela_tensor_new(be, ELA_F32, 3, qce, NULL, &qc), ELA_OK);
+        CHECK_STATUS(ela_tensor_new(be, ELA_F32, 3, kce, NULL, &kc), ELA_OK);
+        CHECK_STATUS(ela_tensor_new(be, ELA_F32, 3, kce, NULL, &vc), ELA_OK);
+        CHECK_STATUS(ela_tensor_new(be, ELA_F16, 3, kce, NULL, &kc16), ELA_OK);
+        CHECK_STATUS(ela_tensor_new(be, ELA_F32, 3, kce_bad, NULL, &qc_bad), ELA_OK);
+        CHECK_STATUS(ela_tensor_write(idx, good, sizeof good), ELA_OK);
+        CHECK_STATUS(ela_token_compress(be, q, k, v, idx, ns, qc, kc, vc), ELA_OK);
+        CHECK_FAIL(ela_token_compress(NULL, q, k, v, idx, ns, qc, kc, vc), "backend");
+        CHECK_FAIL(ela_token_compress(be, q, k_short, v, idx, ns, qc, kc, vc), "k");
+        CHECK_FAIL(ela_token_compress(be, q, k, v, idx, ns, qc_bad, kc, vc), "qc");
+        CHECK_FAIL(ela_token_compress(be, q, k, v, idx, ns, qc, kc16, vc), "kc");
+        CHECK_FAIL(ela_token_compress(be, q, k, v, idx, ns, qc, kc, NULL), "vc");
+        CHECK_FAIL(ela_token_compress(be, q, k, v, idx, ns, qc, kc, kc), "vc");
+        CHECK_FAIL(ela_token_compress(be, q, k, v, idx, ns + 1, qc, kc, vc), "qc");
+        CHECK_FAIL(ela_token_compress(be, q, k, v, idx_u8, ns, qc, kc, vc), "idx");
+        CHECK_FAIL(ela_token_decompress(be, qc, idx, ns, o_bad), "oc");
+        CHECK_FAIL(ela_token_decompress(be, kc, idx, ns, o), "oc");
+        CHECK_FAIL(ela_token_decompress(be, qc, idx, L + 1, o), "n_sel");
+        CHECK_FAIL(ela_token_decompress(NULL, qc, idx, ns, o), "backend");
+        int32_t rows[4 * 40];
+        memcpy(rows, good, sizeof rows);
+        rows[2 * ns + 5] = rows[2 * ns + 4]; /* duplicate */
+        CHECK_STATUS(ela_tensor_write(idx, rows, sizeof rows), ELA_OK);
+        CHECK_FAIL(ela_token_compress(be, q, k, v, idx, ns, qc, kc, vc), "idx");
+        CHECK_FAIL(ela_token_decompress(be, qc, idx, ns, o), "idx");
+        ela_tensor_free(qc);
+        ela_tensor_free(kc);
+        ela_tensor_free(vc);
+        ela_tensor_free(kc16);
+        ela_tensor_free(qc_bad);
     }
     /* The last column only matters up to n_sel: a broken entry past it is never read. */
     CHECK_STATUS(ela_tensor_write(idx, good, sizeof good), ELA_OK);

@@ -3,13 +3,17 @@
  * each policy on the CPU backend in settings where it must equal dense attention exactly
  * (elastic with every head full, streaming whose window covers every key, tsa below its
  * minimum length, lessismore with a budget >= n) or must skip work (sparsity > 0 with a small
- * error on structured inputs). */
+ * error on structured inputs); tsa+xattn against the float64 references composed by hand
+ * (token_select -> gather -> xattn_estimate -> attn_blocks -> scatter). */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ref/attn_blocks_ref.h"
+#include "ref/token_select_ref.h"
+#include "ref/xattn_estimate_ref.h"
 #include "test_common.h"
 
 #define CHECK_PARSE_FAIL(fn, text, quote)                                                      \
@@ -278,6 +282,8 @@ static void test_prefill_run(ela_backend *be) {
     check_prefill(be, "elastic:xa-ssa,local=256", 1500, 8, 2, 0.5, 0.2, 1.0);
     /* tsa zeroes the rows a head drops, so its error is the dropped rows' share */
     check_prefill(be, "tsa,coverage=0.05,min=256,window=64", 1500, 4, 2, 1.0, 0.01, 1.0);
+    check_prefill(be, "tsa+xattn,coverage=0.05,min=256,window=64", 1500, 4, 2, 1.0, 0.02, 1.0);
+    check_prefill(be, "tsa+xattn", 1100, 4, 2, 0.5, 0.01, 1.0); /* short: xattn alone */
     /* errors */
     problem p;
     if (problem_make(be, &p, 200, 200, 2, 1, 64, 3) == 0) {
@@ -298,6 +304,150 @@ static void test_prefill_run(ela_backend *be) {
                      ELA_ERR_INVALID_ARG);
     }
     problem_free(&p);
+}
+
+/* tsa+xattn on random inputs against the references composed by hand: Token Sparse Attention's
+ * selection, each head's rows gathered (its own KV head), XAttention's masks on the compressed
+ * sequences, block-sparse attention, zeros for dropped rows. Inputs whose selections are within
+ * a near-tie margin are drawn again. */
+static int tsa_xattn_reference(const double *q, const double *k, const double *v, int64_t L,
+                               int hq, int hkv, int64_t d, double *o, int64_t *n_sel,
+                               int64_t *kept_blocks) {
+    int32_t *idx = malloc((size_t)(hq * L) * sizeof *idx);
+    int64_t nq = L * hq * d;
+    double *qc = malloc((size_t)nq * sizeof *qc), *kc = malloc((size_t)nq * sizeof *kc);
+    double *vc = malloc((size_t)nq * sizeof *vc), *oc = malloc((size_t)nq * sizeof *oc);
+    uint8_t *masks = malloc((size_t)hq * (size_t)((L + 127) / 128) * (size_t)((L + 127) / 128));
+    int *heads = malloc((size_t)hq * sizeof *heads);
+    ref_head_mode *modes = malloc((size_t)hq * sizeof *modes);
+    int rc = -1;
+    if (!idx || !qc || !kc || !vc || !oc || !masks || !heads || !modes)
+        goto done;
+    ref_token_select_shape ts = {L, d, hq, hkv, 64, 7, 0.05, 256, 0.0};
+    ref_token_select_info info;
+    if (ref_token_select(&ts, q, k, idx, n_sel, &info) != 0)
+        goto done;
+    rc = 1; /* near-tie: draw again */
+    if (info.dense || info.tau_margin < 1e-4 || info.topk_margin < 1e-4)
+        goto done;
+    int64_t ns = *n_sel, G = hq / hkv;
+    for (int h = 0; h < hq; h++) {
+        heads[h] = h;
+        modes[h] = (ref_head_mode){REF_HEAD_MASK, 0, 0, h};
+        for (int64_t i = 0; i < ns; i++) {
+            int64_t t = idx[h * L + i];
+            memcpy(qc + (i * hq + h) * d, q + (t * hq + h) * d, (size_t)d * sizeof *q);
+            memcpy(kc + (h * ns + i) * d, k + ((h / G) * L + t) * d, (size_t)d * sizeof *k);
+            memcpy(vc + (h * ns + i) * d, v + ((h / G) * L + t) * d, (size_t)d * sizeof *v);
+        }
+    }
+    ref_xattn_shape xs = {ns, ns, d, hq, hq, 0, 0.0, 16, 0.9};
+    double margin = 0.0;
+    if (ref_xattn_estimate(&xs, qc, kc, heads, hq, masks, kept_blocks, NULL, &margin) != 0 ||
+        margin < 1e-4)
+        goto done;
+    ref_attn_blocks_shape bs = {ns, ns, d, hq, hq, 0, 0.0, hq};
+    if (ref_attn_blocks(&bs, qc, kc, vc, modes, masks, oc, NULL) != 0) {
+        rc = -1;
+        goto done;
+    }
+    memset(o, 0, (size_t)nq * sizeof *o);
+    for (int h = 0; h < hq; h++)
+        for (int64_t i = 0; i < ns; i++)
+            memcpy(o + ((int64_t)idx[h * L + i] * hq + h) * d, oc + (i * hq + h) * d,
+                   (size_t)d * sizeof *o);
+    rc = 0;
+done:
+    free(idx);
+    free(qc);
+    free(kc);
+    free(vc);
+    free(oc);
+    free(masks);
+    free(heads);
+    free(modes);
+    return rc;
+}
+
+static void test_tsa_xattn(ela_backend *be) {
+    const int64_t L = 1500, d = 64;
+    const int hq = 4, hkv = 2;
+    const int64_t nq = L * hq * d, nk = hkv * L * d;
+    float *f = malloc((size_t)(nq + 2 * nk) * sizeof *f), *got = malloc((size_t)nq * sizeof *got);
+    double *qd = malloc((size_t)nq * sizeof *qd), *kd = malloc((size_t)nk * sizeof *kd);
+    double *vd = malloc((size_t)nk * sizeof *vd), *o = malloc((size_t)nq * sizeof *o);
+    ela_tensor *q = NULL, *k = NULL, *v = NULL, *out = NULL;
+    int64_t qs[3] = {L, hq, d}, ks[3] = {hkv, L, d}, n_sel = 0, kept = 0;
+    if (!f || !got || !qd || !kd || !vd || !o ||
+        ela_tensor_new(be, ELA_F32, 3, qs, NULL, &q) != ELA_OK ||
+        ela_tensor_new(be, ELA_F32, 3, ks, NULL, &k) != ELA_OK ||
+        ela_tensor_new(be, ELA_F32, 3, ks, NULL, &v) != ELA_OK ||
+        ela_tensor_new(be, ELA_F32, 3, qs, NULL, &out) != ELA_OK) {
+        CHECK(!"setup");
+        goto done;
+    }
+    int rc = 1, tries = 0;
+    test_rng rng;
+    test_rng_init(&rng, 77);
+    for (; rc == 1 && tries < 20; tries++) {
+        /* q with a little more spread than k, so rows have favourite keys */
+        test_fill_normal(&rng, f, nq, 1.5f);
+        test_fill_normal(&rng, f + nq, 2 * nk, 1.0f);
+        for (int64_t e = 0; e < nq; e++)
+            qd[e] = f[e];
+        for (int64_t e = 0; e < nk; e++) {
+            kd[e] = f[nq + e];
+            vd[e] = f[nq + nk + e];
+        }
+        rc = tsa_xattn_reference(qd, kd, vd, L, hq, hkv, d, o, &n_sel, &kept);
+    }
+    CHECKF(rc == 0, "tsa+xattn reference: %s after %d draws", rc == 1 ? "near-ties" : "failed",
+           tries);
+    if (rc != 0)
+        goto done;
+    CHECK_STATUS(ela_tensor_write_f32(q, f, nq), ELA_OK);
+    CHECK_STATUS(ela_tensor_write_f32(k, f + nq, nk), ELA_OK);
+    CHECK_STATUS(ela_tensor_write_f32(v, f + nq + nk, nk), ELA_OK);
+    ela_prefill_policy pol;
+    ela_prefill_report rep;
+    CHECK_STATUS(ela_prefill_policy_parse("tsa+xattn,coverage=0.05,min=256,window=64", &pol),
+                 ELA_OK);
+    CHECK_STATUS(ela_prefill_attention(be, &pol, q, k, v, out, NULL, NULL, NULL, &rep), ELA_OK);
+    CHECK_STATUS(ela_tensor_read_f32(out, got, nq), ELA_OK);
+    double err = test_rel_l2(o, got, nq);
+    double want_sparsity = 1.0 - (double)n_sel * (double)(n_sel + 1) / ((double)L * (double)(L + 1));
+    CHECKF(err <= 1e-5 && rep.kept_tokens == n_sel && rep.kept_blocks == kept &&
+           rep.sparsity > want_sparsity,
+           "tsa+xattn: error %.3g, kept %lld tokens (ref %lld), %lld blocks (ref %lld), "
+           "sparsity %.4f (tsa alone %.4f)", err, (long long)rep.kept_tokens, (long long)n_sel,
+           (long long)rep.kept_blocks, (long long)kept, rep.sparsity, want_sparsity);
+    printf("prefill tsa+xattn vs composed references: error %.2e, %lld of %lld tokens, %lld "
+           "blocks, sparsity %.3f (%d draws)\n", err, (long long)n_sel, (long long)L,
+           (long long)kept, rep.sparsity, tries);
+    /* out of memory at every allocation in turn: ELA_ERR_OOM, then the same result */
+    int64_t failures = 0;
+    ela_status r = ELA_ERR_INTERNAL;
+    for (int64_t i = 1; i <= 200; i++) {
+        ela_debug_fail_alloc(i);
+        r = ela_prefill_attention(be, &pol, q, k, v, out, NULL, NULL, NULL, &rep);
+        ela_debug_fail_alloc(0);
+        if (r != ELA_ERR_OOM)
+            break;
+        failures++;
+    }
+    CHECKF(r == ELA_OK && failures > 0, "tsa+xattn under failing allocations: %s after %lld OOMs",
+           ela_status_str(r), (long long)failures);
+done:
+    free(f);
+    free(got);
+    free(qd);
+    free(kd);
+    free(vd);
+    free(o);
+    ela_tensor_free(q);
+    ela_tensor_free(k);
+    ela_tensor_free(v);
+    ela_tensor_free(out);
 }
 
 static void test_decode_run(ela_backend *be) {
@@ -357,6 +507,7 @@ int main(void) {
     CHECK_STATUS(ela_backend_open("cpu", &be), ELA_OK);
     if (be) {
         test_prefill_run(be);
+        test_tsa_xattn(be);
         test_decode_run(be);
     }
     ela_backend_close(be);

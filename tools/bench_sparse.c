@@ -20,9 +20,9 @@
 static const char usage[] =
     "usage: ela bench sparse --policy P [options]\n"
     "  --policy P         prefill policy (dense, xattn, streaming, elastic:fa-xa, elastic:fa-ssa,\n"
-    "                     elastic:xa-ssa, tsa; options as in 'elastic:fa-xa,tau=0.9,full=0.5')\n"
-    "                     or, with --mode decode, a decode policy (lessismore:2048, nsa,\n"
-    "                     streaming)\n"
+    "                     elastic:xa-ssa, tsa, tsa+xattn; options as in\n"
+    "                     'elastic:fa-xa,tau=0.9,full=0.5') or, with --mode decode, a decode\n"
+    "                     policy (lessismore:2048, nsa, streaming)\n"
     "  --mode M           prefill (default) or decode\n"
     "  --n N[,N...]       key lengths (default 8192); prefill runs L = n queries\n"
     "  --hq H --hkv H --d D   heads and head dim (default 32, 8, 128)\n"

@@ -27,6 +27,7 @@ run prefill-xattn xattn dense
 run prefill-xattn-tau-0.95 "xattn,tau=0.95" dense
 run prefill-streaming streaming dense
 run prefill-tsa tsa dense
+run prefill-tsa-xattn tsa+xattn dense
 run prefill-tsa-profiled "tsa,layers=2-5" dense   # tools/layer_schedule.sh for this model
 # Elastic Attention with the routers trained by tools/train/router.py for this model.
 run prefill-elastic-fa-ssa elastic:fa-ssa dense --router "$model/router-fa-ssa.safetensors"

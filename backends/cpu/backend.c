@@ -103,11 +103,12 @@ static ela_status cpu_synchronize(void *ctx) {
 static const ela_backend_iface cpu_iface;
 
 /* Every float dtype for every op the iface implements; besides them q8_0 weights, tables and
- * copies (matmul, get_rows, copy) and i32 ids and positions (get_rows, rope). */
+ * copies (matmul, get_rows, copy, token_compress) and i32 ids and positions (get_rows, rope). */
 static int cpu_supports(void *ctx, ela_op op, const ela_dtype *dtypes, int n_dtypes) {
     (void)ctx;
     unsigned allowed = (1u << ELA_F32) | (1u << ELA_F16) | (1u << ELA_BF16);
-    if (op == ELA_OP_MATMUL || op == ELA_OP_GET_ROWS || op == ELA_OP_COPY)
+    if (op == ELA_OP_MATMUL || op == ELA_OP_GET_ROWS || op == ELA_OP_COPY ||
+        op == ELA_OP_TOKEN_COMPRESS)
         allowed |= 1u << ELA_Q8_0;
     if (op == ELA_OP_GET_ROWS || op == ELA_OP_ROPE)
         allowed |= 1u << ELA_I32;
@@ -134,6 +135,8 @@ static int cpu_supports(void *ctx, ela_op op, const ela_dtype *dtypes, int n_dty
     case ELA_OP_GET_ROWS: return f->get_rows != NULL;
     case ELA_OP_COPY: return f->copy != NULL;
     case ELA_OP_DECODE_SELECT_ATTEND: return f->decode_select_attend != NULL;
+    case ELA_OP_TOKEN_COMPRESS: return f->token_compress != NULL;
+    case ELA_OP_TOKEN_DECOMPRESS: return f->token_decompress != NULL;
     default: return 0;
     }
 }
@@ -163,6 +166,8 @@ static const ela_backend_iface cpu_iface = {
     .nsa_select = cpu_nsa_select,
     .attn_nsa = cpu_attn_nsa,
     .decode_select_attend = cpu_decode_select_attend,
+    .token_compress = cpu_token_compress,
+    .token_decompress = cpu_token_decompress,
     .matmul = cpu_matmul,
     .rms_norm = cpu_rms_norm,
     .rope = cpu_rope,

@@ -163,18 +163,27 @@ done:
     return st;
 }
 
+/* TSA selects over a whole prompt: no chunked prefill. */
+static ela_status check_whole_prompt(const ela_tensor *q, const ela_tensor *k,
+                                     const ela_attn_params *params) {
+    if (params->q_pos0 != 0 || ela_tensor_extent(k, 1) != ela_tensor_extent(q, 0))
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_prefill_attention: tsa selects over a whole "
+                        "prompt (q_pos0 = 0 and n = L); chunked prefill is not supported");
+    return ELA_OK;
+}
+
 static ela_status run_tsa(ela_backend *be, const ela_prefill_policy *pol, const ela_tensor *q,
                           const ela_tensor *k, const ela_tensor *v, ela_tensor *o,
                           const ela_attn_params *params, ela_prefill_report *r) {
     int64_t L = ela_tensor_extent(q, 0);
     int hq = (int)ela_tensor_extent(q, 1);
-    if (params->q_pos0 != 0 || ela_tensor_extent(k, 1) != L)
-        return ela_fail(ELA_ERR_INVALID_ARG, "ela_prefill_attention: tsa selects over a whole "
-                        "prompt (q_pos0 = 0 and n = L); chunked prefill is not supported");
+    ela_status st = check_whole_prompt(q, k, params);
+    if (st != ELA_OK)
+        return st;
     double t0 = now_ms();
     ela_tensor *idx = NULL;
     int64_t shape[2] = {hq, L}, n_sel = 0;
-    ela_status st = ela_tensor_new(be, ELA_I32, 2, shape, NULL, &idx);
+    st = ela_tensor_new(be, ELA_I32, 2, shape, NULL, &idx);
     if (st == ELA_OK)
         st = ela_token_select(be, q, k, &pol->tsa, idx, &n_sel);
     double t1 = now_ms();
@@ -194,6 +203,70 @@ static ela_status run_tsa(ela_backend *be, const ela_prefill_policy *pol, const 
     for (int h = 0; h < hq && h < ELA_REPORT_MAX_HEADS; h++)
         r->head_mode[h] = ELA_HEAD_DENSE;
     return ELA_OK;
+}
+
+/* tsa+xattn (PAPERS.md 2.4, 2.6): Token Sparse Attention's selection and compression, then
+ * XAttention (estimate + block-sparse attention) on every head's compressed sequence, then
+ * decompression. The compressed tensors give each query head its own KV head (Hkv = Hq), so
+ * XAttention's blocks are 128 compressed tokens, as in the authors' composition. */
+static ela_status run_tsa_xattn(ela_backend *be, const ela_prefill_policy *pol,
+                                const ela_tensor *q, const ela_tensor *k, const ela_tensor *v,
+                                ela_tensor *o, const ela_attn_params *params,
+                                ela_prefill_report *r) {
+    int64_t L = ela_tensor_extent(q, 0), d = ela_tensor_extent(q, 2);
+    int hq = (int)ela_tensor_extent(q, 1);
+    ela_prefill_policy xpol = *pol;
+    xpol.kind = ELA_PREFILL_XATTN;
+    ela_status st = check_whole_prompt(q, k, params);
+    if (st != ELA_OK)
+        return st;
+    double t0 = now_ms();
+    ela_tensor *idx = NULL, *qc = NULL, *kc = NULL, *vc = NULL, *oc = NULL;
+    int64_t shape[2] = {hq, L}, n_sel = 0;
+    st = ela_tensor_new(be, ELA_I32, 2, shape, NULL, &idx);
+    if (st == ELA_OK)
+        st = ela_token_select(be, q, k, &pol->tsa, idx, &n_sel);
+    if (st != ELA_OK)
+        goto done;
+    if (n_sel == L) { /* nothing dropped: XAttention on the whole prompt */
+        double t1 = now_ms();
+        st = run_blocks(be, &xpol, q, k, v, o, NULL, NULL, params, r);
+        r->select_ms += t1 - t0;
+        goto done;
+    }
+    int64_t qs[3] = {n_sel, hq, d}, ks[3] = {hq, n_sel, d};
+    if ((st = ela_tensor_new(be, ela_tensor_dtype(q), 3, qs, NULL, &qc)) != ELA_OK ||
+        (st = ela_tensor_new(be, ela_tensor_dtype(k), 3, ks, NULL, &kc)) != ELA_OK ||
+        (st = ela_tensor_new(be, ela_tensor_dtype(v), 3, ks, NULL, &vc)) != ELA_OK ||
+        (st = ela_tensor_new(be, ela_tensor_dtype(o), 3, qs, NULL, &oc)) != ELA_OK ||
+        (st = ela_token_compress(be, q, k, v, idx, n_sel, qc, kc, vc)) != ELA_OK ||
+        (st = ela_backend_synchronize(be)) != ELA_OK)
+        goto done;
+    double t1 = now_ms();
+    ela_prefill_report sub;
+    memset(&sub, 0, sizeof sub);
+    if ((st = run_blocks(be, &xpol, qc, kc, vc, oc, NULL, NULL, params, &sub)) != ELA_OK)
+        goto done;
+    double t2 = now_ms();
+    if ((st = ela_token_decompress(be, oc, idx, n_sel, o)) != ELA_OK ||
+        (st = ela_backend_synchronize(be)) != ELA_OK)
+        goto done;
+    double t3 = now_ms();
+    memcpy(r->head_mode, sub.head_mode, sizeof r->head_mode);
+    r->kept_blocks = sub.kept_blocks; /* blocks of compressed tokens */
+    r->causal_blocks = sub.causal_blocks;
+    r->select_ms = t1 - t0 + sub.select_ms;
+    r->attend_ms = sub.attend_ms + (t3 - t2);
+    r->kept_tokens = n_sel;
+    /* the compressed plan skipped sub.sparsity of its own causal pairs */
+    r->sparsity = 1.0 - (1.0 - sub.sparsity) * causal_pairs(0, n_sel) / causal_pairs(0, L);
+done:
+    ela_tensor_free(oc);
+    ela_tensor_free(vc);
+    ela_tensor_free(kc);
+    ela_tensor_free(qc);
+    ela_tensor_free(idx);
+    return st;
 }
 
 ela_status ela_prefill_attention(ela_backend *be, const ela_prefill_policy *pol,
@@ -230,9 +303,8 @@ ela_status ela_prefill_attention(ela_backend *be, const ela_prefill_policy *pol,
     case ELA_PREFILL_TSA:
         st = run_tsa(be, pol, q, k, v, o, &p, &r);
         break;
-    case ELA_PREFILL_TSA_XATTN: /* needs attn_blocks over the per-head compressed sequences */
-        st = ela_fail(ELA_ERR_UNSUPPORTED, "ela_prefill_attention: the tsa+xattn policy cannot "
-                      "run yet (use tsa or xattn)");
+    case ELA_PREFILL_TSA_XATTN:
+        st = run_tsa_xattn(be, pol, q, k, v, o, &p, &r);
         break;
     default:
         st = ela_fail(ELA_ERR_INVALID_ARG, "ela_prefill_attention: unknown policy kind %d",
