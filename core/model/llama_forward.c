@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/model/context.h"
+#include "core/ops/runtime_ops.h"
 
 /* Packed [rows, width] prefix of a packed [R, width] scratch tensor, viewed with `n_dims`
  * extents (the product of extents[1..] is the width). */
@@ -176,8 +177,9 @@ static ela_status layer_forward(ela_context *ctx, int layer, int64_t p0, int64_t
         ((st = k_pre_view(ctx, n, &k_pre)) != ELA_OK ||
          (st = ela_copy(be, cv->k_heads, k_pre)) != ELA_OK))
         goto done;
-    if ((st = ela_rope(be, cv->q3, cv->pos, &mi->rope)) != ELA_OK ||
-        (st = ela_rope(be, cv->k3, cv->pos, &mi->rope)) != ELA_OK)
+    /* positions p0 + i, written by chunk_upload: no read-back check (a GPU sync) */
+    if ((st = op_rope_host_checked(be, cv->q3, cv->pos, &mi->rope)) != ELA_OK ||
+        (st = op_rope_host_checked(be, cv->k3, cv->pos, &mi->rope)) != ELA_OK)
         goto done;
     if ((st = cache_view(ctx->k_cache[layer], p0, n, &k_dst)) != ELA_OK ||
         (st = cache_view(ctx->v_cache[layer], p0, n, &v_dst)) != ELA_OK ||
@@ -214,7 +216,7 @@ ela_status llama_forward(ela_context *ctx, int64_t p0, int64_t n) {
     if (st != ELA_OK)
         return st;
     if ((st = prefix(ctx->chunk.ids, 1, &n, &ids)) != ELA_OK ||
-        (st = ela_get_rows(be, ctx->model->tok_embd, ids, cv.x)) != ELA_OK)
+        (st = op_get_rows_host_checked(be, ctx->model->tok_embd, ids, cv.x)) != ELA_OK)
         goto done;
     for (int l = 0; l < ctx->model->info.n_layers && st == ELA_OK; l++)
         if ((st = layer_drift_begin(ctx)) == ELA_OK &&

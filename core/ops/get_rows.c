@@ -1,11 +1,15 @@
 /* get_rows (ela.h "Model ops"): out [M, D] f32 = table [V, D] rows ids[M] (the token
- * embedding). Every id is checked against V on the host before the backend runs. */
+ * embedding). Every id is checked against V on the host before the backend runs; the runtime's
+ * entry skips reading them back (it checked them before writing them). */
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/ops/model_op_check.h"
+#include "core/ops/runtime_ops.h"
 
-ela_status ela_get_rows(ela_backend *be, const ela_tensor *table, const ela_tensor *ids,
-                        ela_tensor *out) {
+/* check_ids: read the ids back and check them (the public op); 0 for the runtime, which checked
+ * them on the host before writing them (core/ops/runtime_ops.h). */
+static ela_status get_rows_run(ela_backend *be, const ela_tensor *table, const ela_tensor *ids,
+                               ela_tensor *out, int check_ids) {
     static const char op[] = "get_rows";
     if (!be)
         return ela_fail(ELA_ERR_INVALID_ARG, "ela_get_rows: backend is NULL");
@@ -28,6 +32,8 @@ ela_status ela_get_rows(ela_backend *be, const ela_tensor *table, const ela_tens
         return st;
     if (a.M == 0)
         return ELA_OK;
+    if (!check_ids)
+        return be->iface->get_rows(be->ctx, &a);
     const int32_t *id = NULL;
     int32_t *copy = NULL;
     int64_t stride = 0;
@@ -43,4 +49,14 @@ ela_status ela_get_rows(ela_backend *be, const ela_tensor *table, const ela_tens
     if (st != ELA_OK)
         return st;
     return be->iface->get_rows(be->ctx, &a);
+}
+
+ela_status ela_get_rows(ela_backend *be, const ela_tensor *table, const ela_tensor *ids,
+                        ela_tensor *out) {
+    return get_rows_run(be, table, ids, out, 1);
+}
+
+ela_status op_get_rows_host_checked(ela_backend *be, const ela_tensor *table,
+                                    const ela_tensor *ids, ela_tensor *out) {
+    return get_rows_run(be, table, ids, out, 0);
 }

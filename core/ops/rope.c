@@ -1,11 +1,13 @@
 /* rope (ela.h "Model ops"): rotary position embedding in place on x [M, H, d], row m at position
  * pos[m]; HF rotate_half or interleaved pairs, with linear or Llama 3.1 frequency scaling.
- * Validates the parameters and every position (>= 0) on the host, then calls the backend. */
+ * Validates the parameters and every position (>= 0) on the host, then calls the backend; the
+ * runtime's entry skips reading the positions back (it wrote them). */
 #include <math.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/ops/model_op_check.h"
+#include "core/ops/runtime_ops.h"
 
 static ela_status check_params(const ela_rope_params *p, int64_t d, ela_rope_params *out) {
     ela_rope_params r = *p;
@@ -50,8 +52,10 @@ static ela_status check_params(const ela_rope_params *p, int64_t d, ela_rope_par
     return ELA_OK;
 }
 
-ela_status ela_rope(ela_backend *be, ela_tensor *x, const ela_tensor *pos,
-                    const ela_rope_params *params) {
+/* check_pos: read the positions back and check them (the public op); 0 for the runtime, which
+ * wrote them itself (core/ops/runtime_ops.h). */
+static ela_status rope_run(ela_backend *be, ela_tensor *x, const ela_tensor *pos,
+                           const ela_rope_params *params, int check_pos) {
     static const char op[] = "rope";
     if (!be)
         return ela_fail(ELA_ERR_INVALID_ARG, "ela_rope: backend is NULL");
@@ -75,6 +79,8 @@ ela_status ela_rope(ela_backend *be, ela_tensor *x, const ela_tensor *pos,
         return st;
     if (a.M == 0)
         return ELA_OK;
+    if (!check_pos)
+        return a.H == 0 || a.p.n_rot == 0 ? ELA_OK : be->iface->rope(be->ctx, &a);
     const int32_t *p = NULL;
     int32_t *copy = NULL;
     int64_t stride = 0;
@@ -90,4 +96,14 @@ ela_status ela_rope(ela_backend *be, ela_tensor *x, const ela_tensor *pos,
     if (st != ELA_OK || a.H == 0 || a.p.n_rot == 0)
         return st;
     return be->iface->rope(be->ctx, &a);
+}
+
+ela_status ela_rope(ela_backend *be, ela_tensor *x, const ela_tensor *pos,
+                    const ela_rope_params *params) {
+    return rope_run(be, x, pos, params, 1);
+}
+
+ela_status op_rope_host_checked(ela_backend *be, ela_tensor *x, const ela_tensor *pos,
+                                const ela_rope_params *params) {
+    return rope_run(be, x, pos, params, 0);
 }
