@@ -617,6 +617,10 @@ typedef struct {
     int n_layers, n_heads, n_kv_heads, head_dim;
     int64_t hidden, ffn, vocab;
     int64_t max_positions;    /* from the config; 0 when unknown */
+    /* Sliding attention window in tokens (Mistral 7B v0.1; Qwen2 with use_sliding_window), 0
+     * when none. Windowed attention is not implemented: contexts are limited to the window,
+     * inside which it equals full causal attention. */
+    int64_t sliding_window;
     float norm_eps;
     ela_rope_params rope;
     ela_dtype weight_dtype;   /* dtype of most weight matrices */

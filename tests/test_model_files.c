@@ -1171,6 +1171,56 @@ static void test_config(void) {
     CHECK_FAIL(ela_model_load(dir, cpu, NULL, &m), ELA_ERR_UNSUPPORTED, "dynamic");
     tiny_free(&tm);
 
+    /* Sliding windows: Mistral's always applies, Qwen2's only with use_sliding_window; a context
+     * beyond the window is refused (windowed attention is not implemented), the default one is
+     * cut to it. */
+    struct {
+        const char *arch, *extra;
+        int64_t window;
+    } sw[] = {
+        {"mistral", ",\"sliding_window\":64", 64},
+        {"mistral", ",\"sliding_window\":null", 0},
+        {"qwen2", ",\"sliding_window\":64,\"use_sliding_window\":false", 0},
+        {"qwen2", ",\"sliding_window\":96,\"use_sliding_window\":true", 96},
+    };
+    for (size_t i = 0; i < sizeof sw / sizeof sw[0]; i++) {
+        tiny_cfg cw = llama_cfg;
+        cw.arch = sw[i].arch;
+        cw.bias = strcmp(sw[i].arch, "qwen2") == 0; /* Qwen2 has QKV biases */
+        tiny_model tw;
+        tiny_make(&tw, &cw, MODE_F32, 0, 420 + (int)i);
+        o.config_extra = sw[i].extra;
+        tiny_write_hf(&tw, dir, &o);
+        m = NULL;
+        CHECK_STATUS(ela_model_load(dir, cpu, NULL, &m), ELA_OK);
+        if (m) {
+            CHECKF(m->info.sliding_window == sw[i].window, "%s%s: sliding_window %lld", sw[i].arch,
+                   sw[i].extra, (long long)m->info.sliding_window);
+            ela_context_params cp = ela_context_params_default();
+            ela_context *ctx = NULL;
+            cp.n_ctx = 200;
+            if (sw[i].window) {
+                CHECK_FAIL(ela_context_new(m, &cp, &ctx), ELA_ERR_UNSUPPORTED, "sliding");
+                cp.n_ctx = sw[i].window;
+                CHECK_STATUS(ela_context_new(m, &cp, &ctx), ELA_OK);
+                ela_context_free(ctx);
+                ctx = NULL;
+                cp.n_ctx = 0;
+            }
+            CHECK_STATUS(ela_context_new(m, &cp, &ctx), ELA_OK);
+            ela_context_free(ctx);
+        }
+        ela_model_free(m);
+        tiny_free(&tw);
+    }
+    o.config_extra = ",\"sliding_window\":-5";
+    tiny_cfg cneg = llama_cfg;
+    cneg.arch = "mistral";
+    tiny_make(&tm, &cneg, MODE_F32, 0, 430);
+    tiny_write_hf(&tm, dir, &o);
+    CHECK_FAIL(ela_model_load(dir, cpu, NULL, &m), ELA_ERR_FORMAT, "sliding window");
+    tiny_free(&tm);
+
     /* Llama 3.1 GGUFs: rope_freqs.weight holds the llama3 divisors, from which the loader
      * recovers parameters giving the same divisors (only orig / low and high / low matter). */
     struct {

@@ -98,8 +98,16 @@ ela_status ela_context_new(ela_model *model, const ela_context_params *params,
     if (p.n_ctx < 0)
         return ela_fail(ELA_ERR_INVALID_ARG, "ela_context_new: n_ctx is negative (%lld)",
                         (long long)p.n_ctx);
-    if (p.n_ctx == 0)
+    if (p.n_ctx == 0) {
         p.n_ctx = mi->max_positions > 0 && mi->max_positions < 8192 ? mi->max_positions : 8192;
+        if (mi->sliding_window > 0 && p.n_ctx > mi->sliding_window)
+            p.n_ctx = mi->sliding_window;
+    }
+    if (mi->sliding_window > 0 && p.n_ctx > mi->sliding_window)
+        return ela_fail(ELA_ERR_UNSUPPORTED, "ela_context_new: n_ctx %lld exceeds the model's "
+                        "sliding attention window of %lld tokens; windowed attention is not "
+                        "implemented, so contexts are limited to the window",
+                        (long long)p.n_ctx, (long long)mi->sliding_window);
     if (p.kv_dtype != ELA_F16 && p.kv_dtype != ELA_BF16 && p.kv_dtype != ELA_F32)
         return ela_fail(p.kv_dtype == ELA_Q8_0 ? ELA_ERR_UNSUPPORTED : ELA_ERR_INVALID_ARG,
                         "ela_context_new: kv_dtype %s: the attention kernels read f32, f16 or "

@@ -189,6 +189,13 @@ ela_status model_config_from_json(const json_value *cfg, const char *what, ela_m
     info.rope.interleaved = 0;
     if ((st = rope_json(cfg, what, &info.rope)) != ELA_OK)
         return st;
+    /* Mistral's window always applies; Qwen2/3 carry one that only use_sliding_window enables. */
+    const json_value *use_sw = json_get(cfg, "use_sliding_window");
+    if (!is_absent(use_sw) && use_sw->kind != JSON_BOOL)
+        return ela_fail(ELA_ERR_FORMAT, "%s: use_sliding_window is not a bool", what);
+    if ((strcmp(arch, "mistral") == 0 || (!is_absent(use_sw) && use_sw->boolean)) &&
+        (st = json_int(cfg, what, "sliding_window", 0, 0, &info.sliding_window)) != ELA_OK)
+        return st;
     const json_value *tie = json_get(cfg, "tie_word_embeddings");
     if (!is_absent(tie) && tie->kind != JSON_BOOL)
         return ela_fail(ELA_ERR_FORMAT, "%s: tie_word_embeddings is not a bool", what);
@@ -347,7 +354,9 @@ ela_status model_config_from_gguf(const gguf_file *g, ela_model_info *out) {
         (st = gguf_key_float(g, arch, "attention.layer_norm_rms_epsilon", 1, 0, &eps)) != ELA_OK ||
         (st = gguf_key_float(g, arch, "rope.freq_base", 0, 10000.0, &theta)) != ELA_OK ||
         (st = gguf_key_int(g, arch, "context_length", 0, 0, &ctx)) != ELA_OK ||
-        (st = gguf_key_int(g, arch, "vocab_size", 0, 0, &vocab)) != ELA_OK)
+        (st = gguf_key_int(g, arch, "vocab_size", 0, 0, &vocab)) != ELA_OK ||
+        (st = gguf_key_int(g, arch, "attention.sliding_window", 0, 0, &info.sliding_window)) !=
+            ELA_OK)
         return st;
     if (heads <= 0 || !fits_int(heads))
         return ela_fail(ELA_ERR_FORMAT, "%s: %s.attention.head_count is %lld", path, arch,
@@ -454,6 +463,9 @@ ela_status model_config_check(const ela_model_info *m, const char *what) {
     if (m->max_positions < 0)
         return ela_fail(ELA_ERR_FORMAT, "%s: maximum positions %lld is negative", what,
                         (long long)m->max_positions);
+    if (m->sliding_window < 0)
+        return ela_fail(ELA_ERR_FORMAT, "%s: sliding window %lld is negative", what,
+                        (long long)m->sliding_window);
     if (!(m->norm_eps > 0.0f) || !(m->norm_eps < 1.0f))
         return ela_fail(ELA_ERR_FORMAT, "%s: RMS norm epsilon %g is not in (0, 1)", what,
                         (double)m->norm_eps);
