@@ -173,6 +173,13 @@ typedef struct {
 } ela_binary_args;
 
 typedef struct {
+    ela_tensor *x;          /* f32 [M, H, d], gated in place */
+    const ela_tensor *g;    /* f32 [M, >= H * stride] */
+    int64_t M, d;
+    int H, stride, offset;
+} ela_sigmoid_gate_args;
+
+typedef struct {
     const ela_tensor *table, *ids; /* [V, D], i32 [M] (host-checked in range) */
     ela_tensor *out;               /* f32 [M, D] */
     int64_t V, D, M;
@@ -228,6 +235,7 @@ typedef struct ela_backend_iface {
     ela_status (*add)(void *ctx, const ela_binary_args *args);
     ela_status (*get_rows)(void *ctx, const ela_get_rows_args *args);
     ela_status (*copy)(void *ctx, const ela_copy_args *args);
+    ela_status (*sigmoid_gate)(void *ctx, const ela_sigmoid_gate_args *args);
 } ela_backend_iface;
 
 /* The one symbol a plugin exports. Returns NULL (after host->set_error) when the plugin cannot

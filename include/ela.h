@@ -139,6 +139,7 @@ typedef enum {
     ELA_OP_DECODE_SELECT_ATTEND, /* ela_decode_select_attend */
     ELA_OP_TOKEN_COMPRESS,       /* ela_token_compress */
     ELA_OP_TOKEN_DECOMPRESS,     /* ela_token_decompress */
+    ELA_OP_SIGMOID_GATE,         /* ela_sigmoid_gate */
     ELA_OP_COUNT
 } ela_op;
 
@@ -566,6 +567,11 @@ ELA_API ela_status ela_silu_mul(ela_backend *backend, const ela_tensor *gate, co
 /* out = a + b, f32, same shapes; out may be a or b. */
 ELA_API ela_status ela_add(ela_backend *backend, const ela_tensor *a, const ela_tensor *b,
                            ela_tensor *out);
+/* SSA's output gate (PAPERS.md 4.3): x f32 [M, H, d] in place, row (m, h) multiplied by
+ * sigmoid(g[m, h * stride + offset]); g f32 [M, >= H * stride], 0 <= offset < stride (SSA:
+ * g = x_in . g_proj^T viewed as [M, H, 3], stride 3, offset 1). */
+ELA_API ela_status ela_sigmoid_gate(ela_backend *backend, ela_tensor *x, const ela_tensor *g,
+                                    int stride, int offset);
 /* out [M, D] f32 = table [V, D] (f32/f16/bf16/q8_0) rows ids (i32 [M], each in [0, V)). */
 ELA_API ela_status ela_get_rows(ela_backend *backend, const ela_tensor *table,
                                 const ela_tensor *ids, ela_tensor *out);

@@ -535,6 +535,94 @@ static void test_binary(void) {
                     check_binary(&cfgs[c], op, nds[s], shapes[s], mode, stream++);
 }
 
+/* ---- sigmoid_gate ---------------------------------------------------------------------- */
+/* x [M, H, d] times sigmoid(g[m, h * stride + offset]) against float64; g is [M, H * stride + 2]
+ * (columns past H * stride must be ignored). */
+static void check_sigmoid_gate(const backend_cfg *cfg, int64_t M, int64_t H, int64_t d,
+                               int stride, int offset, int padded, uint64_t stream) {
+    test_rng rng;
+    test_rng_init(&rng, stream);
+    int64_t gw = H * stride + 2, nx = M * H * d;
+    float *x = fmalloc(nx), *g = fmalloc(M * gw), *got = fmalloc(nx);
+    sub_t tx, tg;
+    memset(&tx, 0, sizeof tx);
+    memset(&tg, 0, sizeof tg);
+    int64_t ex[3] = {M, H, d}, eg[2] = {M, gw};
+    if (!x || !g || !got || sub_new(cfg->be, ELA_F32, 3, ex, padded, &tx) ||
+        sub_new(cfg->be, ELA_F32, 2, eg, padded, &tg)) {
+        CHECK(!"setup failed");
+        goto done;
+    }
+    fill_normal(&rng, x, nx, 1.0f);
+    fill_normal(&rng, g, M * gw, 3.0f);
+    CHECK_STATUS(ela_tensor_write_f32(tx.view, x, nx), ELA_OK);
+    CHECK_STATUS(ela_tensor_write_f32(tg.view, g, M * gw), ELA_OK);
+    CHECK_STATUS(ela_sigmoid_gate(cfg->be, tx.view, tg.view, stride, offset), ELA_OK);
+    CHECK_STATUS(ela_tensor_read_f32(tx.view, got, nx), ELA_OK);
+    double worst = 0.0;
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t h = 0; h < H; h++) {
+            double gate = 1.0 / (1.0 + exp(-(double)g[m * gw + h * stride + offset]));
+            for (int64_t i = 0; i < d; i++) {
+                int64_t e = (m * H + h) * d + i;
+                double want = (double)x[e] * gate;
+                worst = fmax(worst, fabs(got[e] - want) / (fabs(want) + 1e-30));
+            }
+        }
+    CHECKF(worst < 1e-6, "%s sigmoid_gate M=%lld H=%lld d=%lld stride %d offset %d: relative "
+           "error %.3g", cfg->level, (long long)M, (long long)H, (long long)d, stride, offset,
+           worst);
+    CHECKF(sub_outside_intact(&tx), "%s sigmoid_gate: wrote outside x", cfg->level);
+done:
+    sub_free(&tx);
+    sub_free(&tg);
+    free(x);
+    free(g);
+    free(got);
+}
+
+static void test_sigmoid_gate(void) {
+    uint64_t stream = 4500;
+    for (int c = 0; c < n_cfgs; c++) {
+        check_sigmoid_gate(&cfgs[c], 5, 4, 16, 3, 1, 0, stream++);
+        check_sigmoid_gate(&cfgs[c], 67, 7, 33, 3, 2, 1, stream++);
+        check_sigmoid_gate(&cfgs[c], 300, 32, 64, 1, 0, 1, stream++); /* threaded */
+        check_sigmoid_gate(&cfgs[c], 1, 3, 8, 5, 4, 0, stream++);
+    }
+    ela_backend *be = cfgs[0].be;
+    ela_tensor *x = NULL, *g = NULL, *g_narrow = NULL, *g16 = NULL;
+    int64_t ex[3] = {4, 3, 8}, eg[2] = {4, 9}, en[2] = {4, 8};
+    CHECK_STATUS(ela_tensor_new(be, ELA_F32, 3, ex, NULL, &x), ELA_OK);
+    CHECK_STATUS(ela_tensor_new(be, ELA_F32, 2, eg, NULL, &g), ELA_OK);
+    CHECK_STATUS(ela_tensor_new(be, ELA_F32, 2, en, NULL, &g_narrow), ELA_OK);
+    CHECK_STATUS(ela_tensor_new(be, ELA_F16, 2, eg, NULL, &g16), ELA_OK);
+    CHECK_STATUS(ela_sigmoid_gate(be, x, g, 3, 1), ELA_OK);
+    struct {
+        ela_backend *be;
+        ela_tensor *x, *g;
+        int stride, offset;
+        const char *word;
+    } bad[] = {{NULL, x, g, 3, 1, "backend"},     {be, NULL, g, 3, 1, "x"},
+               {be, x, NULL, 3, 1, "g"},          {be, x, g_narrow, 3, 1, "g"},
+               {be, x, g16, 3, 1, "g"},           {be, x, g, 3, 3, "offset"},
+               {be, x, g, 0, 0, "stride"},        {be, x, g, 3, -1, "offset"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_STATUS(ela_sigmoid_gate(bad[i].be, bad[i].x, bad[i].g, bad[i].stride,
+                                      bad[i].offset), ELA_ERR_INVALID_ARG);
+        CHECKF(test_has_word(ela_last_error(), bad[i].word), "case %zu: \"%s\" does not name %s",
+               i, ela_last_error(), bad[i].word);
+    }
+    ela_tensor *xv = NULL; /* g overlapping x */
+    int64_t ev[2] = {4, 9};
+    CHECK_STATUS(ela_tensor_view(x, 2, ev, NULL, 0, &xv), ELA_OK);
+    CHECK_STATUS(ela_sigmoid_gate(be, x, xv, 3, 1), ELA_ERR_INVALID_ARG);
+    ela_tensor_free(xv);
+    ela_tensor_free(x);
+    ela_tensor_free(g);
+    ela_tensor_free(g_narrow);
+    ela_tensor_free(g16);
+}
+
 /* ---- get_rows ------------------------------------------------------------------------------ */
 static void check_get_rows(const backend_cfg *cfg, ela_dtype dt, int64_t V, int64_t D, int64_t M,
                            int padded, uint64_t stream) {
@@ -955,6 +1043,7 @@ int main(void) {
     test_rope_llama3_freqs();
     test_rope();
     test_binary();
+    test_sigmoid_gate();
     test_get_rows();
     test_copy();
     printf("all ops: %.1f s on %d backend configurations\n", test_now() - t0, n_cfgs);

@@ -137,6 +137,7 @@ static int cpu_supports(void *ctx, ela_op op, const ela_dtype *dtypes, int n_dty
     case ELA_OP_DECODE_SELECT_ATTEND: return f->decode_select_attend != NULL;
     case ELA_OP_TOKEN_COMPRESS: return f->token_compress != NULL;
     case ELA_OP_TOKEN_DECOMPRESS: return f->token_decompress != NULL;
+    case ELA_OP_SIGMOID_GATE: return f->sigmoid_gate != NULL;
     default: return 0;
     }
 }
@@ -175,6 +176,7 @@ static const ela_backend_iface cpu_iface = {
     .add = cpu_add,
     .get_rows = cpu_get_rows,
     .copy = cpu_copy,
+    .sigmoid_gate = cpu_sigmoid_gate,
 };
 
 const ela_backend_iface *ela_cpu_backend_iface(void) { return &cpu_iface; }

@@ -48,6 +48,7 @@ ela_status cpu_get_rows(void *ctx, const ela_get_rows_args *args);
 ela_status cpu_copy(void *ctx, const ela_copy_args *args);
 ela_status cpu_token_compress(void *ctx, const ela_token_compress_args *args);
 ela_status cpu_token_decompress(void *ctx, const ela_token_decompress_args *args);
+ela_status cpu_sigmoid_gate(void *ctx, const ela_sigmoid_gate_args *args);
 
 /* decode_select.c's selection with phase 1's scoring done by the caller (decode_select_attend.c
  * attends while it scores). The selection cuts [0, n) into chunks of chunk_keys keys (a multiple

@@ -156,6 +156,21 @@ done:
     return st;
 }
 
+/* SSA's output gate (PAPERS.md 4.3), in full and sparse attention alike: head h's output
+ * times sigmoid(xn . g_proj^T)[h, 1]. The projection [n, 3 Hq] borrows the FFN gate scratch,
+ * which is free until the MLP (3 Hq is far below ffn in every SSA model). */
+static ela_status output_gate(ela_context *ctx, int layer, int64_t n, chunk_views *cv) {
+    ela_backend *be = ctx->model->backend;
+    int64_t ext[2] = {n, 3 * (int64_t)ctx->model->info.n_heads};
+    ela_tensor *g = NULL;
+    ela_status st = prefix(ctx->chunk.gate, 2, ext, &g);
+    if (st == ELA_OK &&
+        (st = ela_matmul(be, cv->xn, ctx->model->layers[layer].g_proj, NULL, g)) == ELA_OK)
+        st = ela_sigmoid_gate(be, cv->o3, g, 3, 1);
+    ela_tensor_free(g);
+    return st;
+}
+
 static ela_status layer_forward(ela_context *ctx, int layer, int64_t p0, int64_t n,
                                 chunk_views *cv) {
     ela_backend *be = ctx->model->backend;
@@ -186,7 +201,8 @@ static ela_status layer_forward(ela_context *ctx, int layer, int64_t p0, int64_t
         (st = ela_copy(be, cv->k_heads, k_dst)) != ELA_OK ||
         (st = ela_copy(be, cv->v_heads, v_dst)) != ELA_OK)
         goto done;
-    if ((st = layer_attention(ctx, layer, p0, n, cv)) != ELA_OK)
+    if ((st = layer_attention(ctx, layer, p0, n, cv)) != ELA_OK ||
+        (w->g_proj && (st = output_gate(ctx, layer, n, cv)) != ELA_OK))
         goto done;
     if ((st = ela_matmul(be, cv->attn, w->wo, NULL, cv->tmp)) != ELA_OK ||
         (st = ela_add(be, cv->x, cv->tmp, cv->x)) != ELA_OK)
