@@ -362,6 +362,7 @@ int main(void) {
         check_model(be, names[i], "model.gguf", 0);
     }
     check_model(be, "llama", "model-q8_0.gguf", TOL_Q8_0);
+    check_model(be, "ssa", "", 0); /* SSA's g_proj output gates */
     check_policies(be);
     check_context_errors(be);
     check_layer_drift(be);
