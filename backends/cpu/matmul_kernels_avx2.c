@@ -59,8 +59,12 @@ AVX2_INLINE void tile_body(ela_dtype dt, const float *x, int64_t xs, int R, cons
         UNROLL for (int c = 0; c < C; c++)
             acc[r][c] = _mm256_setzero_ps();
     int64_t k = 0;
+    const int64_t es = dt == ELA_F32 ? 4 : 2;
     for (; k + 8 <= K; k += 8) {
         __m256 wv[CPU_MM_C];
+        if (R <= 2 && (k * es) % 64 == 0) /* decode: once per cache line */
+            UNROLL for (int c = 0; c < C; c++)
+                _mm_prefetch(w + c * ws + k * es + CPU_MM_PREFETCH, _MM_HINT_T0);
         UNROLL for (int c = 0; c < C; c++)
             wv[c] = load8(dt, w + c * ws, k);
         UNROLL for (int r = 0; r < R; r++) {
@@ -143,6 +147,8 @@ AVX2_INLINE void q8_body(const char *xq, int64_t xqs, int R, const uint8_t *w, i
         }
         UNROLL for (int c = 0; c < C; c++) {
             const uint8_t *blk = w + c * ws + b * ELA_Q8_0_BYTES;
+            if (R <= 2)
+                _mm_prefetch((const char *)blk + CPU_MM_PREFETCH, _MM_HINT_T0);
             __m256i wv = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2));
             uint16_t dh;
             memcpy(&dh, blk, 2);

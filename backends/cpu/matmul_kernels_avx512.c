@@ -8,11 +8,11 @@
  * two 32-blocks per zmm. vpdpbusd multiplies unsigned by signed bytes, so the activations are
  * offset to x + 128 (an xor with 0x80) and 128 * sum(w) is subtracted, computed once per weight
  * block by a second vpdpbusd that every activation row shares. The int32 sums are converted and
- * scaled by d_x * d_w, the two blocks' scales broadcast to the two halves of the vector. Each
- * weight row is also prefetched 1 KiB ahead (the gain was within the noise of the shared test
- * machine; kept as it never cost). About 14 cycles per block pair and weight row for M = 1 (27
- * GFLOP/s on one core), so one core alone is near its share of DRAM bandwidth. Without VNNI,
- * the AVX2 q8_0 kernel runs. */
+ * scaled by d_x * d_w, the two blocks' scales broadcast to the two halves of the vector. About
+ * 14 cycles per block pair and weight row for M = 1 (27 GFLOP/s on one core), so one core alone
+ * is near its share of DRAM bandwidth. Without VNNI, the AVX2 q8_0 kernel runs.
+ * Weight rows are prefetched CPU_MM_PREFETCH bytes ahead (f32/f16/bf16: in decode tiles,
+ * R <= 2). */
 #include <immintrin.h>
 #include <string.h>
 
@@ -57,8 +57,12 @@ AVX512_INLINE void tile_body(ela_dtype dt, const float *x, int64_t xs, int R, co
         UNROLL for (int c = 0; c < C; c++)
             acc[r][c] = _mm512_setzero_ps();
     int64_t k = 0;
+    const int64_t es = dt == ELA_F32 ? 4 : 2;
     for (; k + 16 <= K; k += 16) {
         __m512 wv[CPU_MM_C];
+        if (R <= 2)
+            UNROLL for (int c = 0; c < C; c++)
+                _mm_prefetch(w + c * ws + k * es + CPU_MM_PREFETCH, _MM_HINT_T0);
         UNROLL for (int c = 0; c < C; c++)
             wv[c] = load16(dt, w + c * ws, k);
         UNROLL for (int r = 0; r < R; r++) {
@@ -143,8 +147,6 @@ VNNI_INLINE __m512 weight_scales(const uint8_t *blk, int second) {
                                  _mm512_castps128_ps512(s));
 }
 
-#define Q8_PREFETCH 1024
-
 /* Blocks b and b + 1 (two = 1) or the last block b alone (two = 0) of every tile pair. */
 #define Q8_STEP(two)                                                                            \
     do {                                                                                        \
@@ -162,7 +164,7 @@ VNNI_INLINE __m512 weight_scales(const uint8_t *blk, int second) {
         }                                                                                       \
         UNROLL for (int c = 0; c < C; c++) {                                                    \
             const uint8_t *blk = w + c * ws + b * ELA_Q8_0_BYTES;                               \
-            _mm_prefetch((const char *)blk + Q8_PREFETCH, _MM_HINT_T0);                         \
+            _mm_prefetch((const char *)blk + CPU_MM_PREFETCH, _MM_HINT_T0);                     \
             __m256i lo = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2));          \
             __m256i hi = (two) ? _mm256_loadu_si256((const __m256i *)(const void *)(blk + 36))  \
                                : _mm256_setzero_si256();                                        \
