@@ -164,6 +164,11 @@ typedef struct {
     int64_t M, d;
     int H;
     ela_rope_params p;      /* n_rot resolved (never 0) */
+    /* Computed once by the core (core/ops/rope_freqs.h), so every backend rotates by the same
+     * angles: host array [n_rot / 2] of frequencies after scaling and freq_factors, and the
+     * factor cos and sin are multiplied by (YaRN's attention scaling; 1 otherwise). */
+    const double *inv_freq;
+    float attn_scale;
 } ela_rope_args;
 
 typedef struct {

@@ -1,15 +1,14 @@
 /* CUDA rope (ela.h "Model ops"): rotary position embedding in place on x f32 [M, H, d], row m
  * at position pos[m]; pairs (i, i + n_rot/2) (HF rotate_half) or (2i, 2i + 1) (interleaved);
- * dims >= n_rot untouched. The frequencies (linear or Llama 3.1 scaling, then freq_factors)
- * are computed on the host in double exactly as the CPU backend does (backends/cpu/rope.c) and
- * passed with the launch; each row's angles pos * inv_freq and their cos/sin are computed in
- * double on the device too (positions reach 2^18 and beyond, where an f32 angle is off by
- * 0.01 rad), rounded to f32, and shared by the row's H heads.
+ * dims >= n_rot untouched. The frequencies come from the core in double (core/ops/rope_freqs.h,
+ * the same for every backend) and are passed with the launch; each row's angles
+ * pos * inv_freq and their cos/sin (times attn_scale) are computed in double on the device too
+ * (positions reach 2^18 and beyond, where an f32 angle is off by 0.01 rad), rounded to f32,
+ * and shared by the row's H heads.
  * Tiling: one block per row: its n_rot/2 cos/sin pairs into shared memory, then the block's
  * threads walk the H * n_rot/2 pairs. Bound: memory (x read and written once) plus n_rot/2
  * double-precision sincos per row. */
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "cuda_check.h"
@@ -26,6 +25,7 @@ typedef struct {
     int H, half, interleaved;
     const double *inv_dev; /* [half] in device memory, or NULL: inv below */
     double inv[ROPE_PARAM_FREQS];
+    double attn_scale;
 } rope_params;
 
 __global__ void __launch_bounds__(ROPE_THREADS) rope_kernel(const rope_params p) {
@@ -36,8 +36,8 @@ __global__ void __launch_bounds__(ROPE_THREADS) rope_kernel(const rope_params p)
         for (int i = threadIdx.x; i < half; i += ROPE_THREADS) {
             double s, c;
             sincos(pm * (p.inv_dev ? p.inv_dev[i] : p.inv[i]), &s, &c);
-            cs[i] = (float)c;
-            cs[half + i] = (float)s;
+            cs[i] = (float)(c * p.attn_scale);
+            cs[half + i] = (float)(s * p.attn_scale);
         }
         __syncthreads();
         char *row = p.x + m * p.s0;
@@ -52,33 +52,6 @@ __global__ void __launch_bounds__(ROPE_THREADS) rope_kernel(const rope_params p)
             v[i1] = x0 * s + x1 * c;
         }
         __syncthreads(); /* cs is rewritten for the next row */
-    }
-}
-
-/* The CPU backend's frequencies (backends/cpu/rope.c inv_freqs), in double. */
-static void inv_freqs(const ela_rope_params *p, double *inv) {
-    const int half = p->n_rot / 2;
-    const double two_pi = 6.283185307179586476925286766559;
-    for (int i = 0; i < half; i++) {
-        double f = pow((double)p->theta, -2.0 * i / (double)p->n_rot);
-        if (p->scaling == ELA_ROPE_SCALING_LINEAR) {
-            f /= (double)p->factor;
-        } else if (p->scaling == ELA_ROPE_SCALING_LLAMA3) {
-            const double old = (double)p->original_max_position, lo = p->low_freq_factor,
-                         hi = p->high_freq_factor, factor = p->factor;
-            const double wavelen = two_pi / f;
-            if (wavelen < old / hi) {
-                /* high frequency: unchanged */
-            } else if (wavelen > old / lo) {
-                f /= factor;
-            } else {
-                const double smooth = (old / wavelen - lo) / (hi - lo);
-                f = (1.0 - smooth) * f / factor + smooth * f;
-            }
-        }
-        if (p->freq_factors)
-            f /= (double)p->freq_factors[i];
-        inv[i] = f;
     }
 }
 
@@ -97,26 +70,22 @@ extern "C" ela_status cuda_rope(void *vctx, const ela_rope_args *a) {
     p.H = a->H;
     p.half = a->p.n_rot / 2;
     p.interleaved = a->p.interleaved;
+    p.attn_scale = a->attn_scale;
     const size_t smem = (size_t)p.half * 2 * sizeof(float);
     if (smem > 48 * 1024)
         return cuda_fail(ELA_ERR_UNSUPPORTED, "cuda: rope: n_rot %d is above 12288", a->p.n_rot);
     void *scratch = NULL;
     if (p.half <= ROPE_PARAM_FREQS) {
-        inv_freqs(&a->p, p.inv);
+        memcpy(p.inv, a->inv_freq, (size_t)p.half * sizeof(double));
     } else {
-        double *host = (double *)malloc((size_t)p.half * sizeof(double));
-        if (!host)
-            return cuda_fail(ELA_ERR_OOM, "cuda: rope: out of host memory");
-        inv_freqs(&a->p, host);
         st = cuda_scratch_alloc(ctx, (size_t)p.half * sizeof(double), &scratch);
         if (st == ELA_OK) {
-            /* From pageable memory: returns once `host` has been read. */
-            cudaError_t err = cudaMemcpyAsync(scratch, host, (size_t)p.half * sizeof(double),
+            /* From pageable memory: returns once the host array has been read. */
+            cudaError_t err = cudaMemcpyAsync(scratch, a->inv_freq, (size_t)p.half * sizeof(double),
                                               cudaMemcpyHostToDevice, ctx->stream);
             if (err != cudaSuccess)
                 st = cuda_fail_err(err, "cudaMemcpyAsync");
         }
-        free(host);
         if (st != ELA_OK) {
             if (scratch)
                 cuda_scratch_free(ctx, scratch);

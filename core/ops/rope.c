@@ -7,6 +7,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/ops/model_op_check.h"
+#include "core/ops/rope_freqs.h"
 #include "core/ops/runtime_ops.h"
 
 static ela_status check_params(const ela_rope_params *p, int64_t d, ela_rope_params *out) {
@@ -52,6 +53,21 @@ static ela_status check_params(const ela_rope_params *p, int64_t d, ela_rope_par
     return ELA_OK;
 }
 
+/* The backend's call with the frequencies filled in. */
+static ela_status rope_call(ela_backend *be, ela_rope_args *a) {
+    double *inv = ela_calloc((size_t)(a->p.n_rot / 2), sizeof *inv);
+    if (!inv)
+        return ela_fail(ELA_ERR_OOM, "ela_rope: out of host memory for %d frequencies",
+                        a->p.n_rot / 2);
+    double scale = 1.0;
+    rope_inv_freqs(&a->p, inv, &scale);
+    a->inv_freq = inv;
+    a->attn_scale = (float)scale;
+    ela_status st = be->iface->rope(be->ctx, a);
+    ela_free(inv);
+    return st;
+}
+
 /* check_pos: read the positions back and check them (the public op); 0 for the runtime, which
  * wrote them itself (core/ops/runtime_ops.h). */
 static ela_status rope_run(ela_backend *be, ela_tensor *x, const ela_tensor *pos,
@@ -65,7 +81,7 @@ static ela_status rope_run(ela_backend *be, ela_tensor *x, const ela_tensor *pos
         return st;
     if (!params)
         return ela_fail(ELA_ERR_INVALID_ARG, "ela_rope: params is NULL");
-    ela_rope_args a = {x, pos, x->extents[0], x->extents[2], 0, *params};
+    ela_rope_args a = {x, pos, x->extents[0], x->extents[2], 0, *params, NULL, 1.0f};
     if (x->extents[1] > 1 << 20)
         return ela_fail(ELA_ERR_INVALID_ARG, "ela_rope: tensor x has %lld heads, above 2^20",
                         (long long)x->extents[1]);
@@ -80,7 +96,7 @@ static ela_status rope_run(ela_backend *be, ela_tensor *x, const ela_tensor *pos
     if (a.M == 0)
         return ELA_OK;
     if (!check_pos)
-        return a.H == 0 || a.p.n_rot == 0 ? ELA_OK : be->iface->rope(be->ctx, &a);
+        return a.H == 0 || a.p.n_rot == 0 ? ELA_OK : rope_call(be, &a);
     const int32_t *p = NULL;
     int32_t *copy = NULL;
     int64_t stride = 0;
@@ -95,7 +111,7 @@ static ela_status rope_run(ela_backend *be, ela_tensor *x, const ela_tensor *pos
     ela_free(copy);
     if (st != ELA_OK || a.H == 0 || a.p.n_rot == 0)
         return st;
-    return be->iface->rope(be->ctx, &a);
+    return rope_call(be, &a);
 }
 
 ela_status ela_rope(ela_backend *be, ela_tensor *x, const ela_tensor *pos,
