@@ -541,7 +541,9 @@ ELA_API ela_status ela_rms_norm(ela_backend *backend, const ela_tensor *x, const
 typedef enum {
     ELA_ROPE_SCALING_NONE = 0,
     ELA_ROPE_SCALING_LINEAR = 1, /* positions divided by factor */
-    ELA_ROPE_SCALING_LLAMA3 = 2  /* Llama 3.1: per-frequency smooth interpolation */
+    ELA_ROPE_SCALING_LLAMA3 = 2, /* Llama 3.1: per-frequency smooth interpolation */
+    ELA_ROPE_SCALING_YARN = 3    /* YaRN (Qwen2.5/3 long context): ramp between the two, and
+                                    cos/sin scaled by the attention factor */
 } ela_rope_scaling;
 
 typedef struct {
@@ -556,6 +558,13 @@ typedef struct {
      * any scaling, as llama.cpp applies a GGUF `rope_freqs.weight`. NULL: none. Must stay
      * valid while the params are in use. */
     const float *freq_factors;
+    /* YaRN (as HF transformers' _compute_yarn_parameters; also uses factor and
+     * original_max_position): pairs rotating fewer than beta_slow times over the original
+     * window are interpolated (divided by factor), more than beta_fast times kept, a linear
+     * ramp between; 0 means the defaults 32 and 1. attn_factor multiplies cos and sin; 0 means
+     * 0.1 ln(factor) + 1. no_truncate: 1 keeps the ramp's ends unrounded (HF truncate=false). */
+    float beta_fast, beta_slow, attn_factor;
+    int no_truncate;
 } ela_rope_params;
 
 /* In place: x f32 [M, H, d]; row m is at position pos (i32 [M], values >= 0). */

@@ -1166,6 +1166,41 @@ static void test_config(void) {
     if (m)
         CHECK(m->info.rope.theta == 1000.0f && m->info.rope.scaling == ELA_ROPE_SCALING_NONE);
     ela_model_free(m);
+    /* YaRN as transformers 5 reads it (max_position_embeddings is 4096 in these configs) */
+    struct {
+        const char *extra;
+        float factor, beta_fast, attn;
+        int64_t orig;
+        int no_truncate;
+    } yarn[] = {
+        {",\"rope_parameters\":{\"rope_type\":\"yarn\",\"factor\":4.0,"
+         "\"original_max_position_embeddings\":1024,\"rope_theta\":1e6}", 4.0f, 0.0f, 0.0f, 1024, 0},
+        {",\"rope_scaling\":{\"type\":\"yarn\",\"original_max_position_embeddings\":512,"
+         "\"beta_fast\":16,\"truncate\":false}", 8.0f, 16.0f, 0.0f, 512, 1},
+        {",\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":40,\"mscale\":1.0,"
+         "\"mscale_all_dim\":0.5,\"original_max_position_embeddings\":4096}", 40.0f, 0.0f,
+         (float)((0.1 * log(40.0) + 1.0) / (0.05 * log(40.0) + 1.0)), 4096, 0},
+    };
+    for (size_t i = 0; i < sizeof yarn / sizeof yarn[0]; i++) {
+        o.config_extra = yarn[i].extra;
+        tiny_write_hf(&tm, dir, &o);
+        m = NULL;
+        CHECK_STATUS(ela_model_load(dir, cpu, NULL, &m), ELA_OK);
+        if (m) {
+            const ela_rope_params *r = &m->info.rope;
+            CHECKF(r->scaling == ELA_ROPE_SCALING_YARN && r->factor == yarn[i].factor &&
+                       r->original_max_position == yarn[i].orig &&
+                       r->beta_fast == yarn[i].beta_fast && r->no_truncate == yarn[i].no_truncate &&
+                       fabsf(r->attn_factor - yarn[i].attn) < 1e-6f,
+                   "yarn case %zu: scaling %d factor %g orig %lld beta_fast %g attn %g trunc %d", i,
+                   (int)r->scaling, (double)r->factor, (long long)r->original_max_position,
+                   (double)r->beta_fast, (double)r->attn_factor, r->no_truncate);
+        }
+        ela_model_free(m);
+    }
+    o.config_extra = ",\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4,\"truncate\":1}";
+    tiny_write_hf(&tm, dir, &o);
+    CHECK_FAIL(ela_model_load(dir, cpu, NULL, &m), ELA_ERR_FORMAT, "truncate");
     o.config_extra = ",\"rope_parameters\":{\"rope_type\":\"dynamic\",\"factor\":2.0}";
     tiny_write_hf(&tm, dir, &o);
     CHECK_FAIL(ela_model_load(dir, cpu, NULL, &m), ELA_ERR_UNSUPPORTED, "dynamic");
@@ -1542,7 +1577,7 @@ static void test_errors(void) {
          ELA_ERR_UNSUPPORTED},
         {NULL, "attention heads", ELA_ERR_FORMAT},
         {NULL, "head_dim", ELA_ERR_FORMAT},
-        {NULL, "yarn", ELA_ERR_UNSUPPORTED},
+        {NULL, "longrope", ELA_ERR_UNSUPPORTED},
         {NULL, "rms_norm_eps", ELA_ERR_FORMAT},
         {NULL, "hidden_size", ELA_ERR_FORMAT},
         {NULL, "tie_word_embeddings", ELA_ERR_FORMAT},
@@ -1551,7 +1586,7 @@ static void test_errors(void) {
     const char *extras[] = {NULL, NULL, NULL,
                             ",\"num_attention_heads\":3",
                             ",\"head_dim\":7",
-                            ",\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4}",
+                            ",\"rope_scaling\":{\"rope_type\":\"longrope\",\"factor\":4}",
                             ",\"rms_norm_eps\":\"x\"",
                             ",\"hidden_size\":1.5",
                             ",\"tie_word_embeddings\":1",

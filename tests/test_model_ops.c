@@ -400,10 +400,21 @@ static void check_rope(const backend_cfg *cfg, int64_t M, int64_t H, int64_t d, 
         pos[m] = m < 6 ? fixed[m] : (int32_t)(test_rng_u64(&rng) % 300000);
     ela_rope_params p = {scaling == ELA_ROPE_SCALING_LLAMA3 ? 500000.0f : 10000.0f, n_rot,
                          interleaved, scaling, scaling == ELA_ROPE_SCALING_LINEAR ? 4.0f : 8.0f,
-                         1.0f, 4.0f, 8192, NULL};
+                         1.0f, 4.0f, 8192, NULL, 0.0f, 0.0f, 0.0f, 0};
+    if (scaling == ELA_ROPE_SCALING_YARN) { /* Qwen2.5's 4x over 32K; odd betas on some rows */
+        p.theta = 1000000.0f;
+        p.factor = 4.0f;
+        p.original_max_position = 32768;
+        if (stream % 2) {
+            p.beta_fast = 16.0f;
+            p.beta_slow = 2.0f;
+            p.attn_factor = 1.3f;
+            p.no_truncate = 1;
+        }
+    }
     ref_rope_params rp = {p.theta, n_rot ? n_rot : (int)d, interleaved, (int)scaling, p.factor,
                           p.low_freq_factor, p.high_freq_factor, (double)p.original_max_position,
-                          NULL};
+                          NULL, p.beta_fast, p.beta_slow, p.attn_factor, !p.no_truncate};
     float factors[4096];
     if (with_factors) { /* GGUF rope_freqs: per-frequency divisors in [1, 8] */
         for (int i = 0; i < rp.n_rot / 2; i++)
@@ -446,7 +457,8 @@ done:
  * frequency (unchanged), 63 low (divided by 8), 30 in the smooth band (wavelength between
  * 8192 / 4 and 8192). */
 static void test_rope_llama3_freqs(void) {
-    ref_rope_params rp = {500000.0, 128, 0, REF_ROPE_LLAMA3, 8.0, 1.0, 4.0, 8192.0, NULL};
+    ref_rope_params rp = {500000.0, 128, 0, REF_ROPE_LLAMA3, 8.0, 1.0, 4.0, 8192.0, NULL, 0, 0,
+                          0, 0};
     double inv[64];
     ref_rope_inv_freq(&rp, inv);
     double base30 = pow(500000.0, -60.0 / 128.0), base63 = pow(500000.0, -126.0 / 128.0);
@@ -464,10 +476,11 @@ static void test_rope(void) {
     for (int c = 0; c < n_cfgs; c++)
         for (int k = 0; k < 3; k++)
             for (int style = 0; style < 2; style++)
-                for (int sc = 0; sc < 4; sc++) /* 3: no scaling, per-frequency factors */
+                for (int sc = 0; sc < 6; sc++) /* 3: no scaling + per-frequency factors */
                     check_rope(&cfgs[c], k == 1 ? 9 : 6, 3, dims[k][0], (int)dims[k][1], style,
-                               (ela_rope_scaling)(sc % 3), sc == 3, (k + style + sc) % 2,
-                               stream++);
+                               sc == 3 ? ELA_ROPE_SCALING_NONE
+                                       : (ela_rope_scaling)(sc < 3 ? sc : ELA_ROPE_SCALING_YARN),
+                               sc == 3, (k + style + sc) % 2, stream++);
 }
 
 /* ---- silu_mul and add ------------------------------------------------------------------------ */
@@ -864,7 +877,8 @@ static void test_errors(ela_backend *be) {
     ela_tensor *posf = mk(be, ELA_F32, 1, 4, 0, 0);
     int32_t pv[4] = {0, 5, -3, 9}, pok[4] = {0, 1, 2, 3};
     CHECK_STATUS(ela_tensor_write(pos, pv, sizeof pv), ELA_OK);
-    ela_rope_params rp = {10000.0f, 0, 0, ELA_ROPE_SCALING_NONE, 1.0f, 1.0f, 4.0f, 8192, NULL};
+    ela_rope_params rp = {10000.0f, 0, 0, ELA_ROPE_SCALING_NONE, 1.0f, 1.0f, 4.0f, 8192, NULL,
+                          0.0f, 0.0f, 0.0f, 0};
     CHECK_ERR(ela_rope(NULL, x3, pos, &rp), BAD, "backend");
     CHECK_ERR(ela_rope(be, NULL, pos, &rp), BAD, "x");
     CHECK_ERR(ela_rope(be, x3, NULL, &rp), BAD, "pos");
@@ -995,7 +1009,8 @@ static void test_oom(ela_backend *be) {
     ela_tensor_write_f32(x3, v, 6 * 64);
     ela_tensor_write(pos, p, sizeof p);
     ela_tensor_write(ids, id, sizeof id);
-    ela_rope_params rp = {10000.0f, 0, 0, ELA_ROPE_SCALING_LLAMA3, 8.0f, 1.0f, 4.0f, 8192, NULL};
+    ela_rope_params rp = {10000.0f, 0, 0, ELA_ROPE_SCALING_LLAMA3, 8.0f, 1.0f, 4.0f, 8192, NULL,
+                          0.0f, 0.0f, 0.0f, 0};
     for (int op = 0; op < 5; op++) {
         int64_t failures = 0;
         ela_status st = ELA_OK;

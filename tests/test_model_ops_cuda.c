@@ -390,10 +390,15 @@ static void check_rope(int64_t M, int64_t H, int64_t d, int n_rot, int interleav
         pos[m] = m < 6 ? fixed[m] : (int32_t)(test_rng_u64(&rng) % 300000);
     ela_rope_params p = {scaling == ELA_ROPE_SCALING_LLAMA3 ? 500000.0f : 10000.0f, n_rot,
                          interleaved, scaling, scaling == ELA_ROPE_SCALING_LINEAR ? 4.0f : 8.0f,
-                         1.0f, 4.0f, 8192, NULL};
+                         1.0f, 4.0f, 8192, NULL, 0.0f, 0.0f, 0.0f, 0};
+    if (scaling == ELA_ROPE_SCALING_YARN) { /* Qwen2.5's 4x over 32K */
+        p.theta = 1000000.0f;
+        p.factor = 4.0f;
+        p.original_max_position = 32768;
+    }
     ref_rope_params rp = {p.theta, n_rot ? n_rot : (int)d, interleaved, (int)scaling, p.factor,
                           p.low_freq_factor, p.high_freq_factor, (double)p.original_max_position,
-                          NULL};
+                          NULL, 0.0, 0.0, 0.0, 1};
     if (with_factors) {
         for (int i = 0; i < rp.n_rot / 2; i++)
             factors[i] = (float)test_rng_uniform(&rng, 1.0, 8.0);
@@ -445,9 +450,10 @@ static void test_rope(void) {
     static const int64_t dims[4][2] = {{64, 0}, {128, 64}, {10, 6}, {640, 600}};
     for (int k = 0; k < 4; k++)
         for (int style = 0; style < 2; style++)
-            for (int sc = 0; sc < 4; sc++) /* 3: no scaling, per-frequency factors */
+            for (int sc = 0; sc < 5; sc++) /* 3: no scaling, per-frequency factors; 4: YaRN */
                 check_rope(k == 1 ? 9 : k == 3 ? 3 : 6, 3, dims[k][0], (int)dims[k][1], style,
-                           (ela_rope_scaling)(sc % 3), sc == 3, (k + style + sc) % 2, stream++);
+                           sc == 4 ? ELA_ROPE_SCALING_YARN : (ela_rope_scaling)(sc % 3), sc == 3,
+                           (k + style + sc) % 2, stream++);
     /* Llama 3.1 at 128K-class positions with its GGUF rope_freqs, many rows and heads. */
     check_rope(200, 32, 128, 0, 1, ELA_ROPE_SCALING_NONE, 1, 0, stream++);
     check_rope(200, 8, 128, 0, 0, ELA_ROPE_SCALING_LLAMA3, 0, 1, stream++);

@@ -61,7 +61,48 @@ static int fits_int(int64_t v) { return v >= -2147483647 - 1 && v <= 2147483647;
 /* RoPE base and scaling: transformers 5 writes them together as rope_parameters {rope_theta,
  * rope_type, factor, ...}; earlier versions as rope_theta and rope_scaling {rope_type or type,
  * factor, ...}. */
-static ela_status rope_json(const json_value *cfg, const char *what, ela_rope_params *r) {
+/* YaRN as HF transformers 5 reads it: factor (absent: max_position_embeddings over the
+ * original), original_max_position_embeddings (absent: max_position_embeddings), beta_fast,
+ * beta_slow, attention_factor or else mscale / mscale_all_dim, truncate. */
+static ela_status yarn_json(const json_value *rs, const char *what, int64_t max_pos,
+                            ela_rope_params *r) {
+    int64_t orig = 0;
+    double factor = 0, fast = 0, slow = 0, attn = 0, mscale = 0, mscale_all = 0;
+    ela_status st;
+    if ((st = json_int(rs, what, "original_max_position_embeddings", 0, max_pos, &orig)) !=
+            ELA_OK ||
+        (st = json_num(rs, what, "factor", 0, 0, &factor)) != ELA_OK ||
+        (st = json_num(rs, what, "beta_fast", 0, 0, &fast)) != ELA_OK ||
+        (st = json_num(rs, what, "beta_slow", 0, 0, &slow)) != ELA_OK ||
+        (st = json_num(rs, what, "attention_factor", 0, 0, &attn)) != ELA_OK ||
+        (st = json_num(rs, what, "mscale", 0, 0, &mscale)) != ELA_OK ||
+        (st = json_num(rs, what, "mscale_all_dim", 0, 0, &mscale_all)) != ELA_OK)
+        return st;
+    if (orig <= 0)
+        return ela_fail(ELA_ERR_FORMAT, "%s: yarn needs original_max_position_embeddings (or "
+                        "max_position_embeddings) > 0", what);
+    if (factor == 0)
+        factor = (double)max_pos / (double)orig;
+    if (!(factor > 0) || fast < 0 || slow < 0 || attn < 0)
+        return ela_fail(ELA_ERR_FORMAT, "%s: yarn factor %g, beta_fast %g, beta_slow %g or "
+                        "attention_factor %g is out of range", what, factor, fast, slow, attn);
+    if (attn == 0 && mscale != 0 && mscale_all != 0 && factor > 1) /* DeepSeek's form */
+        attn = (0.1 * mscale * log(factor) + 1.0) / (0.1 * mscale_all * log(factor) + 1.0);
+    const json_value *trunc = json_get(rs, "truncate");
+    if (!is_absent(trunc) && trunc->kind != JSON_BOOL)
+        return ela_fail(ELA_ERR_FORMAT, "%s: truncate is not a bool", what);
+    r->scaling = ELA_ROPE_SCALING_YARN;
+    r->factor = (float)factor;
+    r->original_max_position = orig;
+    r->beta_fast = (float)fast;
+    r->beta_slow = (float)slow;
+    r->attn_factor = (float)attn;
+    r->no_truncate = !is_absent(trunc) && !trunc->boolean;
+    return ELA_OK;
+}
+
+static ela_status rope_json(const json_value *cfg, const char *what, int64_t max_pos,
+                            ela_rope_params *r) {
     const char *key = "rope_parameters";
     const json_value *rs = json_get(cfg, key);
     if (is_absent(rs)) {
@@ -112,8 +153,10 @@ static ela_status rope_json(const json_value *cfg, const char *what, ela_rope_pa
         r->original_max_position = orig;
         return ELA_OK;
     }
-    return ela_fail(ELA_ERR_UNSUPPORTED, "%s: rope type '%.64s' is not supported (default, llama3, "
-                    "linear)", rs_what, type);
+    if (strcmp(type, "yarn") == 0)
+        return yarn_json(rs, rs_what, max_pos, r);
+    return ela_fail(ELA_ERR_UNSUPPORTED, "%s: rope type '%.64s' is not supported (default, linear, "
+                    "llama3, yarn)", rs_what, type);
 }
 
 ela_status model_config_from_json(const json_value *cfg, const char *what, ela_model_info *out,
@@ -187,7 +230,7 @@ ela_status model_config_from_json(const json_value *cfg, const char *what, ela_m
     info.norm_eps = (float)eps;
     info.rope.n_rot = 0;
     info.rope.interleaved = 0;
-    if ((st = rope_json(cfg, what, &info.rope)) != ELA_OK)
+    if ((st = rope_json(cfg, what, max_pos, &info.rope)) != ELA_OK)
         return st;
     /* Mistral's window always applies; Qwen2/3 carry one that only use_sliding_window enables. */
     const json_value *use_sw = json_get(cfg, "use_sliding_window");
@@ -404,9 +447,32 @@ ela_status model_config_from_gguf(const gguf_file *g, ela_model_info *out) {
                 return st;
             info.rope.scaling = ELA_ROPE_SCALING_LINEAR;
             info.rope.factor = (float)factor;
+        } else if (strcmp(type, "yarn") == 0) {
+            /* llama.cpp's keys; its attn_factor multiplies YaRN's 0.1 ln(factor) + 1 */
+            double fast = 0, slow = 0, attn = 1;
+            int64_t orig = 0;
+            if ((st = gguf_key_float(g, arch, "rope.scaling.factor", 1, 1, &factor)) != ELA_OK ||
+                (st = gguf_key_int(g, arch, "rope.scaling.original_context_length", 1, 0,
+                                   &orig)) != ELA_OK ||
+                (st = gguf_key_float(g, arch, "rope.scaling.yarn_beta_fast", 0, 0, &fast)) !=
+                    ELA_OK ||
+                (st = gguf_key_float(g, arch, "rope.scaling.yarn_beta_slow", 0, 0, &slow)) !=
+                    ELA_OK ||
+                (st = gguf_key_float(g, arch, "rope.scaling.attn_factor", 0, 1, &attn)) != ELA_OK)
+                return st;
+            if (orig <= 0 || fast < 0 || slow < 0 || !(attn > 0))
+                return ela_fail(ELA_ERR_FORMAT, "%s: %s.rope.scaling.original_context_length, "
+                                "yarn_beta_fast, yarn_beta_slow or attn_factor is out of range",
+                                path, arch);
+            info.rope.scaling = ELA_ROPE_SCALING_YARN;
+            info.rope.factor = (float)factor;
+            info.rope.original_max_position = orig;
+            info.rope.beta_fast = (float)fast;
+            info.rope.beta_slow = (float)slow;
+            info.rope.attn_factor = (float)(attn * (factor > 1 ? 0.1 * log(factor) + 1.0 : 1.0));
         } else if (strcmp(type, "none") != 0) {
-            return ela_fail(ELA_ERR_UNSUPPORTED, "%s: %s '%.64s' is not supported (none, linear)",
-                            path, key, type);
+            return ela_fail(ELA_ERR_UNSUPPORTED, "%s: %s '%.64s' is not supported (none, linear, "
+                            "yarn)", path, key, type);
         }
     } else {
         if ((st = gguf_key_float(g, arch, "rope.scale_linear", 0, 1, &factor)) != ELA_OK)

@@ -26,7 +26,7 @@ static ela_status check_params(const ela_rope_params *p, int64_t d, ela_rope_par
         return ela_fail(ELA_ERR_INVALID_ARG, "ela_rope: params interleaved is %d, must be 0 or 1",
                         r.interleaved);
     if (r.scaling != ELA_ROPE_SCALING_NONE && r.scaling != ELA_ROPE_SCALING_LINEAR &&
-        r.scaling != ELA_ROPE_SCALING_LLAMA3)
+        r.scaling != ELA_ROPE_SCALING_LLAMA3 && r.scaling != ELA_ROPE_SCALING_YARN)
         return ela_fail(ELA_ERR_INVALID_ARG, "ela_rope: params scaling is %d, not an "
                         "ela_rope_scaling", (int)r.scaling);
     if (r.scaling != ELA_ROPE_SCALING_NONE && (!isfinite(r.factor) || r.factor <= 0.0f))
@@ -44,6 +44,17 @@ static ela_status check_params(const ela_rope_params *p, int64_t d, ela_rope_par
             return ela_fail(ELA_ERR_INVALID_ARG,
                             "ela_rope: params original_max_position is %lld, must be > 0",
                             (long long)r.original_max_position);
+    }
+    if (r.scaling == ELA_ROPE_SCALING_YARN) {
+        if (r.original_max_position <= 0)
+            return ela_fail(ELA_ERR_INVALID_ARG,
+                            "ela_rope: params original_max_position is %lld, must be > 0",
+                            (long long)r.original_max_position);
+        if (!isfinite(r.beta_fast) || !isfinite(r.beta_slow) || !isfinite(r.attn_factor) ||
+            r.beta_fast < 0.0f || r.beta_slow < 0.0f || r.attn_factor < 0.0f)
+            return ela_fail(ELA_ERR_INVALID_ARG, "ela_rope: params beta_fast %g, beta_slow %g and "
+                            "attn_factor %g must be >= 0 (0: the default)", (double)r.beta_fast,
+                            (double)r.beta_slow, (double)r.attn_factor);
     }
     for (int i = 0; r.freq_factors && i < r.n_rot / 2; i++)
         if (!isfinite(r.freq_factors[i]) || r.freq_factors[i] <= 0.0f)

@@ -77,11 +77,39 @@ void ref_rms_norm(const float *x, const float *w, int64_t rows, int64_t D, doubl
     }
 }
 
-void ref_rope_inv_freq(const ref_rope_params *p, double *inv) {
+/* HF's find_correction_dim: the dimension whose pair turns `rotations` times in max_pos. */
+static double yarn_correction_dim(double rotations, int dim, double base, double max_pos) {
     const double pi = 3.14159265358979323846;
+    return dim * log(max_pos / (rotations * 2.0 * pi)) / (2.0 * log(base));
+}
+
+double ref_rope_inv_freq(const ref_rope_params *p, double *inv) {
+    const double pi = 3.14159265358979323846;
+    double attn = 1.0, low = 0.0, high = 0.0;
+    if (p->scaling == REF_ROPE_YARN) {
+        double fast = p->beta_fast != 0.0 ? p->beta_fast : 32.0;
+        double slow = p->beta_slow != 0.0 ? p->beta_slow : 1.0;
+        low = yarn_correction_dim(fast, p->n_rot, p->theta, p->original_max_position);
+        high = yarn_correction_dim(slow, p->n_rot, p->theta, p->original_max_position);
+        if (p->truncate) {
+            low = floor(low);
+            high = ceil(high);
+        }
+        low = fmax(low, 0.0);
+        high = fmin(high, (double)(p->n_rot - 1));
+        if (low == high)
+            high += 0.001;
+        attn = p->attn_factor != 0.0 ? p->attn_factor
+               : p->factor <= 1.0    ? 1.0
+                                     : 0.1 * log(p->factor) + 1.0;
+    }
     for (int i = 0; i < p->n_rot / 2; i++) {
         double f = 1.0 / pow(p->theta, (double)(2 * i) / (double)p->n_rot);
-        if (p->scaling == REF_ROPE_LINEAR) {
+        if (p->scaling == REF_ROPE_YARN) {
+            double ramp = fmin(fmax(((double)i - low) / (high - low), 0.0), 1.0);
+            double extrapolation = 1.0 - ramp; /* HF's inv_freq_extrapolation_factor */
+            f = f / p->factor * (1.0 - extrapolation) + f * extrapolation;
+        } else if (p->scaling == REF_ROPE_LINEAR) {
             f = f / p->factor;
         } else if (p->scaling == REF_ROPE_LLAMA3) {
             double low_freq_wavelen = p->original_max_position / p->low_freq_factor;
@@ -99,13 +127,14 @@ void ref_rope_inv_freq(const ref_rope_params *p, double *inv) {
             f /= (double)p->freq_factors[i];
         inv[i] = f;
     }
+    return attn;
 }
 
 void ref_rope(const float *x, const int32_t *pos, int64_t M, int64_t H, int64_t d,
               const ref_rope_params *p, double *y) {
     double inv[4096];
     int half = p->n_rot / 2;
-    ref_rope_inv_freq(p, inv);
+    double scale = ref_rope_inv_freq(p, inv);
     for (int64_t m = 0; m < M; m++)
         for (int64_t h = 0; h < H; h++) {
             const float *v = x + (m * H + h) * d;
@@ -113,7 +142,7 @@ void ref_rope(const float *x, const int32_t *pos, int64_t M, int64_t H, int64_t 
             for (int64_t i = 0; i < d; i++)
                 o[i] = v[i];
             for (int i = 0; i < half; i++) {
-                double a = (double)pos[m] * inv[i], c = cos(a), s = sin(a);
+                double a = (double)pos[m] * inv[i], c = cos(a) * scale, s = sin(a) * scale;
                 int i0 = p->interleaved ? 2 * i : i, i1 = p->interleaved ? 2 * i + 1 : i + half;
                 o[i0] = (double)v[i0] * c - (double)v[i1] * s;
                 o[i1] = (double)v[i0] * s + (double)v[i1] * c;

@@ -32,7 +32,7 @@ void ref_matmul_q8_0(const float *x, const uint8_t *w, int64_t w_row_bytes, cons
 /* y [rows, D] = x / sqrt(mean(x^2) + eps) * w [D]. */
 void ref_rms_norm(const float *x, const float *w, int64_t rows, int64_t D, double eps, double *y);
 
-enum { REF_ROPE_NONE = 0, REF_ROPE_LINEAR = 1, REF_ROPE_LLAMA3 = 2 };
+enum { REF_ROPE_NONE = 0, REF_ROPE_LINEAR = 1, REF_ROPE_LLAMA3 = 2, REF_ROPE_YARN = 3 };
 
 typedef struct {
     double theta;
@@ -42,11 +42,15 @@ typedef struct {
     double factor, low_freq_factor, high_freq_factor;
     double original_max_position;
     const float *freq_factors; /* [n_rot / 2] divisors applied after scaling, or NULL */
+    /* YaRN, as HF transformers' _compute_yarn_parameters (factor, original_max_position too):
+     * beta_fast, beta_slow (0: 32, 1), attention factor (0: 0.1 ln(factor) + 1), truncate. */
+    double beta_fast, beta_slow, attn_factor;
+    int truncate;
 } ref_rope_params;
 
 /* The n_rot / 2 inverse frequencies after scaling (linear scaling divides them by factor, which
- * is the same as dividing positions). */
-void ref_rope_inv_freq(const ref_rope_params *p, double *inv);
+ * is the same as dividing positions). Returns the factor cos and sin are multiplied by. */
+double ref_rope_inv_freq(const ref_rope_params *p, double *inv);
 
 /* y [M, H, d] = x rotated: row m at position pos[m]; dims >= n_rot copied. n_rot <= 8192. */
 void ref_rope(const float *x, const int32_t *pos, int64_t M, int64_t H, int64_t d,
