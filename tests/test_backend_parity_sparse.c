@@ -1,16 +1,21 @@
-/* Cross-backend parity of the sparse attention ops (DESIGN.md 4.2-4.8, 7): every Vulkan device
- * (vulkan:N), in its default configuration and with its fallbacks forced (staging copies, 16-bit
- * data as 32-bit words, shared memory instead of subgroup shuffles), against the CPU backend and
- * the float64 references in tests/ref/ on the same random inputs. attn_blocks and attn_gather
- * outputs within the dtype tolerances; xattn_estimate masks, decode_select index lists and
- * router_eval decisions identical (inputs regenerated while the reference's selection is within
- * a near-tie margin; exact ties where the inputs make every score exact, so that only the tie
- * order decides). f32/f16/bf16, GQA 1/4/8, d 64/128 (and 80), lengths not multiples of 128,
- * q_pos0 > 0, every head kind, strided views at odd element offsets. Sizes are small: lavapipe is
- * ~70x slower than the CPU. Runs under the Vulkan validation layer (ELA_VK_VALIDATION=1 unless
- * set otherwise). Prints "skipped: no Vulkan device" and passes only when the machine has none.
- * Replay with ELA_TEST_SEED; one op with ELA_TEST_OP=<name>, one case with ELA_TEST_CASE=<index>;
- * ELA_TEST_VERBOSE=1 prints each case's time. */
+/* Cross-backend parity of the sparse attention ops (DESIGN.md 4.2-4.8, 7): every device of each
+ * GPU plugin the build has, against the CPU backend and the float64 references in tests/ref/
+ * on the same random inputs. Vulkan devices (vulkan:N) in their default configuration and with
+ * their fallbacks forced (staging copies, 16-bit data as 32-bit words, shared memory instead of
+ * subgroup shuffles); CUDA devices (cuda:N) in their default configuration (tensor-core paths),
+ * with every op on its simple kernels (ELA_CUDA_FORCE=generic), and with the keys split 5 ways
+ * and not at all wherever a kernel can split (ELA_CUDA_SPLITS=5 and 1). attn_blocks and
+ * attn_gather outputs within the dtype tolerances; xattn_estimate masks, decode_select index
+ * lists and router_eval decisions identical (inputs regenerated while the reference's selection
+ * is within a near-tie margin; exact ties where the inputs make every score exact, so that only
+ * the tie order decides). f32/f16/bf16, GQA 1/4/8, d 64/128 (and 80), lengths not multiples of
+ * 128, q_pos0 > 0, every head kind, strided views at odd element offsets. Sizes are small:
+ * lavapipe is ~70x slower than the CPU. Vulkan runs under the validation layer
+ * (ELA_VK_VALIDATION=1 unless set otherwise). A plugin the build has (ELA_TEST_WANT_VULKAN,
+ * ELA_TEST_WANT_CUDA from CMake) must load; a machine without its devices prints "skipped: no
+ * Vulkan device" / "skipped: no CUDA device" and passes. Replay with ELA_TEST_SEED; one op with
+ * ELA_TEST_OP=<name>, one case with ELA_TEST_CASE=<index>; ELA_TEST_VERBOSE=1 prints each
+ * case's time. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -47,24 +52,76 @@ typedef struct {
     double worst; /* worst error / tolerance against the reference */
 } backend_cfg;
 
-#define MAX_CFGS (1 + 2 * ELA_MAX_DEVICES)
+#define MAX_CFGS (1 + 6 * ELA_MAX_DEVICES)
 static backend_cfg cfgs[MAX_CFGS];
 static int n_cfgs;
 
-static void open_vulkan(int dev, const ela_device_info *info, const char *disable,
-                        const char *label) {
-    char name[32];
-    snprintf(name, sizeof name, "vulkan:%d", dev);
-    test_setenv("ELA_VK_DISABLE", disable);
+#ifndef ELA_TEST_WANT_VULKAN
+#define ELA_TEST_WANT_VULKAN 1
+#endif
+#ifndef ELA_TEST_WANT_CUDA
+#define ELA_TEST_WANT_CUDA 0
+#endif
+
+/* Opens `name` (e.g. "cuda:0") with one environment variable set while it opens (the plugins
+ * read their switches at open), as configuration `label`. */
+static void open_cfg(const char *name, const ela_device_info *info, const char *var,
+                     const char *value, const char *label) {
+    if (n_cfgs == MAX_CFGS) {
+        CHECK(!"MAX_CFGS too small");
+        return;
+    }
+    if (var)
+        test_setenv(var, value);
     backend_cfg *cfg = &cfgs[n_cfgs];
     memset(cfg, 0, sizeof *cfg);
     snprintf(cfg->name, sizeof cfg->name, "%s %s", name, label);
     ela_status st = ela_backend_open(name, &cfg->be);
-    test_setenv("ELA_VK_DISABLE", NULL);
+    if (var)
+        test_setenv(var, NULL);
     CHECKF(st == ELA_OK, "open %s (%s): %s (%s)", cfg->name, info->name, ela_status_str(st),
            ela_last_error());
     if (st == ELA_OK)
         n_cfgs++;
+}
+
+/* The backend `plugin` of the list, which the build has: every device in each configuration;
+ * a machine without devices (the reason starts with `none`) is skipped. */
+static void open_plugin(const ela_backend_info *list, int n, const char *plugin,
+                        const char *none, const char *kind) {
+    const ela_backend_info *be = NULL;
+    for (int i = 0; i < n && i < 8; i++)
+        if (strcmp(list[i].name, plugin) == 0)
+            be = &list[i];
+    CHECKF(be != NULL, "ela_backend_list has no %s entry", plugin);
+    if (!be)
+        return;
+    if (!be->available) {
+        /* Only a missing driver or device is a machine without the GPU; anything else (a plugin
+         * that fails to load or is missing) is a failure: this test is built with it. */
+        int skip = strncmp(be->reason, none, strlen(none)) == 0;
+        CHECKF(skip, "%s is unavailable for a reason other than a missing device: %s", plugin,
+               be->reason);
+        if (skip)
+            printf("skipped: no %s device (%s)\n", kind, be->reason);
+        return;
+    }
+    for (int dev = 0; dev < be->n_devices; dev++) {
+        const ela_device_info *info = &be->devices[dev];
+        char name[32];
+        snprintf(name, sizeof name, "%s:%d", plugin, dev);
+        printf("%s: %s [%s]\n", name, info->name, info->details);
+        if (strcmp(plugin, "vulkan") == 0) {
+            open_cfg(name, info, NULL, NULL, "default");
+            open_cfg(name, info, "ELA_VK_DISABLE", "uma,storage16,subgroup",
+                     "staging+words+shared");
+        } else {
+            open_cfg(name, info, NULL, NULL, "default");
+            open_cfg(name, info, "ELA_CUDA_FORCE", "generic", "generic");
+            open_cfg(name, info, "ELA_CUDA_SPLITS", "5", "splits=5");
+            open_cfg(name, info, "ELA_CUDA_SPLITS", "1", "splits=1");
+        }
+    }
 }
 
 static int open_backends(void) {
@@ -76,27 +133,10 @@ static int open_backends(void) {
     ela_backend_info list[8];
     int n = 0;
     CHECK_STATUS(ela_backend_list(list, 8, &n), ELA_OK);
-    const ela_backend_info *vk = NULL;
-    for (int i = 0; i < n && i < 8; i++)
-        if (strcmp(list[i].name, "vulkan") == 0)
-            vk = &list[i];
-    CHECKF(vk != NULL, "ela_backend_list has no vulkan entry");
-    if (!vk)
-        return 0;
-    if (!vk->available) {
-        int none = strncmp(vk->reason, "no Vulkan", 9) == 0;
-        CHECKF(none, "vulkan is unavailable for a reason other than a missing device: %s",
-               vk->reason);
-        if (none)
-            printf("skipped: no Vulkan device (%s)\n", vk->reason);
-        return 0;
-    }
-    for (int dev = 0; dev < vk->n_devices; dev++) {
-        const ela_device_info *info = &vk->devices[dev];
-        printf("vulkan:%d: %s [%s]\n", dev, info->name, info->details);
-        open_vulkan(dev, info, NULL, "default");
-        open_vulkan(dev, info, "uma,storage16,subgroup", "staging+words+shared");
-    }
+    if (ELA_TEST_WANT_VULKAN)
+        open_plugin(list, n, "vulkan", "no Vulkan", "Vulkan");
+    if (ELA_TEST_WANT_CUDA)
+        open_plugin(list, n, "cuda", "no CUDA device", "CUDA");
     return n_cfgs > 1;
 }
 
@@ -263,6 +303,9 @@ static const bcase bcases[] = {
     {1, 1, 64, 2, 1, 0, ELA_F32, ELA_F32, ELA_F32, BP_DENSE, 1, 0},
     {100, 1400, 64, 4, 2, 1280, ELA_F32, ELA_F32, ELA_BF16, BP_DENSE, 1, 1}, /* split pieces */
     {120, 1500, 128, 8, 2, 1280, ELA_BF16, ELA_BF16, ELA_BF16, BP_MIXED, 1, 0},
+    /* more than 32 key blocks (two words of a mask bitmap), q_pos0 past them */
+    {256, 4700, 128, 4, 2, 4480, ELA_BF16, ELA_BF16, ELA_F32, BP_MIXED, 1, 0},
+    {200, 4400, 64, 4, 1, 4224, ELA_F16, ELA_F16, ELA_F16, BP_MASK, 0, 0},
 };
 
 static void bcase_str(const bcase *c, char *buf, size_t size) {
@@ -577,6 +620,10 @@ static const xcase xcases[] = {
     {5, 133, 128, 2, 1, 128, ELA_F32, ELA_F32, 16, 0.9f, 0, 0, 1, 0},
     {700, 1800, 64, 2, 1, 1024, ELA_F32, ELA_F32, 16, 0.53f, 0, 0, 1, 1},
     {500, 1300, 128, 4, 2, 768, ELA_F16, ELA_F16, 8, 0.61f, 1, 1, 1, 1},
+    /* several items per KV head; S = 1 and 2 (one and two 128-row groups per item) */
+    {1024, 1024, 128, 8, 2, 0, ELA_BF16, ELA_BF16, 16, 0.9f, 0, 0, 1, 0},
+    {400, 1000, 64, 4, 1, 640, ELA_F16, ELA_F16, 1, 0.9f, 1, 0, 1, 0},
+    {333, 800, 128, 4, 4, 384, ELA_BF16, ELA_BF16, 2, 0.8f, 2, 0, 1, 0},
 };
 
 static void xcase_str(const xcase *c, char *buf, size_t size) {

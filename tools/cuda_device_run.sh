@@ -6,18 +6,23 @@
 # and cuDNN backends) on the same shapes in the same run (tools/bench_sdpa_peer.py) with our time
 # over theirs, matmul timings (GEMV weight bandwidth and prefill TFLOP/s on Llama-3-8B shapes
 # against the device's copy bandwidth, and PyTorch's matmul on the same shapes), and `ela bench
-# model` on random Qwen2.5-0.5B-shaped q8_0 and f16 models (tools/make_random_gguf.py). Everything
-# lands in $OUT (default out/cuda): run.log (all output), bench-*.json, peer.json and peer.md (the
-# table), matmul.txt, model-*.txt.
+# model` on random Qwen2.5-0.5B-shaped q8_0 and f16 models (tools/make_random_gguf.py), and the
+# sparse policies (`ela bench sparse`: xattn, elastic, streaming prefill at 32K and 128K against
+# our dense prefill; LessIsMore decode at 128K). Everything lands in $OUT (default out/cuda):
+# run.log (all output), bench-*.json, peer.json and peer.md (the table), matmul.txt, model-*.txt,
+# sparse.txt and sparse-*.json.
 #
 # usage: tools/cuda_device_run.sh [STAGE...]   stages, run in the order given: build test
-# sanitize bench peer matmul model profile break (default: build test sanitize bench peer matmul
-# model; profile runs ncu; break builds a copy of the plugin with one GEMV line broken and
-# checks that test_model_ops_cuda fails with it)
+# sanitize bench peer matmul model sparse profile break break_sparse (default: build test
+# sanitize bench peer matmul model sparse; profile runs ncu; break builds a copy of the plugin
+# with one GEMV line broken and checks that test_model_ops_cuda fails with it; break_sparse does
+# the same with the block-sparse executor's streaming window and the XAttention estimate's
+# causal mask, against test_backend_parity_sparse)
 # environment: OUT, BUILD (build-cuda-dev), ARCHS (CMAKE_CUDA_ARCHITECTURES, default: the
 # device's own, e.g. 90), JOBS (nproc), SANITIZE_TIMEOUT (420 s), BENCH_ARGS (extra options for
 # every `ela bench attn`), SASS=1 (append the prefill kernel's SASS to run.log), TESTS (ctest -R
-# filter for the test stage; default: every `cuda` test).
+# filter for the test stage; default: every `cuda` test), SPARSE_N (lengths of the sparse
+# prefill benchmarks, default 32768,131072).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/cuda}
@@ -26,7 +31,7 @@ JOBS=${JOBS:-$(nproc)}
 mkdir -p "$OUT"
 LOG="$OUT/run.log"
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(build test sanitize bench peer matmul model)
+[ ${#stages[@]} -eq 0 ] && stages=(build test sanitize bench peer matmul model sparse)
 start=$(date +%s)
 say() { echo "=== $* ($(( $(date +%s) - start )) s)" | tee -a "$LOG"; }
 run() { echo "+ $*" | tee -a "$LOG"; "$@" 2>&1 | tee -a "$LOG"; return "${PIPESTATUS[0]}"; }
@@ -46,10 +51,11 @@ stage_build() {
   run cmake -S . -B "$BUILD" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DELA_CUDA=ON -DELA_VULKAN=OFF \
       -DCMAKE_CUDA_ARCHITECTURES="$ARCHS" || { say "configure failed"; exit 1; }
   run cmake --build "$BUILD" -j"$JOBS" --target ela-cuda ela_cli test_backend_parity_cuda \
-    test_model_ops_cuda || { say "build failed"; exit 1; }
+    test_model_ops_cuda test_backend_parity_sparse || { say "build failed"; exit 1; }
   # Registers and spills of every kernel, for the record.
   for cu in backends/cuda/attn_dense_mma.cu backends/cuda/attn_dense_decode.cu \
-            backends/cuda/matmul_gemv.cu backends/cuda/matmul_mma.cu; do
+            backends/cuda/matmul_gemv.cu backends/cuda/matmul_mma.cu backends/cuda/attn_blocks.cu \
+            backends/cuda/xattn_estimate.cu; do
     nvcc -c -O3 -std=c++17 -arch=sm_"${ARCHS%%;*}" -Iinclude -I. -Ibackends/cuda -Xptxas -v \
       "$cu" -o /tmp/ptxas_probe.o 2>&1 | grep -E "Compiling entry|Used|spill" | tee -a "$LOG"
   done
@@ -82,12 +88,22 @@ stage_sanitize() {
     --leak-check no "$BUILD/bin/test_backend_parity_cuda" || status=1
   ELA_TEST_ONLY=ops run timeout "$SAN_T" compute-sanitizer --tool memcheck --error-exitcode 9 \
     --leak-check no "$BUILD/bin/test_model_ops_cuda" || status=1
+  # The sparse ops: every case, every configuration.
+  run timeout "$SAN_T" compute-sanitizer --tool memcheck --error-exitcode 9 --leak-check no \
+    "$BUILD/bin/test_backend_parity_sparse" || status=1
   for tool in racecheck synccheck; do
     # Small cases of each kernel: tensor-core prefill (117), CUDA-core decode with 4 row groups
     # (128), tensor-core decode with its per-warp cp.async rings (129); all configurations.
     for c in 117 128 129; do
       ELA_TEST_CASE=$c run timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 9 \
         "$BUILD/bin/test_backend_parity_cuda" || status=1
+    done
+    # The sparse kernels that share memory across warps: the block-sparse executor with mask
+    # bitmaps (attn_blocks 10), the tensor-core estimate with its persistent items (xattn 11),
+    # LessIsMore's top-k and union (decode_select 11).
+    for oc in attn_blocks:10 xattn_estimate:11 decode_select:11; do
+      ELA_TEST_OP=${oc%%:*} ELA_TEST_CASE=${oc##*:} run timeout 240 compute-sanitizer \
+        --tool "$tool" --error-exitcode 9 "$BUILD/bin/test_backend_parity_sparse" || status=1
     done
   done
 }
@@ -176,6 +192,53 @@ stage_break() {
   fi
 }
 
+# The sparse policies against our own dense attention in the same run (issue 6's targets at
+# 128K: xattn and elastic:xa-ssa at least 3x faster than dense prefill), bf16, d 128, Hq 32,
+# Hkv 8; then LessIsMore decode at 128K keys (a 32-layer schedule).
+stage_sparse() {
+  say "ela bench sparse (bf16, d 128, Hq 32, Hkv 8)"
+  local common=(--backend cuda --dtype bf16 --hq 32 --hkv 8 --d 128)
+  for pol in xattn elastic:xa-ssa elastic:fa-xa streaming; do
+    # 3 calls each (medians): a single call also pays the first launch of each kernel and the
+    # first growth of the memory pool for the estimate's scratch
+    run "$ELA" bench sparse "${common[@]}" --n "${SPARSE_N:-32768,131072}" --policy "$pol" \
+      --iters 3 --json "$OUT/sparse-${pol//:/-}.json" | tee -a "$OUT/sparse.txt" || status=1
+  done
+  run "$ELA" bench sparse "${common[@]}" --mode decode --policy lessismore:2048 --n 131072 \
+    --json "$OUT/sparse-lessismore.json" | tee -a "$OUT/sparse.txt" || status=1
+}
+
+# The sparse parity test must notice broken kernels: a copy of the tree whose block-sparse
+# executor drops the oldest block of every streaming window and whose tensor-core estimate
+# leaves every other reduced key out of its softmax, built as a plugin of its own and loaded
+# through ELA_PLUGIN_PATH. (Masking only each reduced row's own key went unnoticed: the masks
+# compare selections, which one key of a row rarely moves.)
+stage_break_sparse() {
+  say "break_sparse: a wrong streaming window and a wrong estimate softmax must fail the test"
+  local src=/tmp/ela-broken-sparse
+  rm -rf "$src" && mkdir -p "$src"
+  tar --exclude='./build*' --exclude=./out --exclude=./tests/data/npm -cf - . | tar -C "$src" -xf -
+  sed -i 's/if (J > s->M - s->local)/if (J > s->M - s->local + 1)/' "$src/backends/cuda/attn_blocks.cu"
+  sed -i 's/float v = attn_exp2(acc\[mt\]\[nt\]\[2 \* rr\] - m_use) +/float v = 0.0f +/' \
+    "$src/backends/cuda/xattn_estimate.cu"
+  if cmp -s backends/cuda/attn_blocks.cu "$src/backends/cuda/attn_blocks.cu" ||
+     cmp -s backends/cuda/xattn_estimate.cu "$src/backends/cuda/xattn_estimate.cu"; then
+    say "break_sparse: a sed matched nothing"; status=1; return
+  fi
+  run cmake -S "$src" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DELA_CUDA=ON -DELA_VULKAN=OFF \
+      -DCMAKE_CUDA_ARCHITECTURES="$ARCHS" > /dev/null || { status=1; return; }
+  run cmake --build "$src/build" -j"$JOBS" --target ela-cuda > /dev/null || { status=1; return; }
+  for op in attn_blocks xattn_estimate; do
+    if ELA_TEST_OP=$op ELA_PLUGIN_PATH="$src/build/lib" run \
+        "$BUILD/bin/test_backend_parity_sparse" > "$OUT/break-$op.txt"; then
+      say "break_sparse: the broken $op PASSED the test (bad)"; status=1
+    else
+      say "break_sparse: the broken $op failed the test, as it should:" \
+        "$(grep -c 'CHECK failed' "$OUT/break-$op.txt") failed checks"
+    fi
+  done
+}
+
 # Nsight Compute on one call of each fast kernel (16K prefill, 128K decode): the sections that
 # say whether a kernel is bound by tensor cores, shared memory, DRAM or stalls.
 stage_profile() {
@@ -193,8 +256,8 @@ stage_profile() {
 
 for st in "${stages[@]}"; do
   case "$st" in
-    build|test|sanitize|bench|peer|matmul|model|profile|break) "stage_$st" ;;
-    *) say "unknown stage '$st' (build test sanitize bench peer matmul model profile break)"
+    build|test|sanitize|bench|peer|matmul|model|sparse|profile|break|break_sparse) "stage_$st" ;;
+    *) say "unknown stage '$st' (build test sanitize bench peer matmul model sparse profile break break_sparse)"
        status=1 ;;
   esac
 done

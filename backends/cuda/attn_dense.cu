@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "attn_dense_device.cuh"
+#include "attn_host.h"
 #include "cuda_check.h"
 
 #define LOG2E 1.4426950408889634f
@@ -92,8 +93,8 @@ static int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
 /* Splits of `keys` keys into pieces of a multiple of `align`: about `want`, each at least
  * `min_keys` long (ELA_CUDA_SPLITS overrides want and the minimum). Sets p->splits and
  * p->split_keys. */
-static void plan_splits(const cuda_ctx *ctx, cuda_attn_params *p, int64_t keys, int64_t want,
-                        int64_t align, int64_t min_keys) {
+extern "C" void cuda_attn_plan_splits(const cuda_ctx *ctx, cuda_attn_params *p, int64_t keys,
+                                      int64_t want, int64_t align, int64_t min_keys) {
     if (ctx->force_splits > 0) {
         want = ctx->force_splits;
         min_keys = align;
@@ -116,8 +117,9 @@ static void plan_splits(const cuda_ctx *ctx, cuda_attn_params *p, int64_t keys, 
 typedef enum { PATH_GENERIC, PATH_MMA, PATH_DECODE, PATH_DECODE_MMA } attn_path;
 
 /* Resident blocks per SM of a kernel, asked once per context (key: path, d, dtype, rows). */
-static int occupancy(cuda_ctx *ctx, int key, int (*ask)(const cuda_attn_params *, int, int),
-                     const cuda_attn_params *p, int d, int dtype) {
+extern "C" int cuda_attn_occupancy(cuda_ctx *ctx, int key,
+                                   int (*ask)(const cuda_attn_params *, int, int),
+                                   const cuda_attn_params *p, int d, int dtype) {
     int i = 0;
     for (; i < 16 && ctx->occ_key[i]; i++)
         if (ctx->occ_key[i] == key)
@@ -144,32 +146,37 @@ static int ask_decode(const cuda_attn_params *p, int d, int dtype) {
     return cuda_attn_decode_blocks_per_sm(p);
 }
 
+/* The kernels' arguments for one attention call (no splits yet); causality folded into q_pos0. */
+extern "C" void cuda_attn_params_init(const ela_attn_dense_args *a, cuda_attn_params *p) {
+    memset(p, 0, sizeof *p);
+    p->q = cuda_tensor_ptr(a->q);
+    p->k = cuda_tensor_ptr(a->k);
+    p->v = cuda_tensor_ptr(a->v);
+    p->o = cuda_tensor_ptr(a->o);
+    p->lse = a->lse ? cuda_tensor_ptr(a->lse) : NULL;
+    p->q_s0 = a->q->strides[0], p->q_s1 = a->q->strides[1];
+    p->k_s0 = a->k->strides[0], p->k_s1 = a->k->strides[1];
+    p->v_s0 = a->v->strides[0], p->v_s1 = a->v->strides[1];
+    p->o_s0 = a->o->strides[0], p->o_s1 = a->o->strides[1];
+    if (a->lse)
+        p->lse_s0 = a->lse->strides[0], p->lse_s1 = a->lse->strides[1];
+    p->tq = (int)a->q->dtype, p->tkv = (int)a->k->dtype, p->to = (int)a->o->dtype;
+    p->L = a->L, p->n = a->n;
+    p->d = (int)a->d, p->hq = a->hq, p->hkv = a->hkv, p->G = a->hq / a->hkv;
+    /* Not causal: every row sits past every key. A causal row past the last key sees them all
+     * too, so positions beyond n change nothing and are clamped (no overflow below). */
+    p->q_pos0 = !a->causal || a->q_pos0 > a->n ? a->n : a->q_pos0;
+    p->scale_log2 = a->scale * LOG2E;
+    p->splits = 1;
+}
+
 extern "C" ela_status cuda_attn_dense(void *vctx, const ela_attn_dense_args *a) {
     cuda_ctx *ctx = (cuda_ctx *)vctx;
     ela_status st = cuda_use(ctx);
     if (st != ELA_OK)
         return st;
     cuda_attn_params p;
-    memset(&p, 0, sizeof p);
-    p.q = cuda_tensor_ptr(a->q);
-    p.k = cuda_tensor_ptr(a->k);
-    p.v = cuda_tensor_ptr(a->v);
-    p.o = cuda_tensor_ptr(a->o);
-    p.lse = a->lse ? cuda_tensor_ptr(a->lse) : NULL;
-    p.q_s0 = a->q->strides[0], p.q_s1 = a->q->strides[1];
-    p.k_s0 = a->k->strides[0], p.k_s1 = a->k->strides[1];
-    p.v_s0 = a->v->strides[0], p.v_s1 = a->v->strides[1];
-    p.o_s0 = a->o->strides[0], p.o_s1 = a->o->strides[1];
-    if (a->lse)
-        p.lse_s0 = a->lse->strides[0], p.lse_s1 = a->lse->strides[1];
-    p.tq = (int)a->q->dtype, p.tkv = (int)a->k->dtype, p.to = (int)a->o->dtype;
-    p.L = a->L, p.n = a->n;
-    p.d = (int)a->d, p.hq = a->hq, p.hkv = a->hkv, p.G = a->hq / a->hkv;
-    /* Not causal: every row sits past every key. A causal row past the last key sees them all
-     * too, so positions beyond n change nothing and are clamped (no overflow below). */
-    p.q_pos0 = !a->causal || a->q_pos0 > a->n ? a->n : a->q_pos0;
-    p.scale_log2 = a->scale * LOG2E;
-    p.splits = 1;
+    cuda_attn_params_init(a, &p);
     if (a->d > INT32_MAX / 8 || a->L > INT32_MAX || a->L * a->hq > INT32_MAX)
         return cuda_fail(ELA_ERR_UNSUPPORTED, "cuda: attn_dense: more than 2^31 query rows "
                          "(L = %lld, Hq = %d)", (long long)a->L, a->hq);
@@ -197,23 +204,23 @@ extern "C" ela_status cuda_attn_dense(void *vctx, const ela_attn_dense_args *a) 
     if (path == PATH_DECODE_MMA) {
         /* One wave: every SM holds its blocks once (each warp streams its own tiles, so a
          * block is never starved), no partial second wave. */
-        int per_sm = occupancy(ctx, 1000 + p.d * 4 + p.tkv, ask_decode_mma, &p, p.d, p.tkv);
+        int per_sm = cuda_attn_occupancy(ctx, 1000 + p.d * 4 + p.tkv, ask_decode_mma, &p, p.d, p.tkv);
         int64_t want = (int64_t)sms * (per_sm > 0 ? per_sm : 1) / p.hkv;
-        plan_splits(ctx, &p, keys, want, CUDA_DECODE_MMA_SPLIT_ALIGN, 512);
+        cuda_attn_plan_splits(ctx, &p, keys, want, CUDA_DECODE_MMA_SPLIT_ALIGN, 512);
     } else if (path == PATH_DECODE) {
         /* Enough blocks for every SM to hold its fill a few times over (the last wave is
          * short), each split at least 256 keys so its fixed costs stay small. */
-        int per_sm = occupancy(ctx, 2000 + p.d * 4 + p.tkv + 1000 * (rows_per_kv > 4), ask_decode,
+        int per_sm = cuda_attn_occupancy(ctx, 2000 + p.d * 4 + p.tkv + 1000 * (rows_per_kv > 4), ask_decode,
                                &p, p.d, p.tkv);
         int64_t blocks = (int64_t)p.hkv * cuda_attn_decode_row_groups(&p);
         int64_t want = div_up(4ll * sms * (per_sm > 0 ? per_sm : 2), blocks);
-        plan_splits(ctx, &p, keys, want, CUDA_DECODE_SPLIT_ALIGN, 256);
+        cuda_attn_plan_splits(ctx, &p, keys, want, CUDA_DECODE_SPLIT_ALIGN, 256);
     } else if (path == PATH_MMA) {
-        int per_sm = occupancy(ctx, 4000 + p.d * 4 + p.tkv, ask_mma, &p, p.d, p.tkv);
+        int per_sm = cuda_attn_occupancy(ctx, 4000 + p.d * 4 + p.tkv, ask_mma, &p, p.d, p.tkv);
         int64_t blocks = (int64_t)p.hq * div_up(p.L, CUDA_MMA_BR);
         int64_t fill = (int64_t)sms * (per_sm > 0 ? per_sm : 1);
         int64_t want = blocks >= fill ? 1 : div_up(fill, blocks);
-        plan_splits(ctx, &p, keys, want, CUDA_MMA_BC, 4 * CUDA_MMA_BC);
+        cuda_attn_plan_splits(ctx, &p, keys, want, CUDA_MMA_BC, 4 * CUDA_MMA_BC);
     } else {
         gen_smem = cuda_attn_generic_smem(p.d);
         if (gen_smem > ctx->props.sharedMemPerBlockOptin)
@@ -222,7 +229,7 @@ extern "C" ela_status cuda_attn_dense(void *vctx, const ela_attn_dense_args *a) 
                              ctx->props.name, (size_t)ctx->props.sharedMemPerBlockOptin);
         int64_t blocks = p.L * p.hq;
         int64_t want = blocks >= 4ll * sms ? 1 : div_up(4ll * sms, blocks);
-        plan_splits(ctx, &p, keys, want, 128, 512);
+        cuda_attn_plan_splits(ctx, &p, keys, want, 128, 512);
     }
 
     void *scratch = NULL;

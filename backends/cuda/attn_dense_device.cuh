@@ -78,6 +78,18 @@ static __device__ __forceinline__ int64_t attn_part_row(const cuda_attn_params &
     return ((int64_t)s * p.hq + h) * p.L + i;
 }
 
+/* attn_blocks: key block J (<= M) is visited by head h's rows of absolute query block M under
+ * its mode (backends/cpu/attn_blocks.c's block_allowed). p.modes is non-NULL. */
+static __device__ __forceinline__ bool attn_block_allowed(const cuda_attn_params &p, int h,
+                                                          int64_t M, int64_t J) {
+    const int *md = p.modes + 4 * h;
+    if (md[0] == 1) /* ELA_HEAD_STREAMING */
+        return J < md[1] || J > M - md[2];
+    if (md[0] == 2) /* ELA_HEAD_MASK */
+        return J == M || p.masks[md[3] * p.mask_s0 + (M - p.qb0) * p.mask_s1 + J] != 0;
+    return true;
+}
+
 /* lse of a row from its running max (exp2 domain) and sum: ln(sum exp(score)). */
 static __device__ __forceinline__ float attn_lse(float m, float l) {
     return l > 0.0f ? (m + log2f(l)) * ATTN_LN2 : -INFINITY;

@@ -8,7 +8,9 @@
  * (lanes split d, shuffle sum, so K rows are read coalesced), the block takes the tile max,
  * turns scores into exp2 weights in shared memory and rescales the accumulator; then thread t
  * owns output columns t, t + 128, ... and adds sum_j p_j v[j][c] (V rows read coalesced).
- * Only keys the row sees are visited (the causal end is exact), so no score is masked.
+ * Only keys the row sees are visited (the causal end is exact), so no score is masked. For
+ * attn_blocks (p.modes set) a key tile is one 128-key block (splits are multiples of 128) and
+ * the blocks the head's mode leaves out are skipped.
  * Bound: K and V are read once per query row and head, d * (2 esize) bytes per key, from L2
  * for the G heads of a group; about 1/G of memory bandwidth, far below the fast paths. */
 #include "attn_dense_device.cuh"
@@ -39,7 +41,10 @@ __global__ void __launch_bounds__(GEN_THREADS) attn_dense_generic(const cuda_att
     __syncthreads();
     const char *kh = p.k + (int64_t)g * p.k_s0, *vh = p.v + (int64_t)g * p.v_s0;
     float m = -INFINITY, l = 0.0f;
+    const int64_t M = p.qb0 + i / GEN_TILE; /* attn_blocks: q_pos0 % 128 == 0 */
     for (int64_t j0 = kb; j0 < ke; j0 += GEN_TILE) {
+        if (p.modes && !attn_block_allowed(p, h, M, j0 / GEN_TILE))
+            continue; /* uniform over the block */
         const int nk = ke - j0 < GEN_TILE ? (int)(ke - j0) : GEN_TILE;
         for (int jj = warp; jj < nk; jj += GEN_THREADS / 32) {
             const char *krow = kh + (j0 + jj) * p.k_s1;

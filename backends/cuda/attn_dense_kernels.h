@@ -33,6 +33,16 @@ typedef struct {
     int splits;
     int64_t split_keys;
     float *part_o, *part_ml;
+    /* attn_blocks (attn_blocks.cu) only; NULL modes: every causal key (attn_dense). modes:
+     * [hq] x {kind, sink_blocks, local_blocks, mask} (ela_head_mode's fields, ELA_HEAD_*);
+     * masks: u8 [n_masks, nqb, nkb] with byte strides mask_s0, mask_s1; qb0: absolute query
+     * block of row 0 (q_pos0 / 128, unclamped). items: the tensor-core kernel's work list,
+     * item = query tile * hq + head, heaviest first. */
+    const int *modes;
+    const unsigned char *masks;
+    int64_t mask_s0, mask_s1, qb0;
+    int nkb;
+    const int *items;
 } cuda_attn_params;
 
 /* Tensor-core prefill (attn_dense_mma.cu): q, k, v one 16-bit dtype, d 64 or 128, rows of q, k
@@ -69,6 +79,14 @@ int cuda_attn_decode_mma_blocks_per_sm(int d, int dtype);
  * cuda_attn_generic_smem(d) bytes of shared memory. */
 size_t cuda_attn_generic_smem(int d);
 cudaError_t cuda_attn_generic_launch(const cuda_attn_params *p, size_t smem, cudaStream_t stream);
+
+/* Tensor-core attn_blocks (attn_blocks.cu, the loop of attn_mma_loop.cuh): the conditions of
+ * cuda_attn_mma_fits; q_pos0 a multiple of 128 so that a query tile is one query block. Grid:
+ * (items, splits). Shared memory: the dense kernel's plus a bitmap of nkb bits. */
+cudaError_t cuda_attn_blocks_mma_launch(const cuda_attn_params *p, int n_items,
+                                        cudaStream_t stream);
+int cuda_attn_blocks_mma_blocks_per_sm(int d, int dtype, int nkb);
+size_t cuda_attn_blocks_mma_smem(int d, int nkb);
 
 /* Merge the splits' partials into o and lse (attn_dense.cu). */
 cudaError_t cuda_attn_merge_launch(const cuda_attn_params *p, cudaStream_t stream);

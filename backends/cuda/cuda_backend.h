@@ -82,11 +82,21 @@ ela_status cuda_synchronize(void *ctx);
  * are enqueued). */
 ela_status cuda_scratch_alloc(cuda_ctx *ctx, size_t bytes, void **out);
 void cuda_scratch_free(cuda_ctx *ctx, void *ptr);
+/* Copy host memory to device memory in stream order; src may be reused once this returns
+ * (small copies go through the pinned staging ring). The device must be current. */
+ela_status cuda_upload(cuda_ctx *ctx, void *dst, const void *src, size_t bytes);
 /* Device address of a tensor's element [0, 0, ...]. */
 char *cuda_tensor_ptr(const ela_tensor *t);
 
 /* ---- ops ----------------------------------------------------------------------------------- */
 ela_status cuda_attn_dense(void *ctx, const ela_attn_dense_args *args);
+/* Sparse attention ops, one file each (the CPU kernels' stems): attn_blocks.cu,
+ * xattn_estimate.cu, router_eval.cu, attn_gather.cu, decode_select.cu. */
+ela_status cuda_attn_blocks(void *ctx, const ela_attn_blocks_args *args);
+ela_status cuda_xattn_estimate(void *ctx, const ela_xattn_estimate_args *args);
+ela_status cuda_router_eval(void *ctx, const ela_router_eval_args *args);
+ela_status cuda_attn_gather(void *ctx, const ela_attn_gather_args *args);
+ela_status cuda_decode_select(void *ctx, const ela_decode_select_args *args);
 /* Model ops, one file each: matmul.cu (+ matmul_gemv.cu, matmul_mma.cu), rms_norm.cu, rope.cu,
  * elementwise.cu (silu_mul, add), get_rows.cu, copy.cu. */
 ela_status cuda_matmul(void *ctx, const ela_matmul_args *args);
@@ -95,6 +105,9 @@ ela_status cuda_rope(void *ctx, const ela_rope_args *args);
 ela_status cuda_silu_mul(void *ctx, const ela_binary_args *args);
 ela_status cuda_add(void *ctx, const ela_binary_args *args);
 ela_status cuda_get_rows(void *ctx, const ela_get_rows_args *args);
+ela_status cuda_sigmoid_gate(void *ctx, const ela_sigmoid_gate_args *args);
+ela_status cuda_token_compress(void *ctx, const ela_token_compress_args *args);
+ela_status cuda_token_decompress(void *ctx, const ela_token_decompress_args *args);
 ela_status cuda_copy(void *ctx, const ela_copy_args *args);
 
 #ifdef __cplusplus

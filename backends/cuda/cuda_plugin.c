@@ -1,9 +1,12 @@
 /* CUDA backend plugin (DESIGN.md 3): the iface libela loads from libela-cuda.so through
- * ela_plugin_init, device listing, open/close, supports() and the op table. The CUDA runtime is
+ * ela_plugin_init, device listing, open/close, supports() and the op table (dense attention, the
+ * sparse ops attn_blocks, xattn_estimate, router_eval, attn_gather, decode_select, and the model
+ * ops; the others are NULL and refused by the core). The CUDA runtime is
  * linked statically and finds the driver itself on first use, so loading never fails for want
  * of a GPU: list_devices then answers ELA_ERR_UNAVAILABLE with cudaGetDeviceCount's reason.
- * Environment (read at open, for tests): ELA_CUDA_FORCE=generic runs every attention call on
- * the simple kernel; ELA_CUDA_SPLITS=N splits the keys N ways wherever a kernel can split.
+ * Environment (read at open, for tests): ELA_CUDA_FORCE=generic runs every attention call (and
+ * the sparse ops) on the simple kernels; ELA_CUDA_SPLITS=N splits the keys N ways wherever a
+ * kernel can split.
  * An open backend is used by one thread at a time; each has its own stream. */
 #include <stdarg.h>
 #include <stdio.h>
@@ -153,11 +156,12 @@ fail:
 }
 
 /* The float dtypes for every op in the table; besides them q8_0 weights, tables and copies
- * (matmul, get_rows, copy) and i32 ids and positions (get_rows, rope), as the CPU backend. */
+ * (matmul, get_rows, copy, token_compress) and i32 ids and positions (get_rows, rope), as the CPU backend. */
 static int cuda_supports(void *ctx, ela_op op, const ela_dtype *dtypes, int n_dtypes) {
     (void)ctx;
     unsigned allowed = (1u << ELA_F32) | (1u << ELA_F16) | (1u << ELA_BF16);
-    if (op == ELA_OP_MATMUL || op == ELA_OP_GET_ROWS || op == ELA_OP_COPY)
+    if (op == ELA_OP_MATMUL || op == ELA_OP_GET_ROWS || op == ELA_OP_COPY ||
+        op == ELA_OP_TOKEN_COMPRESS)
         allowed |= 1u << ELA_Q8_0;
     if (op == ELA_OP_GET_ROWS || op == ELA_OP_ROPE)
         allowed |= 1u << ELA_I32;
@@ -166,13 +170,21 @@ static int cuda_supports(void *ctx, ela_op op, const ela_dtype *dtypes, int n_dt
             return 0;
     switch (op) {
     case ELA_OP_ATTN_DENSE:
+    case ELA_OP_ATTN_BLOCKS:
+    case ELA_OP_XATTN_ESTIMATE:
+    case ELA_OP_ROUTER_EVAL:
+    case ELA_OP_ATTN_GATHER:
+    case ELA_OP_DECODE_SELECT:
     case ELA_OP_MATMUL:
     case ELA_OP_RMS_NORM:
     case ELA_OP_ROPE:
     case ELA_OP_SILU_MUL:
     case ELA_OP_ADD:
     case ELA_OP_GET_ROWS:
-    case ELA_OP_COPY: return 1;
+    case ELA_OP_COPY:
+    case ELA_OP_SIGMOID_GATE:
+    case ELA_OP_TOKEN_COMPRESS:
+    case ELA_OP_TOKEN_DECOMPRESS: return 1;
     default: return 0;
     }
 }
@@ -192,6 +204,11 @@ static const ela_backend_iface cuda_iface = {
     .synchronize = cuda_synchronize,
     .supports = cuda_supports,
     .attn_dense = cuda_attn_dense,
+    .attn_blocks = cuda_attn_blocks,
+    .xattn_estimate = cuda_xattn_estimate,
+    .router_eval = cuda_router_eval,
+    .attn_gather = cuda_attn_gather,
+    .decode_select = cuda_decode_select,
     .matmul = cuda_matmul,
     .rms_norm = cuda_rms_norm,
     .rope = cuda_rope,
@@ -199,6 +216,9 @@ static const ela_backend_iface cuda_iface = {
     .add = cuda_add,
     .get_rows = cuda_get_rows,
     .copy = cuda_copy,
+    .sigmoid_gate = cuda_sigmoid_gate,
+    .token_compress = cuda_token_compress,
+    .token_decompress = cuda_token_decompress,
 };
 
 const ela_backend_iface *ela_plugin_init(const ela_host_api *h) {
