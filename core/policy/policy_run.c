@@ -23,46 +23,77 @@ static double causal_pairs(int64_t p0, int64_t L) {
     return (double)L * (double)p0 + (double)L * (double)(L + 1) / 2.0;
 }
 
-/* Keys row position t sees inside key block J when the block is kept. */
-static int64_t keys_in_block(int64_t t, int64_t J, int64_t n) {
-    int64_t lo = J * ELA_BLOCK, hi = lo + ELA_BLOCK;
-    if (hi > t + 1)
-        hi = t + 1;
-    if (hi > n)
-        hi = n;
-    return hi > lo ? hi - lo : 0;
+/* Pairs of the diagonal key block M that rows [r0, r1) of query block M see: row t sees keys
+ * [128 M, min(t + 1, e)) with e = min(n, 128 M + 128). */
+static double diagonal_pairs(int64_t M, int64_t r0, int64_t r1, int64_t n) {
+    int64_t s = M * ELA_BLOCK, e = n < s + ELA_BLOCK ? n : s + ELA_BLOCK;
+    if (e <= s)
+        return 0.0;
+    int64_t mid = r1 < e ? r1 : e; /* rows [r0, mid) see t + 1 - s keys, the rest e - s */
+    double pairs = 0.0;
+    if (mid > r0)
+        pairs += ((double)(r0 + 1 - s) + (double)(mid - s)) * (double)(mid - r0) / 2.0;
+    if (r1 > mid && r1 > r0)
+        pairs += (double)(r1 - (mid > r0 ? mid : r0)) * (double)(e - s);
+    return pairs;
 }
 
-/* Sparsity and block counts of a block-mode plan (modes per query head, masks read back). */
+/* Nonzero bytes among p[0, n), eight at a time: a byte's top bit is set in
+ * ((w & 0x7f..) + 0x7f..) | w exactly when the byte is nonzero. */
+static int64_t nonzero_bytes(const uint8_t *p, int64_t n) {
+    const uint64_t low7 = 0x7f7f7f7f7f7f7f7full, top = 0x8080808080808080ull;
+    int64_t count = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        count += __builtin_popcountll((((w & low7) + low7) | w) & top);
+    }
+    for (; i < n; i++)
+        count += p[i] != 0;
+    return count;
+}
+
+/* Sparsity and block counts of a block-mode plan (modes per query head, masks read back). Per
+ * (head, query block) it counts the kept key blocks before the diagonal (each seen whole by
+ * every row; only the last key block can be short) and adds the diagonal's triangle, so the
+ * cost is one pass over the mask rows (O(heads * nqb * nkb) byte tests), not over rows. */
 static void block_stats(const ela_head_mode *modes, int hq, const uint8_t *masks, int64_t nqb,
                         int64_t nkb, int64_t q_pos0, int64_t L, int64_t n,
                         ela_prefill_report *r) {
     double kept_pairs = 0.0;
     int64_t kept_blocks = 0, causal_blocks = 0;
-    int64_t qb0 = q_pos0 / ELA_BLOCK;
-    for (int h = 0; h < hq; h++) {
-        const ela_head_mode *m = &modes[h];
-        for (int64_t qb = 0; qb < nqb; qb++) {
-            int64_t M = qb0 + qb;
-            int64_t r0 = M * ELA_BLOCK > q_pos0 ? M * ELA_BLOCK : q_pos0;
-            int64_t r1 = (M + 1) * ELA_BLOCK < q_pos0 + L ? (M + 1) * ELA_BLOCK : q_pos0 + L;
-            for (int64_t J = 0; J <= M && J < nkb; J++) {
-                int keep = m->kind == ELA_HEAD_DENSE || J == M;
-                if (m->kind == ELA_HEAD_STREAMING)
-                    keep |= J < m->sink_blocks || J > M - m->local_blocks;
-                if (m->kind == ELA_HEAD_MASK)
-                    keep |= masks[((int64_t)m->mask * nqb + qb) * nkb + J] != 0;
-                causal_blocks++;
-                if (!keep)
-                    continue;
-                kept_blocks++;
-                int64_t hi = (J + 1) * ELA_BLOCK < n ? (J + 1) * ELA_BLOCK : n;
-                if (hi <= r0) /* the block lies before every row: each sees all of it */
-                    kept_pairs += (double)(r1 - r0) * (double)(hi - J * ELA_BLOCK);
-                else
-                    for (int64_t t = r0; t < r1; t++)
-                        kept_pairs += (double)keys_in_block(t, J, n);
+    int64_t qb0 = q_pos0 / ELA_BLOCK, last = nkb - 1;
+    int64_t last_keys = n - last * ELA_BLOCK; /* keys of the last key block, 1..128 */
+    for (int64_t qb = 0; qb < nqb; qb++) {
+        int64_t M = qb0 + qb;
+        int64_t r0 = M * ELA_BLOCK > q_pos0 ? M * ELA_BLOCK : q_pos0;
+        int64_t r1 = (M + 1) * ELA_BLOCK < q_pos0 + L ? (M + 1) * ELA_BLOCK : q_pos0 + L;
+        int64_t lim = M < nkb ? M : nkb; /* key blocks strictly before the diagonal */
+        int diag = M < nkb;
+        double diag_pairs = diagonal_pairs(M, r0, r1, n), rows = (double)(r1 - r0);
+        for (int h = 0; h < hq; h++) {
+            const ela_head_mode *m = &modes[h];
+            int64_t kept = 0; /* kept blocks J < lim */
+            int last_kept = 0; /* the short last key block is among them */
+            if (m->kind == ELA_HEAD_DENSE) {
+                kept = lim;
+                last_kept = last < lim;
+            } else if (m->kind == ELA_HEAD_STREAMING) {
+                /* J < sink_blocks or J > M - local_blocks, inside [0, lim) */
+                int64_t a = m->sink_blocks < lim ? m->sink_blocks : lim;
+                int64_t b = M - m->local_blocks + 1; /* first local block */
+                b = b < a ? a : b;
+                kept = a + (lim > b ? lim - b : 0);
+                last_kept = last < lim && (last < m->sink_blocks || last >= b);
+            } else {
+                const uint8_t *row = masks + ((int64_t)m->mask * nqb + qb) * nkb;
+                kept = nonzero_bytes(row, lim);
+                last_kept = last < lim && row[last] != 0;
             }
+            causal_blocks += lim + diag;
+            kept_blocks += kept + diag;
+            double keys = (double)kept * ELA_BLOCK - (last_kept ? ELA_BLOCK - last_keys : 0);
+            kept_pairs += rows * keys + (diag ? diag_pairs : 0.0);
         }
     }
     r->kept_blocks = kept_blocks;
