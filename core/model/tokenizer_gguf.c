@@ -1,5 +1,6 @@
 /* GGUF tokenizer metadata (tokenizer.ggml.*, as llama.cpp's converter writes it) to a
- * tokenizer (DESIGN.md 5). Byte-level BPE ("gpt2") only; the split regex comes from
+ * tokenizer (DESIGN.md 5). Byte-level BPE ("gpt2") here; SentencePiece BPE ("llama": scores,
+ * no merges) in tokenizer_spm_files.c. For "gpt2" the split regex comes from
  * tokenizer.ggml.pre, which names the pre-tokenizer of the tokenizer.json it was made from
  * (llama-bpe: Llama 3, which also sets ignore_merges; qwen2: Qwen2/2.5/3, which also
  * normalizes to NFC; gpt-2/default: GPT-2). Control and user-defined tokens (token_type 3, 4)
@@ -9,7 +10,7 @@
 #include "../alloc.h"
 #include "../error.h"
 #include "gguf.h"
-#include "tokenizer.h"
+#include "tokenizer_spm.h"
 
 static ela_status opt_id(const gguf_file *g, const char *key, int64_t n_vocab, int32_t *id) {
     int64_t x;
@@ -36,10 +37,12 @@ ela_status tokenizer_from_gguf(const gguf_file *g, ela_tokenizer **out) {
     ela_status st = gguf_get_string(g, "tokenizer.ggml.model", &model, NULL);
     if (st != ELA_OK)
         return st;
+    if (strcmp(model, "llama") == 0) /* SentencePiece BPE (tokenizer_spm_files.c) */
+        return tokenizer_spm_from_gguf(g, out);
     if (strcmp(model, "gpt2") != 0)
         return ela_fail(ELA_ERR_UNSUPPORTED,
                         "%s: tokenizer.ggml.model '%.64s' is not supported (ela reads byte-level "
-                        "BPE, 'gpt2')",
+                        "BPE, 'gpt2', and SentencePiece BPE, 'llama')",
                         path, model);
     tokenizer_spec spec;
     memset(&spec, 0, sizeof spec);

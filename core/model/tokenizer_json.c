@@ -4,6 +4,8 @@
  * Sequence[Split(known regex, Isolated), ByteLevel(use_regex false)] or ByteLevel(use_regex
  * true) alone (GPT-2), post-processor ByteLevel and/or TemplateProcessing adding a BOS. Any
  * other setting that changes the ids is ELA_ERR_UNSUPPORTED quoting it, never ignored.
+ * SentencePiece-style files (byte_fallback, ▁ for spaces: Llama 2, Mistral) share the vocabulary,
+ * merges, added tokens and post-processor reading here and go on in tokenizer_spm_files.c.
  * ela_tokenizer_load also takes a model directory (tokenizer.json, with the BOS/EOS of the
  * tokenizer_config.json beside it) and GGUF files (tokenizer_gguf.c). */
 #include <stdio.h>
@@ -15,6 +17,7 @@
 #include "gguf.h"
 #include "json.h"
 #include "tokenizer_internal.h"
+#include "tokenizer_spm.h"
 
 /* The split regexes ela implements (tokenizer_pretok.c), exactly as tokenizer.json holds them. */
 static const struct {
@@ -273,9 +276,13 @@ ela_status tokenizer_from_json(const char *text, size_t len, const char *what, e
         st = ela_fail(ELA_ERR_FORMAT, "%s: not a JSON object", what);
         goto done;
     }
+    /* SentencePiece-style (Llama 2, Mistral): same vocabulary, merges and added tokens,
+     * its own normalization (tokenizer_spm_files.c). */
+    int spm = tokenizer_spm_json_match(root);
     if ((st = check_model(model, what)) != ELA_OK ||
-        (st = parse_normalizer(json_get(root, "normalizer"), what, &spec.nfc)) != ELA_OK ||
-        (st = parse_pre_tokenizer(json_get(root, "pre_tokenizer"), what, &spec.pre)) != ELA_OK)
+        (!spm && (st = parse_normalizer(json_get(root, "normalizer"), what, &spec.nfc)) != ELA_OK) ||
+        (!spm && (st = parse_pre_tokenizer(json_get(root, "pre_tokenizer"), what, &spec.pre)) !=
+                     ELA_OK))
         goto done;
     if (!is_null(added) && !is_kind(added, JSON_ARRAY)) {
         st = ela_fail(ELA_ERR_FORMAT, "%s: added_tokens is not an array", what);
@@ -350,7 +357,7 @@ ela_status tokenizer_from_json(const char *text, size_t len, const char *what, e
     spec.merges = a.merges;
     spec.merge_lens = a.merge_lens;
     spec.ignore_merges = json_get_bool(model, "ignore_merges", 0);
-    st = tokenizer_build(&spec, out);
+    st = spm ? tokenizer_spm_from_json(root, what, &spec, out) : tokenizer_build(&spec, out);
 
 done:
     free_arrays(&a);
