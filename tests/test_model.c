@@ -363,6 +363,8 @@ int main(void) {
     }
     check_model(be, "llama", "model-q8_0.gguf", TOL_Q8_0);
     check_model(be, "ssa", "", 0); /* SSA's g_proj output gates */
+    check_model(be, "qwen2yarn", "", 0); /* YaRN rope scaling */
+    check_model(be, "qwen2yarn", "model.gguf", 0);
     check_policies(be);
     check_context_errors(be);
     check_layer_drift(be);
