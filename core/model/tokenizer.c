@@ -12,6 +12,7 @@
 
 #include "../alloc.h"
 #include "../error.h"
+#include "bpe_merge.h"
 #include "tokenizer_internal.h"
 #include "tokenizer_spm.h"
 
@@ -19,11 +20,6 @@
 #define FLAG_TEXT 2u    /* not in the byte-level alphabet: piece is its text, BPE never makes it */
 
 #define CACHE_MAX_WORD 256 /* pieces longer than this are not cached (as HF's BPE cache) */
-
-typedef struct {
-    uint64_t key; /* left << 32 | right; UINT64_MAX: empty */
-    int32_t rank, id;
-} pair_slot;
 
 typedef struct {
     uint8_t first;
@@ -38,8 +34,7 @@ struct ela_tokenizer {
     uint8_t *flags;       /* [n_vocab] FLAG_* */
     int32_t *vocab;       /* open addressing over (piece, FLAG_TEXT); -1 empty */
     uint64_t vocab_mask;
-    pair_slot *pairs;
-    uint64_t pair_mask;
+    bpe_pairs pairs;
     int32_t byte_id[256];
     int32_t *specials;    /* special ids sorted by (first byte, length descending) */
     int64_t special_first[257];
@@ -55,11 +50,6 @@ static uint64_t hash_bytes(const uint8_t *p, size_t n, unsigned flag) {
     for (size_t i = 0; i < n; i++)
         h = (h ^ p[i]) * 0x100000001b3ull;
     return h ^ (h >> 29);
-}
-
-static uint64_t hash_pair(uint64_t key) {
-    key *= 0x9E3779B97F4A7C15ull;
-    return key ^ (key >> 31);
 }
 
 static inline const uint8_t *piece_of(const ela_tokenizer *t, int32_t id, size_t *len) {
@@ -78,16 +68,6 @@ static int32_t vocab_find(const ela_tokenizer *t, const uint8_t *p, size_t n, un
         const uint8_t *q = piece_of(t, id, &len);
         if (len == n && (t->flags[id] & FLAG_TEXT) == text && memcmp(p, q, n) == 0)
             return id;
-    }
-}
-
-static const pair_slot *pair_find(const ela_tokenizer *t, int32_t a, int32_t b) {
-    uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
-    for (uint64_t i = hash_pair(key) & t->pair_mask;; i = (i + 1) & t->pair_mask) {
-        if (t->pairs[i].key == key)
-            return &t->pairs[i];
-        if (t->pairs[i].key == UINT64_MAX)
-            return NULL;
     }
 }
 
@@ -126,19 +106,12 @@ void ela_tokenizer_free(ela_tokenizer *tok) {
         return;
     tokenizer_spm_free(tok->spm);
     ela_free(tok->specials);
-    ela_free(tok->pairs);
+    bpe_pairs_free(&tok->pairs);
     ela_free(tok->vocab);
     ela_free(tok->flags);
     ela_free(tok->piece_off);
     ela_free(tok->pieces);
     ela_free(tok);
-}
-
-static uint64_t table_size(uint64_t n) {
-    uint64_t size = 16;
-    while (size < 2 * n)
-        size <<= 1;
-    return size;
 }
 
 static int special_cmp(const void *pa, const void *pb) {
@@ -208,13 +181,7 @@ static ela_status build_merges(ela_tokenizer *t, const tokenizer_spec *spec,
             break;
         }
         /* A repeated pair keeps its last rank (HF collects the merges into a map). */
-        uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
-        uint64_t i = hash_pair(key) & t->pair_mask;
-        while (t->pairs[i].key != UINT64_MAX && t->pairs[i].key != key)
-            i = (i + 1) & t->pair_mask;
-        t->pairs[i].key = key;
-        t->pairs[i].rank = (int32_t)k;
-        t->pairs[i].id = id;
+        bpe_pairs_put(&t->pairs, a, b, (int32_t)k, id);
     }
     ela_free(scratch);
     return st;
@@ -261,17 +228,14 @@ ela_status tokenizer_build(const tokenizer_spec *spec, ela_tokenizer **out) {
     t->bos = spec->bos;
     t->eos = spec->eos;
     t->add_bos = spec->add_bos != 0 && spec->bos >= 0;
-    t->vocab_mask = table_size(n) - 1;
-    t->pair_mask = table_size((uint64_t)spec->n_merges) - 1;
+    t->vocab_mask = bpe_table_size(n) - 1;
     if (!(t->pieces = ela_calloc(total + 1, 1)) ||
         !(t->piece_off = ela_calloc(n + 1, sizeof(uint64_t))) ||
         !(t->flags = ela_calloc(n, 1)) ||
         !(t->vocab = ela_calloc(t->vocab_mask + 1, sizeof(int32_t))) ||
-        !(t->pairs = ela_calloc(t->pair_mask + 1, sizeof(pair_slot))))
+        bpe_pairs_alloc(&t->pairs, (uint64_t)spec->n_merges) != 0)
         goto oom;
     memset(t->vocab, 0xFF, (t->vocab_mask + 1) * sizeof(int32_t));
-    for (uint64_t i = 0; i <= t->pair_mask; i++)
-        t->pairs[i].key = UINT64_MAX;
 
     /* Pieces: raw bytes of byte-level tokens, text of special and out-of-alphabet ones. */
     int16_t cp_to_byte[0x144];
@@ -370,10 +334,6 @@ fail:
 
 /* ---- encode -------------------------------------------------------------------------- */
 typedef struct {
-    int32_t rank, pos, id;
-} heap_entry;
-
-typedef struct {
     uint64_t hash;
     uint32_t key_off, key_len, ids_off, n_ids; /* key_len UINT32_MAX: empty */
 } cache_slot;
@@ -383,10 +343,7 @@ typedef struct {
     const ela_tokenizer *t;
     int32_t *ids;
     int64_t capacity, count;
-    /* BPE of one word: symbols as a linked list over byte positions, and the heap */
-    int32_t *sym, *prev, *next;
-    heap_entry *heap;
-    size_t word_cap;
+    bpe_word w; /* BPE of one word: symbols over byte positions */
     /* cache of words seen in this call: keys and ids in arenas */
     cache_slot *cache;
     uint64_t cache_mask, cache_used;
@@ -402,109 +359,16 @@ static inline void emit(encoder *e, int32_t id) {
     e->count++;
 }
 
-static inline int heap_less(const heap_entry *a, const heap_entry *b) {
-    return a->rank < b->rank || (a->rank == b->rank && a->pos < b->pos);
-}
-
-static void heap_push(heap_entry *h, size_t *n, heap_entry v) {
-    size_t i = (*n)++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!heap_less(&v, &h[parent]))
-            break;
-        h[i] = h[parent];
-        i = parent;
-    }
-    h[i] = v;
-}
-
-static heap_entry heap_pop(heap_entry *h, size_t *n) {
-    heap_entry top = h[0], v = h[--(*n)];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= *n)
-            break;
-        if (c + 1 < *n && heap_less(&h[c + 1], &h[c]))
-            c++;
-        if (!heap_less(&h[c], &v))
-            break;
-        h[i] = h[c];
-        i = c;
-    }
-    h[i] = v;
-    return top;
-}
-
-static ela_status grow_word(encoder *e, size_t len) {
-    if (len <= e->word_cap)
-        return ELA_OK;
-    size_t cap = e->word_cap ? e->word_cap : 64;
-    while (cap < len)
-        cap *= 2;
-    int32_t *sym = ela_realloc(e->sym, cap, sizeof(int32_t));
-    if (sym)
-        e->sym = sym;
-    int32_t *prev = ela_realloc(e->prev, cap, sizeof(int32_t));
-    if (prev)
-        e->prev = prev;
-    int32_t *next = ela_realloc(e->next, cap, sizeof(int32_t));
-    if (next)
-        e->next = next;
-    heap_entry *heap = ela_realloc(e->heap, cap, 3 * sizeof(heap_entry));
-    if (heap)
-        e->heap = heap;
-    if (!sym || !prev || !next || !heap)
-        return ela_fail(ELA_ERR_OOM, "ela_tokenize: out of memory for a %zu-byte word", len);
-    e->word_cap = cap;
-    return ELA_OK;
-}
-
-static void push_pair(encoder *e, size_t *nh, int32_t pos) {
-    const pair_slot *m = pair_find(e->t, e->sym[pos], e->sym[e->next[pos]]);
-    if (m) {
-        heap_entry v = {m->rank, pos, m->id};
-        heap_push(e->heap, nh, v);
-    }
-}
-
-/* BPE of one pre-token's bytes: the tokens are left in e->sym[] along e->next from 0. */
-static ela_status bpe_word(encoder *e, const uint8_t *w, size_t len) {
-    const ela_tokenizer *t = e->t;
+/* BPE of one pre-token's bytes: the tokens are left in e->w.sym[] along e->w.next from 0. */
+static ela_status merge_bytes(encoder *e, const uint8_t *w, size_t len) {
     if (len > (size_t)INT32_MAX / 4)
         return ela_fail(ELA_ERR_INVALID_ARG, "ela_tokenize: a %zu-byte word is too long", len);
-    ela_status st = grow_word(e, len);
+    ela_status st = bpe_word_reserve(&e->w, len);
     if (st != ELA_OK)
         return st;
-    int32_t n = (int32_t)len;
-    for (int32_t i = 0; i < n; i++) {
-        e->sym[i] = t->byte_id[w[i]];
-        e->prev[i] = i - 1;
-        e->next[i] = i + 1 < n ? i + 1 : -1;
-    }
-    size_t nh = 0;
-    for (int32_t i = 0; i + 1 < n; i++)
-        push_pair(e, &nh, i);
-    while (nh) {
-        heap_entry top = heap_pop(e->heap, &nh);
-        int32_t pos = top.pos, right = e->next[pos];
-        /* Stale entries: the symbol was merged away (sym -1), has no right neighbour any more,
-         * or the pair there now makes another token (HF's checks). */
-        if (e->sym[pos] < 0 || right < 0)
-            continue;
-        const pair_slot *m = pair_find(t, e->sym[pos], e->sym[right]);
-        if (!m || m->id != top.id)
-            continue;
-        e->sym[pos] = top.id;
-        e->sym[right] = -1;
-        e->next[pos] = e->next[right];
-        if (e->next[pos] >= 0)
-            e->prev[e->next[pos]] = pos;
-        if (e->prev[pos] >= 0)
-            push_pair(e, &nh, e->prev[pos]);
-        if (e->next[pos] >= 0)
-            push_pair(e, &nh, pos);
-    }
+    for (size_t i = 0; i < len; i++)
+        e->w.sym[i] = e->t->byte_id[w[i]];
+    bpe_word_merge(&e->w, (int32_t)len, &e->t->pairs);
     return ELA_OK;
 }
 
@@ -576,7 +440,7 @@ static ela_status encode_word(encoder *e, const uint8_t *w, size_t len) {
             }
         }
     }
-    if ((st = bpe_word(e, w, len)) != ELA_OK)
+    if ((st = merge_bytes(e, w, len)) != ELA_OK)
         return st;
     if (cacheable && e->keys_len + len < UINT32_MAX && e->cids_len + len < UINT32_MAX) {
         void *keys = e->keys, *cids = e->cids;
@@ -590,9 +454,9 @@ static ela_status encode_word(encoder *e, const uint8_t *w, size_t len) {
         cache_slot c = {h, (uint32_t)e->keys_len, (uint32_t)len, (uint32_t)e->cids_len, 0};
         memcpy(e->keys + e->keys_len, w, len);
         e->keys_len += len;
-        for (int32_t i = 0; i >= 0; i = e->next[i]) {
-            e->cids[e->cids_len + c.n_ids++] = e->sym[i];
-            emit(e, e->sym[i]);
+        for (int32_t i = 0; i >= 0; i = e->w.next[i]) {
+            e->cids[e->cids_len + c.n_ids++] = e->w.sym[i];
+            emit(e, e->w.sym[i]);
         }
         e->cids_len += c.n_ids;
         e->cache[slot] = c;
@@ -600,8 +464,8 @@ static ela_status encode_word(encoder *e, const uint8_t *w, size_t len) {
             return cache_grow(e);
         return ELA_OK;
     }
-    for (int32_t i = 0; i >= 0; i = e->next[i])
-        emit(e, e->sym[i]);
+    for (int32_t i = 0; i >= 0; i = e->w.next[i])
+        emit(e, e->w.sym[i]);
     return ELA_OK;
 }
 
@@ -685,10 +549,7 @@ ela_status ela_tokenize(const ela_tokenizer *tok, const char *text, size_t len, 
     }
     if (st == ELA_OK && seg < len)
         st = encode_segment(&e, s + seg, len - seg);
-    ela_free(e.sym);
-    ela_free(e.prev);
-    ela_free(e.next);
-    ela_free(e.heap);
+    bpe_word_free(&e.w);
     ela_free(e.cache);
     ela_free(e.keys);
     ela_free(e.cids);

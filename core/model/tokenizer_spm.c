@@ -15,6 +15,7 @@
 
 #include "../alloc.h"
 #include "../error.h"
+#include "bpe_merge.h"
 #include "tokenizer_internal.h"
 #include "tokenizer_spm.h"
 
@@ -22,11 +23,6 @@
 #define FLAG_BYTE 2u    /* <0xNN>: piece is the byte */
 
 static const uint8_t space_mark[3] = {0xE2, 0x96, 0x81}; /* U+2581 */
-
-typedef struct {
-    uint64_t key; /* left << 32 | right; UINT64_MAX: empty */
-    int32_t rank, id;
-} spm_pair;
 
 typedef struct {
     uint8_t first;
@@ -42,8 +38,7 @@ struct tokenizer_spm {
     uint8_t *byte_val;   /* [n_vocab] the byte of a FLAG_BYTE token */
     int32_t *vocab;      /* open addressing over the texts of non-special tokens; -1 empty */
     uint64_t vocab_mask;
-    spm_pair *pairs;
-    uint64_t pair_mask;
+    bpe_pairs pairs;
     int32_t byte_id[256];
     int32_t *specials;   /* special ids sorted by (first byte, length descending) */
     int64_t special_first[257];
@@ -59,18 +54,6 @@ static uint64_t hash_bytes(const uint8_t *p, size_t n) {
     for (size_t i = 0; i < n; i++)
         h = (h ^ p[i]) * 0x100000001b3ull;
     return h ^ (h >> 29);
-}
-
-static uint64_t hash_pair(uint64_t key) {
-    key *= 0x9E3779B97F4A7C15ull;
-    return key ^ (key >> 31);
-}
-
-static uint64_t table_size(uint64_t n) {
-    uint64_t size = 16;
-    while (size < 2 * n)
-        size <<= 1;
-    return size;
 }
 
 static inline const uint8_t *text_of(const tokenizer_spm *t, int32_t id, size_t *len) {
@@ -91,27 +74,6 @@ static int32_t vocab_find(const tokenizer_spm *t, const uint8_t *p, size_t n) {
     }
 }
 
-static const spm_pair *pair_find(const tokenizer_spm *t, int32_t a, int32_t b) {
-    uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
-    for (uint64_t i = hash_pair(key) & t->pair_mask;; i = (i + 1) & t->pair_mask) {
-        if (t->pairs[i].key == key)
-            return &t->pairs[i];
-        if (t->pairs[i].key == UINT64_MAX)
-            return NULL;
-    }
-}
-
-/* Insert or overwrite (a repeated HF merge keeps its last rank, as HF's map does). */
-static void pair_put(tokenizer_spm *t, int32_t a, int32_t b, int32_t rank, int32_t id) {
-    uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
-    uint64_t i = hash_pair(key) & t->pair_mask;
-    while (t->pairs[i].key != UINT64_MAX && t->pairs[i].key != key)
-        i = (i + 1) & t->pair_mask;
-    t->pairs[i].key = key;
-    t->pairs[i].rank = rank;
-    t->pairs[i].id = id;
-}
-
 /* 0-255 when the text is exactly "<0xNN>" (upper-case hex, as HF and llama.cpp spell it). */
 static int byte_token_value(const char *s, size_t n) {
     static const char hex[] = "0123456789ABCDEF";
@@ -127,7 +89,7 @@ void tokenizer_spm_free(tokenizer_spm *t) {
     if (!t)
         return;
     ela_free(t->specials);
-    ela_free(t->pairs);
+    bpe_pairs_free(&t->pairs);
     ela_free(t->vocab);
     ela_free(t->byte_val);
     ela_free(t->flags);
@@ -166,7 +128,7 @@ static ela_status pairs_from_merges(tokenizer_spm *t, const tokenizer_spm_spec *
             return ela_fail(ELA_ERR_FORMAT,
                             "%s: merge %lld \"%.*s\": the merged token is not in the vocabulary",
                             spec->what, (long long)k, (int)(n > 200 ? 200 : n), m);
-        pair_put(t, a, b, (int32_t)k, id);
+        bpe_pairs_put(&t->pairs, a, b, (int32_t)k, id);
     }
     return ELA_OK;
 }
@@ -209,7 +171,7 @@ static void pairs_from_scores(tokenizer_spm *t, const scored *order, int64_t n_o
                 break;
             int32_t a = vocab_find(t, p, s), b = a < 0 ? -1 : vocab_find(t, p + s, len - s);
             if (a >= 0 && b >= 0)
-                pair_put(t, a, b, rank, id);
+                bpe_pairs_put(&t->pairs, a, b, rank, id);
         }
     }
 }
@@ -312,7 +274,7 @@ ela_status tokenizer_spm_build(const tokenizer_spm_spec *spec, ela_tokenizer **o
     t->byte_fallback = spec->byte_fallback != 0;
     t->fuse_unk = spec->fuse_unk != 0;
     t->unk = spec->unk;
-    t->vocab_mask = table_size(n) - 1;
+    t->vocab_mask = bpe_table_size(n) - 1;
     if (!(t->text = ela_calloc(total + 1, 1)) || !(t->off = ela_calloc(n + 1, sizeof(uint64_t))) ||
         !(t->flags = ela_calloc(n, 1)) || !(t->byte_val = ela_calloc(n, 1)) ||
         !(t->vocab = ela_calloc(t->vocab_mask + 1, sizeof(int32_t))) ||
@@ -383,11 +345,8 @@ ela_status tokenizer_spm_build(const tokenizer_spm_spec *spec, ela_tokenizer **o
         }
         qsort(order, (size_t)n_order, sizeof(scored), scored_cmp);
     }
-    t->pair_mask = table_size(n_pairs) - 1;
-    if (!(t->pairs = ela_calloc(t->pair_mask + 1, sizeof(spm_pair))))
+    if (bpe_pairs_alloc(&t->pairs, n_pairs) != 0)
         goto oom;
-    for (uint64_t i = 0; i <= t->pair_mask; i++)
-        t->pairs[i].key = UINT64_MAX;
     if (spec->scores)
         pairs_from_scores(t, order, n_order);
     else if ((st = pairs_from_merges(t, spec, scratch)) != ELA_OK)
@@ -422,18 +381,12 @@ fail:
 
 /* ---- encode -------------------------------------------------------------------------- */
 typedef struct {
-    int32_t rank, pos, id;
-} heap_entry;
-
-typedef struct {
     const tokenizer_spm *t;
     int32_t *ids;
     int64_t capacity, count;
     uint8_t *norm;              /* the stretch with its prefix and spaces as ▁ */
     size_t norm_cap;
-    int32_t *sym, *prev, *next; /* symbols of one word, linked */
-    heap_entry *heap;
-    size_t word_cap;
+    bpe_word w;                 /* symbols of one word */
 } spm_encoder;
 
 static inline void emit(spm_encoder *e, int32_t id) {
@@ -442,129 +395,38 @@ static inline void emit(spm_encoder *e, int32_t id) {
     e->count++;
 }
 
-static inline int heap_less(const heap_entry *a, const heap_entry *b) {
-    return a->rank < b->rank || (a->rank == b->rank && a->pos < b->pos);
-}
-
-static void heap_push(heap_entry *h, size_t *n, heap_entry v) {
-    size_t i = (*n)++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!heap_less(&v, &h[parent]))
-            break;
-        h[i] = h[parent];
-        i = parent;
-    }
-    h[i] = v;
-}
-
-static heap_entry heap_pop(heap_entry *h, size_t *n) {
-    heap_entry top = h[0], v = h[--(*n)];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= *n)
-            break;
-        if (c + 1 < *n && heap_less(&h[c + 1], &h[c]))
-            c++;
-        if (!heap_less(&h[c], &v))
-            break;
-        h[i] = h[c];
-        i = c;
-    }
-    h[i] = v;
-    return top;
-}
-
-static ela_status grow_word(spm_encoder *e, size_t len) {
-    if (len <= e->word_cap)
-        return ELA_OK;
-    size_t cap = e->word_cap ? e->word_cap : 64;
-    while (cap < len)
-        cap *= 2;
-    int32_t *sym = ela_realloc(e->sym, cap, sizeof(int32_t));
-    if (sym)
-        e->sym = sym;
-    int32_t *prev = ela_realloc(e->prev, cap, sizeof(int32_t));
-    if (prev)
-        e->prev = prev;
-    int32_t *next = ela_realloc(e->next, cap, sizeof(int32_t));
-    if (next)
-        e->next = next;
-    heap_entry *heap = ela_realloc(e->heap, cap, 3 * sizeof(heap_entry));
-    if (heap)
-        e->heap = heap;
-    if (!sym || !prev || !next || !heap)
-        return ela_fail(ELA_ERR_OOM, "ela_tokenize: out of memory for a %zu-byte word", len);
-    e->word_cap = cap;
-    return ELA_OK;
-}
-
-static void push_pair(spm_encoder *e, size_t *nh, int32_t pos) {
-    const spm_pair *m = pair_find(e->t, e->sym[pos], e->sym[e->next[pos]]);
-    if (m) {
-        heap_entry v = {m->rank, pos, m->id};
-        heap_push(e->heap, nh, v);
-    }
-}
-
 /* BPE of one word (normalized bytes): characters to symbols, merge, emit. */
 static ela_status encode_word(spm_encoder *e, const uint8_t *w, size_t len) {
     const tokenizer_spm *t = e->t;
     if (len > (size_t)INT32_MAX / 4)
         return ela_fail(ELA_ERR_INVALID_ARG, "ela_tokenize: a %zu-byte stretch of text is too "
                         "long", len);
-    ela_status st = grow_word(e, len);
+    ela_status st = bpe_word_reserve(&e->w, len);
     if (st != ELA_OK)
         return st;
-    int32_t n = 0;
+    int32_t *sym = e->w.sym, n = 0;
     int last_unk = 0;
     for (size_t i = 0; i < len;) {
         uint32_t cp;
         size_t l = tok_utf8_decode(w, len, i, &cp);
         int32_t id = vocab_find(t, w + i, l);
         if (id >= 0) {
-            e->sym[n++] = id;
+            sym[n++] = id;
             last_unk = 0;
         } else if (t->byte_fallback) {
             for (size_t k = 0; k < l; k++)
-                e->sym[n++] = t->byte_id[w[i + k]];
+                sym[n++] = t->byte_id[w[i + k]];
             last_unk = 0;
         } else if (t->unk >= 0) { /* without an unk token HF drops the character */
             if (!(t->fuse_unk && last_unk))
-                e->sym[n++] = t->unk;
+                sym[n++] = t->unk;
             last_unk = 1;
         }
         i += l;
     }
-    for (int32_t i = 0; i < n; i++) {
-        e->prev[i] = i - 1;
-        e->next[i] = i + 1 < n ? i + 1 : -1;
-    }
-    size_t nh = 0;
-    for (int32_t i = 0; i + 1 < n; i++)
-        push_pair(e, &nh, i);
-    while (nh) {
-        heap_entry top = heap_pop(e->heap, &nh);
-        int32_t pos = top.pos, right = e->next[pos];
-        /* Stale: merged away, no right neighbour, or the pair there now makes another token. */
-        if (e->sym[pos] < 0 || right < 0)
-            continue;
-        const spm_pair *m = pair_find(t, e->sym[pos], e->sym[right]);
-        if (!m || m->id != top.id)
-            continue;
-        e->sym[pos] = top.id;
-        e->sym[right] = -1;
-        e->next[pos] = e->next[right];
-        if (e->next[pos] >= 0)
-            e->prev[e->next[pos]] = pos;
-        if (e->prev[pos] >= 0)
-            push_pair(e, &nh, e->prev[pos]);
-        if (e->next[pos] >= 0)
-            push_pair(e, &nh, pos);
-    }
-    for (int32_t i = n ? 0 : -1; i >= 0; i = e->next[i])
-        emit(e, e->sym[i]);
+    bpe_word_merge(&e->w, n, &t->pairs);
+    for (int32_t i = n ? 0 : -1; i >= 0; i = e->w.next[i])
+        emit(e, sym[i]);
     return ELA_OK;
 }
 
@@ -663,10 +525,7 @@ ela_status tokenizer_spm_encode(const tokenizer_spm *t, const char *text, size_t
     if (st == ELA_OK && seg < len)
         st = encode_segment(&e, s + seg, len - seg, seg == 0);
     ela_free(e.norm);
-    ela_free(e.sym);
-    ela_free(e.prev);
-    ela_free(e.next);
-    ela_free(e.heap);
+    bpe_word_free(&e.w);
     if (st == ELA_OK)
         *n_ids = e.count;
     return st;
