@@ -133,6 +133,15 @@ static void build_cases(void) {
     add(1100, 1100, 64, 4, 4, 0, F32, F32, F32, P_MIXED, 0, 0, F_THREADS | F_STRIDED);
     add(129, 129, 17, 6, 3, 0, F32, F32, F32, P_MIXED, 0, 0, 0);
     add(129, 300, 256, 4, 2, 128, F32, F32, F32, P_MIXED, 0, 0, 0);
+    /* q8_0 K/V (a quantized KV cache, d % 32 == 0): every head pattern, prompt and chunk,
+     * GQA 1/4/8, strided, f16/bf16 q and o. */
+    const ela_dtype Q8 = ELA_Q8_0;
+    add(300, 300, 64, 4, 2, 0, F32, Q8, F32, P_MIXED, 0, 0, F_THREADS | F_STRIDED);
+    add(200, 456, 128, 8, 1, 256, F32, Q8, F32, P_MIXED_KV, 0, 0, 0);
+    add(700, 700, 64, 4, 2, 0, F16, Q8, F16, P_STREAM, 1, 2, 0);
+    add(400, 1040, 64, 8, 8, 640, BF16, Q8, F32, P_MASK, 0, 0, F_STRIDED);
+    add(513, 513, 128, 8, 2, 0, F32, Q8, BF16, P_DIAG, 0, 0, 0);
+    add(333, 1101, 32, 8, 2, 768, F32, Q8, F32, P_DENSE, 0, 0, F_THREADS);
 }
 
 /* ---- host data ---------------------------------------------------------------------------- */
@@ -284,10 +293,12 @@ static ela_status new3(ela_backend *be, ela_dtype dt, int nd, const int64_t *ext
                        ela_tensor **out) {
     if (!strided)
         return ela_tensor_new(be, dt, nd, ext, NULL, out);
-    int64_t st[3], es = (int64_t)ela_dtype_size(dt), acc = es;
-    for (int i = nd - 1; i >= 0; i--) {
+    /* last dim packed (one element, or one q8_0 block), others padded by 3 */
+    int64_t st[3], acc = (int64_t)ela_dtype_row_bytes(dt, ext[nd - 1]);
+    st[nd - 1] = test_stride_bytes(dt, 1);
+    for (int i = nd - 2; i >= 0; i--) {
         st[i] = acc;
-        acc *= ext[i] + (i == nd - 1 ? 0 : 3); /* last dim packed, others padded */
+        acc *= ext[i] + 3;
     }
     return ela_tensor_new(be, dt, nd, ext, st, out);
 }
@@ -626,6 +637,8 @@ int main(void) {
             ela_dtype t3[3] = {(ela_dtype)(a % 3), (ela_dtype)(a / 3 % 3), (ela_dtype)(a / 9)};
             CHECK(ela_backend_supports(cfgs[0].be, ELA_OP_ATTN_BLOCKS, t3, 3));
         }
+        ela_dtype q8[3] = {ELA_F32, ELA_Q8_0, ELA_F32};
+        CHECK(ela_backend_supports(cfgs[0].be, ELA_OP_ATTN_BLOCKS, q8, 3));
     }
     double t_ref = 0.0;
     for (int ci = 0; ci < n_cases; ci++) {

@@ -22,7 +22,9 @@
  *    accumulation noise is a bug, and a tighter bound catches more of them.
  *  - f16/bf16 output: 1e-2 (DESIGN.md): rounding the output alone costs up to 2^-11 (f16)
  *    or 2^-8 (bf16) relative per element.
- * LSE is always f32: 1e-5 with f32 inputs, 2e-3 with any 16-bit input. */
+ * LSE is always f32: 1e-5 with f32 inputs, 2e-3 with any 16-bit input.
+ * q8_0 K/V count as 16-bit inputs: the reference reads the dequantized values too, so what
+ * is left is the same f32 accumulation (the quantization error itself is the model test's). */
 #define TOL_F32 1e-5
 #define TOL_16_IN_F32_OUT 2e-3
 #define TOL_16_OUT 1e-2
@@ -199,6 +201,33 @@ static void build_cases(void) {
     add_case(129, 300, 64, 4, 1, 1, 10, 0.3f, F32, F32, F32, LAYOUT_PACKED, DATA_NORMAL, 0);
     add_case(129, 300, 64, 4, 1, 0, 0, 0.05f, F32, BF16, F32, LAYOUT_CACHE, DATA_SHARP, 0);
     add_case(129, 300, 64, 4, 1, 1, 0, -0.2f, F32, F32, F32, LAYOUT_QKV, DATA_NORMAL, 0);
+
+    /* 5. q8_0 K/V (a quantized KV cache; d a multiple of 32): decode on the row path with GQA
+     * 1/4/8, d 64/128, key counts around the tile and long enough to split over threads, every
+     * K/V layout (cache views start at token 3, fused views interleave K and V blocks); L = 2
+     * with G = 4 (R = 8, still rows); the model's shape; then prefill (tiled path) with f32,
+     * f16 and bf16 q and o, d 32 and 256, causal offsets and non-causal. */
+    const ela_dtype Q8 = ELA_Q8_0;
+    static const int64_t q8_n[5] = {1, 63, 65, 1000, 4099};
+    idx = 0;
+    for (int g = 0; g < 3; g++)
+        for (int di = 0; di < 2; di++, idx++) {
+            int64_t n = q8_n[(idx + g) % 5];
+            int causal = idx != 4;
+            add_case(1, n, dims[di], gqa[g][0], gqa[g][1], causal, causal ? n - 1 : 0, 0.0f,
+                     F32, Q8, F32, (idx * 2 + 1) % LAYOUT_COUNT, idx % DATA_COUNT,
+                     idx % 2 == 0 ? F_THREADS : 0);
+        }
+    add_case(2, 1000, 128, 8, 2, 1, 998, 0.0f, F32, Q8, F32, LAYOUT_FUSED, DATA_RAMP, F_THREADS);
+    add_case(1, 4099, 128, 32, 8, 1, 4098, 0.0f, F32, Q8, F32, LAYOUT_CACHE, DATA_SHARP,
+             F_THREADS);
+    add_case(1, 129, 256, 4, 4, 1, 128, 0.0f, F16, Q8, F16, LAYOUT_PACKED, DATA_NORMAL, 0);
+    add_case(129, 129, 64, 4, 2, 1, 0, 0.0f, F32, Q8, F32, LAYOUT_CACHE, DATA_RAMP, F_THREADS);
+    add_case(300, 300, 128, 4, 1, 1, 0, 0.0f, F16, Q8, F16, LAYOUT_FUSED, DATA_NORMAL, 0);
+    add_case(65, 200, 32, 8, 2, 0, 0, 0.0f, BF16, Q8, F32, LAYOUT_ALL, DATA_SHARP, 0);
+    add_case(129, 300, 256, 4, 2, 1, 20, 0.0f, F32, Q8, BF16, LAYOUT_QKV, DATA_NORMAL, 0);
+    add_case(1100, 1110, 64, 1, 1, 1, 10, 0.0f, F32, Q8, F32, LAYOUT_CACHE, DATA_NORMAL,
+             F_THREADS);
 }
 
 /* ---- host data -------------------------------------------------------------------------- */
@@ -333,10 +362,10 @@ static ela_status dev_view(ela_backend *be, ela_dtype dt, int base_dims, const i
     if (st != ELA_OK)
         return st;
     int64_t strides[4];
-    size_t es = ela_dtype_size(dt);
     for (int i = 0; i < n_dims; i++)
-        strides[i] = stride_el[i] * (int64_t)es;
-    return ela_tensor_view(x->base, n_dims, ext, strides, offset_el * (int64_t)es, &x->t);
+        strides[i] = test_stride_bytes(dt, stride_el[i]);
+    return ela_tensor_view(x->base, n_dims, ext, strides,
+                           (int64_t)ela_dtype_row_bytes(dt, offset_el), &x->t);
 }
 
 /* Count base elements outside the view that no longer hold the sentinel. */
@@ -408,17 +437,20 @@ static ela_status dev_set_make(ela_backend *be, const attn_case *c, dev_set *s) 
         return st;
 
     /* k, v */
+    /* q8_0 turns a NaN block into zeros: outside the views it holds a large finite value
+     * instead, which poisons the result just as well if read. */
+    const float kv_fill = c->tkv == ELA_Q8_0 ? 1e4f : nan;
     for (int which = 0; which < 2; which++) {
         dev_tensor *x = which ? &s->v : &s->k;
         if (kv_cache) {
             /* cache [Hkv, capacity, d], view of tokens [3, 3 + n): past-the-end tokens are NaN */
             int64_t cap = n + 3 + 61 + which * 5;
             int64_t be3[3] = {hkv, cap, d}, ext[3] = {hkv, n, d}, str[3] = {cap * d, d, 1};
-            st = dev_view(be, c->tkv, 3, be3, 3, ext, str, 3 * d, nan, x);
+            st = dev_view(be, c->tkv, 3, be3, 3, ext, str, 3 * d, kv_fill, x);
         } else if (c->layout == LAYOUT_FUSED) {
             /* [n, 2, Hkv, d] token-major; k = [:, 0], v = [:, 1], viewed head-major */
             int64_t be4[4] = {n, 2, hkv, d}, ext[3] = {hkv, n, d}, str[3] = {d, 2 * hkv * d, 1};
-            st = dev_view(be, c->tkv, 4, be4, 3, ext, str, which * hkv * d, nan, x);
+            st = dev_view(be, c->tkv, 4, be4, 3, ext, str, which * hkv * d, kv_fill, x);
         } else {
             st = dev_packed(be, c->tkv, 3, hkv, n, d, x);
         }
@@ -642,6 +674,65 @@ static void check_supports(void) {
                        "q %s kv %s o %s", ela_dtype_name(t[0]), ela_dtype_name(t[1]),
                        ela_dtype_name(t[2]));
             }
+    ela_dtype q8[3] = {ELA_F32, ELA_Q8_0, ELA_F32};
+    CHECK(ela_backend_supports(cfgs[0].be, ELA_OP_ATTN_DENSE, q8, 3));
+}
+
+/* q8_0 is for k and v only, and only in whole blocks: a q8_0 q or o, k and v of different
+ * dtypes, a head dim that is not a multiple of 32 and a view that would split blocks are
+ * refused with a message naming the tensor (or the extent / stride). */
+static void check_q8_errors(void) {
+    if (n_cfgs == 0)
+        return;
+    ela_backend *be = cfgs[0].be;
+    ela_tensor *q = NULL, *k = NULL, *v = NULL, *o = NULL, *q8 = NULL, *v16 = NULL, *bad = NULL;
+    int64_t qs[3] = {3, 4, 64}, ks[3] = {2, 40, 64};
+    CHECK_STATUS(ela_tensor_new(be, ELA_F32, 3, qs, NULL, &q), ELA_OK);
+    CHECK_STATUS(ela_tensor_new(be, ELA_Q8_0, 3, ks, NULL, &k), ELA_OK);
+    CHECK_STATUS(ela_tensor_new(be, ELA_Q8_0, 3, ks, NULL, &v), ELA_OK);
+    CHECK_STATUS(ela_tensor_new(be, ELA_F32, 3, qs, NULL, &o), ELA_OK);
+    CHECK_STATUS(ela_tensor_new(be, ELA_Q8_0, 3, qs, NULL, &q8), ELA_OK);
+    CHECK_STATUS(ela_tensor_new(be, ELA_F16, 3, ks, NULL, &v16), ELA_OK);
+    if (!q || !k || !v || !o || !q8 || !v16)
+        goto done;
+    ela_attn_params p = ela_attn_params_default();
+    p.q_pos0 = 37;
+    /* the valid call first, so the failures below are the dtypes' */
+    CHECK_STATUS(ela_attn_dense(be, q, k, v, o, NULL, &p), ELA_OK);
+    CHECK_STATUS(ela_attn_dense(be, q8, k, v, o, NULL, &p), ELA_ERR_INVALID_ARG);
+    CHECK(test_has_word(ela_last_error(), "q") && test_has_text(ela_last_error(), "q8_0"));
+    CHECK_STATUS(ela_attn_dense(be, q, k, v, q8, NULL, &p), ELA_ERR_INVALID_ARG);
+    CHECK(test_has_word(ela_last_error(), "o") && test_has_text(ela_last_error(), "q8_0"));
+    CHECK_STATUS(ela_attn_dense(be, q, k, v16, o, NULL, &p), ELA_ERR_INVALID_ARG);
+    CHECK(test_has_word(ela_last_error(), "k") && test_has_word(ela_last_error(), "v"));
+    /* d = 48: a q8_0 K cannot exist, nor a view of 48 of its 64 columns, nor one whose row
+     * stride or offset falls inside a block */
+    int64_t k48[3] = {2, 40, 48};
+    CHECK_STATUS(ela_tensor_new(be, ELA_Q8_0, 3, k48, NULL, &bad), ELA_ERR_INVALID_ARG);
+    CHECK(bad == NULL && test_has_text(ela_last_error(), "multiple of 32"));
+    int64_t st[3] = {40 * 68, 68, 34};
+    CHECK_STATUS(ela_tensor_view(k, 3, k48, st, 0, &bad), ELA_ERR_INVALID_ARG);
+    CHECK(bad == NULL && test_has_text(ela_last_error(), "multiple of 32"));
+    int64_t k32[3] = {2, 40, 32}, st_mid[3] = {40 * 68, 51, 34};
+    CHECK_STATUS(ela_tensor_view(k, 3, k32, st_mid, 0, &bad), ELA_ERR_INVALID_ARG);
+    CHECK(bad == NULL && test_has_text(ela_last_error(), "stride"));
+    CHECK_STATUS(ela_tensor_view(k, 3, k32, st, 17, &bad), ELA_ERR_INVALID_ARG);
+    CHECK(bad == NULL);
+    /* a view of the first block of each row is a valid q8_0 K/V of d = 32, which q's d = 64
+     * does not match */
+    CHECK_STATUS(ela_tensor_view(k, 3, k32, st, 0, &bad), ELA_OK);
+    if (bad) {
+        CHECK_STATUS(ela_attn_dense(be, q, bad, bad, o, NULL, &p), ELA_ERR_INVALID_ARG);
+        CHECK(test_has_word(ela_last_error(), "k"));
+    }
+done:
+    ela_tensor_free(bad);
+    ela_tensor_free(v16);
+    ela_tensor_free(q8);
+    ela_tensor_free(o);
+    ela_tensor_free(v);
+    ela_tensor_free(k);
+    ela_tensor_free(q);
 }
 
 int main(void) {
@@ -649,6 +740,7 @@ int main(void) {
     build_cases();
     open_backends();
     check_supports();
+    check_q8_errors();
     const char *only = getenv("ELA_TEST_CASE");
     int only_case = only && *only ? atoi(only) : -1;
     printf("%d cases, %d backend configurations%s\n", n_cases, n_cfgs,

@@ -63,7 +63,9 @@ static void run_case(ela_backend *be, const char *cfg, const gcase *c, int ci, i
     test_fill_normal(&rng, q, nq, 1.0f);
     test_fill_normal(&rng, k, nkv, 1.0f);
     test_fill_normal(&rng, v, nkv, 1.0f);
-    test_round_through(q, nq, c->kv);
+    /* q is of the K/V dtype, or f32 beside a q8_0 KV cache (q8_0 is for k and v only) */
+    ela_dtype qdt = c->kv == ELA_Q8_0 ? ELA_F32 : c->kv;
+    test_round_through(q, nq, qdt);
     test_round_through(k, nkv, c->kv);
     test_round_through(v, nkv, c->kv);
     for (int l = 0; l < lists; l++) {
@@ -84,7 +86,7 @@ static void run_case(ela_backend *be, const char *cfg, const gcase *c, int ci, i
     int64_t is[2] = {lists, c->m};
     ela_tensor *tq = NULL, *tk = NULL, *tv = NULL, *to = NULL, *tl = NULL, *ti = NULL;
     ela_status st;
-    if ((st = ela_tensor_new(be, c->kv, 3, qs, NULL, &tq)) == ELA_OK &&
+    if ((st = ela_tensor_new(be, qdt, 3, qs, NULL, &tq)) == ELA_OK &&
         (st = ela_tensor_new(be, c->kv, 3, ks, NULL, &tk)) == ELA_OK &&
         (st = ela_tensor_new(be, c->kv, 3, ks, NULL, &tv)) == ELA_OK &&
         (st = ela_tensor_new(be, c->out, 3, qs, NULL, &to)) == ELA_OK &&
@@ -157,6 +159,11 @@ static const gcase cases[] = {
     {33, 400, 64, 128, 4, 1, 0, 1, 0, ELA_BF16, ELA_BF16},      /* not causal */
     {2, 300, 0, 64, 4, 2, 1, 0, 299, ELA_F32, ELA_F32},         /* empty list: o 0, lse -inf */
     {5, 40, 7, 64, 4, 2, 1, 0, 3, ELA_F32, ELA_F32},            /* rows that see no key */
+    /* q8_0 K/V (quantized KV cache): decode split, per-KV-head lists, tiled path, f16 out */
+    {1, 5000, 2048, 128, 32, 8, 1, 0, 4999, ELA_Q8_0, ELA_F32},
+    {1, 3000, 700, 64, 8, 2, 1, 1, 2999, ELA_Q8_0, ELA_F32},
+    {70, 500, 333, 64, 16, 2, 1, 0, 430, ELA_Q8_0, ELA_F32},
+    {3, 1000, 129, 32, 8, 8, 1, 1, 600, ELA_Q8_0, ELA_F16},
 };
 
 static void test_errors(ela_backend *be) {
@@ -237,10 +244,12 @@ int main(void) {
                 run_case(be, cfg, &cases[ci], ci, 0);
             gcase id = {4, 600, 600, 64, 8, 2, 1, 0, 596, ELA_F32, ELA_F32};
             run_case(be, cfg, &id, n_cases, 1);
+            gcase id8 = {1, 600, 600, 128, 8, 2, 1, 0, 599, ELA_Q8_0, ELA_F32};
+            run_case(be, cfg, &id8, n_cases + 1, 1);
             if (l == 0 && t == 0)
                 test_errors(be);
             ela_backend_close(be);
-            printf("%s: %d cases\n", cfg, n_cases + 1);
+            printf("%s: %d cases\n", cfg, n_cases + 2);
         }
     }
     test_setenv("ELA_CPU_LEVEL", NULL);

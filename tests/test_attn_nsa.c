@@ -105,6 +105,15 @@ static void build_cases(void) {
     add(257, 600, 64, 8, 2, -1, 16, 16, F32, F32, F32, SRC_SELECT, 1, 0);
     cases[n_cases - 1].scale = 0.3f;
     add(257, 600, 64, 8, 2, -1, 16, 16, F32, F32, F32, SRC_FULL, 1, 0);
+    /* q8_0 K/V (a quantized KV cache): random and selected lists, every block, full mode,
+     * decode (the row path on SIMD levels, tiles on scalar), strided cache views. */
+    const ela_dtype Q8 = ELA_Q8_0;
+    add(450, 450, 64, 8, 2, 0, 16, 16, F32, Q8, F32, SRC_RANDOM, 1, 1);
+    add(1, 1500, 128, 8, 2, -1, 16, 16, F32, Q8, F32, SRC_RANDOM, 1, 0);
+    add(613, 613, 128, 8, 2, 0, 16, 16, F16, Q8, F16, SRC_SELECT, 1, 1);
+    add(1, 3000, 128, 32, 8, -1, 16, 16, F32, Q8, F32, SRC_SELECT, 0, 0);
+    add(300, 500, 32, 4, 1, -1, 64, 0, BF16, Q8, F32, SRC_ALL, 1, 1);
+    add(200, 800, 64, 16, 1, -1, 16, 16, F32, Q8, BF16, SRC_FULL, 1, 0);
     cases[n_cases - 1].scale = 0.3f;
 }
 
@@ -154,10 +163,10 @@ static void dev_free(dev_tensor *x) {
 static ela_status dev_view(ela_backend *be, ela_dtype dt, int n_dims, const int64_t *bext,
                            const int64_t *ext, int64_t off, dev_tensor *x) {
     memset(x, 0, sizeof *x);
-    size_t es = ela_dtype_size(dt);
+    /* byte strides (q8_0 K/V: whole blocks, the innermost one block) */
     int64_t str[3], nb = 1;
     for (int i = n_dims - 1; i >= 0; i--) {
-        str[i] = nb * (int64_t)es;
+        str[i] = test_stride_bytes(dt, nb);
         nb *= bext[i];
     }
     x->n_dims = n_dims;
@@ -186,7 +195,8 @@ static ela_status dev_view(ela_backend *be, ela_dtype dt, int n_dims, const int6
     }
     if (st != ELA_OK)
         return st;
-    return ela_tensor_view(x->base, n_dims, ext, str, off * (int64_t)es, &x->t);
+    return ela_tensor_view(x->base, n_dims, ext, str, (int64_t)ela_dtype_row_bytes(dt, off),
+                           &x->t);
 }
 
 /* Elements of the base outside the view that lost their fill (f32-readable dtypes only). */
@@ -781,7 +791,9 @@ int main(void) {
             for (int b = 0; b < 3; b++)
                 for (int c = 0; c < 3; c++) {
                     ela_dtype t[3] = {(ela_dtype)a, (ela_dtype)b, (ela_dtype)c};
+                    ela_dtype t8[3] = {(ela_dtype)a, ELA_Q8_0, (ela_dtype)c};
                     CHECK(ela_backend_supports(cfgs[0].be, ELA_OP_ATTN_NSA, t, 3));
+                    CHECK(ela_backend_supports(cfgs[0].be, ELA_OP_ATTN_NSA, t8, 3));
                 }
     const char *only = getenv("ELA_TEST_CASE");
     int only_case = only && *only ? atoi(only) : -1;

@@ -110,6 +110,14 @@ static void build_cases(void) {
     /* 5. A larger TSA-like case at the defaults' scale. */
     add(2003, 128, 4, 1, 1400, 1, 0.0f, F16, F16, F16, SEL_TSA, 0);
     cases[n_cases - 1].big = 1;
+    /* 6. q8_0 K/V (a quantized KV cache): every index style, GQA 1/4/8, views (K and V blocks
+     * interleaved token-major), f16/bf16 q and o, the identity list and ela_token_select's. */
+    const ela_dtype Q8 = ELA_Q8_0;
+    add(300, 64, 8, 2, 211, 1, 0.0f, F32, Q8, F32, SEL_RANDOM, 1);
+    add(517, 128, 3, 3, 130, 1, 0.0f, F16, Q8, F16, SEL_RUNS, 0);
+    add(200, 32, 8, 1, 64, 0, 0.0f, BF16, Q8, F32, SEL_TSA, 1);
+    add(129, 128, 8, 1, 129, 1, 0.0f, F32, Q8, F32, SEL_IDENTITY, 0);
+    add(437, 64, 8, 2, 0, 1, 0.0f, F32, Q8, BF16, SEL_SELECT, 1);
     (void)F16;
 }
 
@@ -308,23 +316,25 @@ static ela_status dev_set_make(ela_backend *be, const ts_case *c, const case_dat
                                dev_set *s) {
     memset(s, 0, sizeof *s);
     const int64_t L = c->L, d = c->d, hq = c->hq, hkv = c->hkv, ns = h->n_sel;
-    int64_t eq = (int64_t)ela_dtype_size(c->tq), ek = (int64_t)ela_dtype_size(c->tkv);
-    int64_t eo = (int64_t)ela_dtype_size(c->to);
+    /* bytes of a stride of x elements (q8_0 K/V: whole blocks; x = 1: one block) */
+#define QB(x) test_stride_bytes(c->tq, x)
+#define KB(x) test_stride_bytes(c->tkv, x)
+#define OB(x) test_stride_bytes(c->to, x)
     int64_t qext[3] = {L, hq, d}, kext[3] = {hkv, L, d}, iext[2] = {hq, ns};
     ela_status st;
     if (c->views) {
         int64_t qb[3] = {L, hq + 2 * hkv, d}, kb[4] = {L, 2, hkv, d}, ob[3] = {L, hq + 1, d};
         int64_t ib[2] = {hq, ns + 5};
-        int64_t qs[3] = {(hq + 2 * hkv) * d * eq, d * eq, eq};
-        int64_t ks[3] = {d * ek, 2 * hkv * d * ek, ek};
-        int64_t os[3] = {(hq + 1) * d * eo, d * eo, eo}, is[2] = {(ns + 5) * 4, 4};
+        int64_t qs[3] = {QB((hq + 2 * hkv) * d), QB(d), QB(1)};
+        int64_t ks[3] = {KB(d), KB(2 * hkv * d), KB(1)};
+        int64_t os[3] = {OB((hq + 1) * d), OB(d), OB(1)}, is[2] = {(ns + 5) * 4, 4};
         if ((st = ela_tensor_new(be, c->tq, 3, qb, NULL, &s->q.base)) != ELA_OK ||
             (st = ela_tensor_view(s->q.base, 3, qext, qs, 0, &s->q.t)) != ELA_OK ||
             (st = ela_tensor_new(be, c->tkv, 4, kb, NULL, &s->k.base)) != ELA_OK ||
             (st = ela_tensor_view(s->k.base, 3, kext, ks, 0, &s->k.t)) != ELA_OK ||
-            (st = ela_tensor_view(s->k.base, 3, kext, ks, hkv * d * ek, &s->v.t)) != ELA_OK ||
+            (st = ela_tensor_view(s->k.base, 3, kext, ks, KB(hkv * d), &s->v.t)) != ELA_OK ||
             (st = ela_tensor_new(be, c->to, 3, ob, NULL, &s->o.base)) != ELA_OK ||
-            (st = ela_tensor_view(s->o.base, 3, qext, os, d * eo, &s->o.t)) != ELA_OK ||
+            (st = ela_tensor_view(s->o.base, 3, qext, os, OB(d), &s->o.t)) != ELA_OK ||
             (st = ela_tensor_new(be, ELA_I32, 2, ib, NULL, &s->idx.base)) != ELA_OK ||
             (st = ela_tensor_view(s->idx.base, 2, iext, is, 8, &s->idx.t)) != ELA_OK)
             return st;
@@ -367,6 +377,9 @@ static ela_status dev_set_make(ela_backend *be, const ts_case *c, const case_dat
         free(ib);
     }
     return st;
+#undef QB
+#undef KB
+#undef OB
 }
 
 /* ---- backends ----------------------------------------------------------------------------- */

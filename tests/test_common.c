@@ -100,8 +100,8 @@ int test_to_dtype(const float *x, int64_t n, ela_dtype dtype, void *dst) {
 int test_round_through(float *x, int64_t n, ela_dtype dtype) {
     if (dtype == ELA_F32 || n == 0)
         return 0;
-    size_t es = ela_dtype_size(dtype);
-    void *tmp = malloc((size_t)n * (es ? es : 1));
+    size_t bytes = ela_dtype_row_bytes(dtype, n); /* 0: n is not whole blocks */
+    void *tmp = bytes ? malloc(bytes) : NULL;
     if (!tmp)
         return -1;
     int rc = ela_convert(x, ELA_F32, tmp, dtype, n) == ELA_OK &&
@@ -110,6 +110,14 @@ int test_round_through(float *x, int64_t n, ela_dtype dtype) {
                  : -1;
     free(tmp);
     return rc;
+}
+
+int test_q8_0_round(float *x, int64_t n) { return test_round_through(x, n, ELA_Q8_0); }
+
+int64_t test_stride_bytes(ela_dtype dtype, int64_t elems) {
+    if (elems == 1)
+        return (int64_t)ela_dtype_row_bytes(dtype, ela_dtype_block(dtype));
+    return (int64_t)ela_dtype_row_bytes(dtype, elems);
 }
 
 double test_rel_l2(const double *ref, const float *got, int64_t n) {

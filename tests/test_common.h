@@ -70,8 +70,16 @@ void test_fill_normal(test_rng *rng, float *x, int64_t n, float stddev);
 
 /* ---- dtypes and errors ---------------------------------------------------------------- */
 /* Round x in place through dtype (f32 -> dtype -> f32 with ela_convert), so a reference fed
- * with x sees exactly the values a kernel reading dtype sees. Returns 0, or -1 on failure. */
+ * with x sees exactly the values a kernel reading dtype sees. For q8_0, n is a multiple of 32
+ * and each 32 consecutive values share one block (the rows of a K or V [Hkv, n, d] with
+ * d % 32 == 0): x becomes the dequantized values. Returns 0, or -1 on failure. */
 int test_round_through(float *x, int64_t n, ela_dtype dtype);
+/* The same for q8_0 alone: quantize x (n % 32 == 0) and dequantize it back in place. */
+int test_q8_0_round(float *x, int64_t n);
+/* Bytes spanned by a stride of `elems` elements of dtype, for tensor views: elements times the
+ * size, for q8_0 whole blocks (elems a multiple of 32) of 34 bytes, and for elems == 1 (the
+ * packed innermost stride) one block. 0 when elems is not whole blocks. */
+int64_t test_stride_bytes(ela_dtype dtype, int64_t elems);
 /* x (f32) converted to packed dtype bytes in dst (numel * ela_dtype_size). 0 or -1. */
 int test_to_dtype(const float *x, int64_t n, ela_dtype dtype, void *dst);
 

@@ -175,7 +175,103 @@ static void fenced_free_floats(float *p, int64_t n) { fenced_free(p, (size_t)n *
 /* ---- load_rows ---------------------------------------------------------------------- */
 /* Local names and sizes, so that the test needs no more of libela than the kernel tables. */
 static const char *dtype_name(ela_dtype dt) {
-    return dt == ELA_F32 ? "f32" : dt == ELA_F16 ? "f16" : "bf16";
+    return dt == ELA_F32 ? "f32" : dt == ELA_F16 ? "f16" : dt == ELA_BF16 ? "bf16" : "q8_0";
+}
+
+/* Bytes of d elements of dt (q8_0: d a multiple of 32, whole 34-byte blocks). */
+static int64_t dt_bytes(ela_dtype dt, int64_t d) {
+    if (dt == ELA_Q8_0)
+        return d / ELA_Q8_0_BLOCK * ELA_Q8_0_BYTES;
+    return d * (dt == ELA_F32 ? 4 : 2);
+}
+
+/* q8_0 row of d elements (d % 32 == 0) at dst: per block 32 values uniform in [lo, hi) scaled
+ * by a random power of two in [2^-6, 2^6] (so blocks differ in scale), quantized as ggml does.
+ * Their dequantized values (what a kernel must read) go to val (may be NULL). */
+static void q8_row(uint8_t *dst, int64_t d, float lo, float hi, float *val) {
+    for (int64_t b = 0; b < d / ELA_Q8_0_BLOCK; b++) {
+        float x[ELA_Q8_0_BLOCK];
+        float mult = ldexpf(1.0f, (int)(rng_u64() % 13) - 6);
+        for (int i = 0; i < ELA_Q8_0_BLOCK; i++)
+            x[i] = mult * rng_range(lo, hi);
+        ela_q8_0_quantize_block(x, dst + b * ELA_Q8_0_BYTES);
+        if (val)
+            ela_q8_0_dequantize_block(dst + b * ELA_Q8_0_BYTES, val + b * ELA_Q8_0_BLOCK);
+    }
+}
+
+/* load_rows of q8_0 against the scalar table, bitwise (scale * int8 is exact in f32): typical
+ * quantized rows, and arbitrary bytes (any f16 scale bits but NaN: infinities, denormals, zeros;
+ * any int8, -128 included). Strides pad rows by whole blocks. */
+static void test_load_rows_q8(const cpu_attn_kernels *ref, const cpu_attn_kernels *k,
+                              int64_t *n_cases) {
+    static const int64_t ds[] = {32, 64, 96, 128, 256};
+    static const int64_t rowss[] = {1, 2, 3, 5, 17};
+    static const int64_t extras[] = {0, 1, 3}; /* stride padding, in blocks */
+    for (size_t a = 0; a < sizeof ds / sizeof ds[0]; a++)
+        for (size_t b = 0; b < sizeof rowss / sizeof rowss[0]; b++)
+            for (size_t e = 0; e < sizeof extras / sizeof extras[0]; e++) {
+                int64_t d = ds[a], rows = rowss[b];
+                int64_t stride = dt_bytes(ELA_Q8_0, d) + extras[e] * ELA_Q8_0_BYTES;
+                int64_t dp = d + CPU_ATTN_DPAD * (int64_t)((a + b + e) % 2);
+                size_t bytes = (size_t)((rows - 1) * stride + dt_bytes(ELA_Q8_0, d));
+                uint8_t *src = fenced_alloc(bytes);
+                memset(src, 0xff, bytes);
+                int arbitrary = (a + b + e) % 3 == 0;
+                float *val = malloc((size_t)(rows * d) * sizeof(float));
+                if (!val) {
+                    fprintf(stderr, "out of memory\n");
+                    exit(2);
+                }
+                for (int64_t r = 0; r < rows; r++) {
+                    uint8_t *row = src + r * stride;
+                    if (!arbitrary) {
+                        q8_row(row, d, -4.0f, 4.0f, val + r * d);
+                        continue;
+                    }
+                    for (int64_t i = 0; i < dt_bytes(ELA_Q8_0, d); i++)
+                        row[i] = (uint8_t)rng_u64();
+                    for (int64_t blk = 0; blk < d / ELA_Q8_0_BLOCK; blk++) {
+                        uint16_t h = rand_bits_16(ELA_F16);
+                        memcpy(row + blk * ELA_Q8_0_BYTES, &h, 2);
+                    }
+                }
+                int64_t n = rows * dp;
+                float *want = guarded_alloc(n), *got = guarded_alloc(n);
+                memset(want, 0xff, (size_t)n * 4);
+                memset(got, 0xff, (size_t)n * 4);
+                ref->load_rows(want, dp, src, stride, ELA_Q8_0, rows, d);
+                k->load_rows(got, dp, src, stride, ELA_Q8_0, rows, d);
+                (*n_cases)++;
+                /* the reference itself: core/dtype.h's dequantization, zeros in [d, dp) */
+                for (int64_t i = 0; i < n; i++) {
+                    float w = i % dp < d ? val[i / dp * d + i % dp] : 0.0f;
+                    if (!arbitrary && memcmp(&w, want + i, 4)) {
+                        FAIL("%s load_rows q8_0 d=%lld dp=%lld: [%lld][%lld] = %a, want %a",
+                             ref->name, (long long)d, (long long)dp, (long long)(i / dp),
+                             (long long)(i % dp), want[i], w);
+                        break;
+                    }
+                }
+                if (!guard_ok(got, n))
+                    FAIL("%s load_rows q8_0 d=%lld dp=%lld rows=%lld: wrote outside dst", k->name,
+                         (long long)d, (long long)dp, (long long)rows);
+                for (int64_t i = 0; i < n; i++) {
+                    /* every NaN is as good as another (inf * 0 in either) */
+                    if (memcmp(want + i, got + i, 4) && !(isnan(want[i]) && isnan(got[i]))) {
+                        FAIL("%s load_rows q8_0 d=%lld dp=%lld rows=%lld stride=%lld%s: "
+                             "[%lld][%lld] = %a, want %a",
+                             k->name, (long long)d, (long long)dp, (long long)rows,
+                             (long long)stride, arbitrary ? " (arbitrary bytes)" : "",
+                             (long long)(i / dp), (long long)(i % dp), got[i], want[i]);
+                        break;
+                    }
+                }
+                guarded_free(want);
+                guarded_free(got);
+                fenced_free(src, bytes);
+                free(val);
+            }
 }
 
 static void test_load_rows(const cpu_attn_kernels *ref, const cpu_attn_kernels *k,
@@ -464,7 +560,10 @@ static void test_pv(const cpu_attn_kernels *ref, const cpu_attn_kernels *k, int6
 static const int64_t rows_Rs[] = {1, 2, 3, 4, 5, 7, 8, 9, 12, 13, 16};
 static const int64_t rows_nks[] = {1, 2, 5, 16, 17, 31, 63, 64};
 static const int64_t rows_ds[] = {16, 32, 64, 80, 128, 256};
-static const ela_dtype rows_dtypes[] = {ELA_F32, ELA_F16, ELA_BF16};
+static const ela_dtype rows_dtypes[] = {ELA_F32, ELA_F16, ELA_BF16, ELA_Q8_0};
+
+/* The row kernels take q8_0 rows of whole blocks only: d % 32 == 0. */
+static int rows_case_ok(ela_dtype dt, int64_t d) { return dt != ELA_Q8_0 || d % 32 == 0; }
 
 typedef struct {
     unsigned char *buf;
@@ -477,10 +576,12 @@ typedef struct {
 
 static void row_set_make(row_set *rs, int64_t nk, int64_t d, ela_dtype dt, int64_t extra,
                          float lo, float hi) {
-    int64_t es = dt == ELA_F32 ? 4 : 2, stride = (d + extra) * es;
+    /* extra pads rows by that many elements; q8_0 by extra / 8 whole blocks */
+    int64_t stride = dt == ELA_Q8_0 ? dt_bytes(dt, d) + extra / 8 * ELA_Q8_0_BYTES
+                                    : dt_bytes(dt, d + extra);
     rs->nk = nk;
     rs->d = d;
-    rs->bytes = (size_t)((nk - 1) * stride + d * es);
+    rs->bytes = (size_t)((nk - 1) * stride + dt_bytes(dt, d));
     rs->buf = fenced_alloc(rs->bytes);
     rs->row = malloc((size_t)nk * sizeof(void *));
     rs->pf = malloc((size_t)nk * sizeof(void *));
@@ -502,6 +603,10 @@ static void row_set_make(row_set *rs, int64_t nk, int64_t d, ela_dtype dt, int64
         unsigned char *row = rs->buf + perm[j] * stride;
         rs->row[j] = row;
         rs->pf[nk - 1 - j] = row;
+        if (dt == ELA_Q8_0) {
+            q8_row(row, d, lo, hi, rs->val + j * d);
+            continue;
+        }
         for (int64_t c = 0; c < d; c++) {
             float x = rng_range(lo, hi);
             if (dt == ELA_F32) {
@@ -541,6 +646,8 @@ static void test_qk_rows(const cpu_attn_kernels *k, int64_t *n_cases) {
                     ela_dtype dt = rows_dtypes[t];
                     int64_t R = rows_Rs[a], nk = rows_nks[b], d = rows_ds[c];
                     int64_t dp = d + CPU_ATTN_DPAD * (int64_t)((a + b) % 2);
+                    if (!rows_case_ok(dt, d))
+                        continue;
                     row_set ks;
                     row_set_make(&ks, nk, d, dt, (int64_t)((a + c) % 3) * 8, -1.0f, 1.0f);
                     float *Q = fenced_floats(R * dp), *S = guarded_alloc(R * BK);
@@ -591,6 +698,8 @@ static void test_pv_rows(const cpu_attn_kernels *k, int64_t *n_cases) {
                     ela_dtype dt = rows_dtypes[t];
                     int64_t R = rows_Rs[a], nk = rows_nks[b], d = rows_ds[c];
                     int64_t dp = d + CPU_ATTN_DPAD * (int64_t)((a + c) % 2);
+                    if (!rows_case_ok(dt, d))
+                        continue;
                     row_set vs;
                     row_set_make(&vs, nk, d, dt, (int64_t)((b + c) % 3) * 8, -1.0f, 1.0f);
                     float *P = fenced_floats(R * BK), *alpha = guarded_alloc(R);
@@ -716,6 +825,7 @@ int main(void) {
         snprintf(name, sizeof name, "%s load_rows", k->name);
         current_case = name;
         test_load_rows(ref, k, &nl);
+        test_load_rows_q8(ref, k, &nl);
         snprintf(name, sizeof name, "%s qk", k->name);
         test_qk(ref, k, &nq);
         snprintf(name, sizeof name, "%s softmax", k->name);

@@ -137,6 +137,17 @@ static void build_cases(void) {
     add(9001, 64, 8, 2, 1024, 0.25f, 4, 1e3f, F32, F32, DATA_INF, LAYOUT_VIEWS, F_THREADS);
     add(3000, 128, 4, 1, 100, 0.25f, 4, -1e3f, F32, F32, DATA_INF, LAYOUT_PACKED, 0);
     add(3000, 128, 8, 2, 100, 0.25f, 4, 0.05f, F32, F16, DATA_PLANTED, LAYOUT_PACKED, 0);
+    /* 6. q8_0 keys (a quantized KV cache): keys are quantized before the reference and the
+     * near-tie check see them, so the selection must still match exactly. Like bf16 they blur
+     * deep planted rankings, so budgets stay <= 100; ties stay exact (one-hot queries read one
+     * dequantized value each, and every block's scale is 3/127). */
+    const ela_dtype Q8 = ELA_Q8_0;
+    add(4099, 128, 8, 2, 100, 0.25f, 4, 0.0f, F32, Q8, DATA_PLANTED, LAYOUT_VIEWS, F_THREADS);
+    add(9001, 64, 8, 1, 64, 0.25f, 4, 0.0f, F32, Q8, DATA_PLANTED, LAYOUT_TOKEN_MAJOR, F_THREADS);
+    add(3001, 128, 4, 4, 100, 0.25f, 4, 0.0f, F16, Q8, DATA_PLANTED, LAYOUT_PACKED, 0);
+    add(12011, 128, 32, 8, 64, 0.25f, 4, 0.0f, F32, Q8, DATA_PLANTED, LAYOUT_PACKED, F_THREADS);
+    add(300, 64, 8, 1, 5, 0.25f, 2, 0.0f, BF16, Q8, DATA_RANDOM, LAYOUT_VIEWS, 0);
+    add(5000, 128, 8, 2, 256, 0.25f, 4, 0.0f, F32, Q8, DATA_TIES, LAYOUT_VIEWS, F_THREADS);
 }
 
 /* ---- inputs ---------------------------------------------------------------------------------- */
@@ -485,7 +496,9 @@ static ela_status dset_make(ela_backend *be, const dcase *c, const hdata *h, dse
     memset(s, 0, sizeof *s);
     ela_status st;
     const int64_t n = c->n, d = c->d, hq = c->hq, hkv = c->hkv;
-    const int64_t eq = (int64_t)ela_dtype_size(c->tq), ek = (int64_t)ela_dtype_size(c->tk);
+    /* bytes of a stride of x elements (q8_0 keys: whole blocks; x = 1: one block) */
+#define QB(x) test_stride_bytes(c->tq, x)
+#define KB(x) test_stride_bytes(c->tk, x)
     int64_t qext[3] = {1, hq, d}, kext[3] = {hkv, n, d};
     s->idx_len = (c->budget < n ? c->budget : n) + (c->layout == LAYOUT_PACKED ? 0 : 3);
     if (c->layout == LAYOUT_PACKED) {
@@ -495,17 +508,19 @@ static ela_status dset_make(ela_backend *be, const dcase *c, const hdata *h, dse
     } else if (c->layout == LAYOUT_VIEWS) {
         /* q: heads [2, 2 + hq) of a fused projection [1, hq + 2 hkv + 2, d];
          * k: tokens [3, 3 + n) of a cache [hkv, n + 40, d] whose other tokens are NaN */
-        int64_t qb[3] = {1, hq + 2 * hkv + 2, d}, qs[3] = {qb[1] * d * eq, d * eq, eq};
-        int64_t cap = n + 40, kb[3] = {hkv, cap, d}, ks[3] = {cap * d * ek, d * ek, ek};
+        int64_t qb[3] = {1, hq + 2 * hkv + 2, d}, qs[3] = {QB(qb[1] * d), QB(d), QB(1)};
+        int64_t cap = n + 40, kb[3] = {hkv, cap, d}, ks[3] = {KB(cap * d), KB(d), KB(1)};
+        /* q8_0 turns NaN into 0: a large key there would top every ranking if read */
+        float outside = c->tk == ELA_Q8_0 ? 1e4f : NAN;
         if ((st = ela_tensor_new(be, c->tq, 3, qb, NULL, &s->qbase)) != ELA_OK ||
-            (st = ela_tensor_view(s->qbase, 3, qext, qs, 2 * d * eq, &s->q)) != ELA_OK ||
+            (st = ela_tensor_view(s->qbase, 3, qext, qs, QB(2 * d), &s->q)) != ELA_OK ||
             (st = ela_tensor_new(be, c->tk, 3, kb, NULL, &s->kbase)) != ELA_OK ||
-            (st = fill(s->kbase, NAN)) != ELA_OK ||
-            (st = ela_tensor_view(s->kbase, 3, kext, ks, 3 * d * ek, &s->k)) != ELA_OK)
+            (st = fill(s->kbase, outside)) != ELA_OK ||
+            (st = ela_tensor_view(s->kbase, 3, kext, ks, KB(3 * d), &s->k)) != ELA_OK)
             return st;
     } else {
         /* k: head-major view of a token-major [n, hkv, d] buffer */
-        int64_t kb[3] = {n, hkv, d}, ks[3] = {d * ek, hkv * d * ek, ek};
+        int64_t kb[3] = {n, hkv, d}, ks[3] = {KB(d), KB(hkv * d), KB(1)};
         if ((st = ela_tensor_new(be, c->tq, 3, qext, NULL, &s->q)) != ELA_OK ||
             (st = ela_tensor_new(be, c->tk, 3, kb, NULL, &s->kbase)) != ELA_OK ||
             (st = ela_tensor_view(s->kbase, 3, kext, ks, 0, &s->k)) != ELA_OK)
@@ -521,6 +536,8 @@ static ela_status dset_make(ela_backend *be, const dcase *c, const hdata *h, dse
         (st = ela_tensor_write_f32(s->k, h->k, hkv * n * d)) != ELA_OK)
         return st;
     return ELA_OK;
+#undef QB
+#undef KB
 }
 
 /* ---- backends -------------------------------------------------------------------------------- */
@@ -773,8 +790,9 @@ int main(void) {
     if (n_cfgs == 0)
         return test_summary("test_decode_select");
     {
-        ela_dtype t[2] = {ELA_BF16, ELA_F16};
+        ela_dtype t[2] = {ELA_BF16, ELA_F16}, t8[2] = {ELA_F32, ELA_Q8_0};
         CHECK(ela_backend_supports(cfgs[0].be, ELA_OP_DECODE_SELECT, t, 2));
+        CHECK(ela_backend_supports(cfgs[0].be, ELA_OP_DECODE_SELECT, t8, 2));
     }
     const char *only = getenv("ELA_TEST_CASE");
     int only_case = only && *only ? atoi(only) : -1;

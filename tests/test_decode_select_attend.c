@@ -117,6 +117,16 @@ static void build_cases(void) {
     add(3000, 64, 8, 2, 77, 0.3f, 30, F32, F32, F32, DATA_DIGITS, LAYOUT_PACKED, 0);
     /* a long recent window: with many threads, key chunks that hold no candidate */
     add(3000, 64, 8, 2, 2900, 0.9f, 4, F32, F32, F32, DATA_DIGITS, LAYOUT_PACKED, F_THREADS);
+    /* 5. q8_0 K/V (a quantized KV cache), quantized before the references and the near-tie
+     * check see them. Gaussian data only: digits logits of q8_0 keys (scale * int8 against
+     * +-512 ... +-1) need more than f32's 24 bits, so they would not be exact. */
+    const ela_dtype Q8 = ELA_Q8_0;
+    add(4136, 128, 8, 2, 24, 0.25f, 4, F32, Q8, F32, DATA_RANDOM, LAYOUT_VIEWS, F_THREADS);
+    add(9001, 64, 8, 1, 16, 0.25f, 4, F32, Q8, F32, DATA_RANDOM, LAYOUT_PACKED, F_THREADS);
+    add(3001, 128, 16, 4, 12, 0.25f, 4, F32, Q8, F32, DATA_RANDOM, LAYOUT_PACKED, F_THREADS);
+    add(1000, 64, 4, 4, 8, 0.25f, 2, F16, Q8, F16, DATA_RANDOM, LAYOUT_VIEWS, 0);
+    add(500, 128, 16, 1, 5000, 0.25f, 4, F32, Q8, F32, DATA_RANDOM, LAYOUT_PACKED, 0);
+    add(777, 32, 8, 2, 12, 0.25f, 4, BF16, Q8, BF16, DATA_RANDOM, LAYOUT_VIEWS, 0);
 }
 
 /* ---- inputs and references ---------------------------------------------------------------- */
@@ -300,8 +310,12 @@ static ela_status dset_make(ela_backend *be, const dcase *c, const hdata *h, dse
     memset(s, 0, sizeof *s);
     ela_status st;
     const int64_t n = c->n, d = c->d, hq = c->hq, hkv = c->hkv;
-    const int64_t eq = (int64_t)ela_dtype_size(c->tq), ek = (int64_t)ela_dtype_size(c->tkv);
-    const int64_t eo = (int64_t)ela_dtype_size(c->to);
+    /* bytes of a stride of x elements (q8_0 K/V: whole blocks; x = 1: one block) */
+#define QB(x) test_stride_bytes(c->tq, x)
+#define KB(x) test_stride_bytes(c->tkv, x)
+#define OB(x) test_stride_bytes(c->to, x)
+    /* q8_0 turns NaN into 0: a large value outside the K/V views poisons the result instead */
+    const float kv_outside = c->tkv == ELA_Q8_0 ? 1e4f : NAN;
     int64_t qext[3] = {1, hq, d}, kext[3] = {hkv, n, d};
     s->idx_len = c->budget < n ? c->budget : n;
     if (c->layout == LAYOUT_PACKED) {
@@ -311,21 +325,21 @@ static ela_status dset_make(ela_backend *be, const dcase *c, const hdata *h, dse
             (st = ela_tensor_new(be, c->to, 3, qext, NULL, &s->o)) != ELA_OK)
             return st;
     } else {
-        int64_t qb[3] = {1, hq + 2 * hkv + 2, d}, qs[3] = {qb[1] * d * eq, d * eq, eq};
-        int64_t cap = n + 40, kb[3] = {hkv, cap, d}, ks[3] = {cap * d * ek, d * ek, ek};
-        int64_t vb[3] = {cap, hkv, d}, vs[3] = {d * ek, hkv * d * ek, ek};
-        int64_t ob[3] = {1, hq + 3, d}, os[3] = {ob[1] * d * eo, d * eo, eo};
+        int64_t qb[3] = {1, hq + 2 * hkv + 2, d}, qs[3] = {QB(qb[1] * d), QB(d), QB(1)};
+        int64_t cap = n + 40, kb[3] = {hkv, cap, d}, ks[3] = {KB(cap * d), KB(d), KB(1)};
+        int64_t vb[3] = {cap, hkv, d}, vs[3] = {KB(d), KB(hkv * d), KB(1)};
+        int64_t ob[3] = {1, hq + 3, d}, os[3] = {OB(ob[1] * d), OB(d), OB(1)};
         if ((st = ela_tensor_new(be, c->tq, 3, qb, NULL, &s->qbase)) != ELA_OK ||
-            (st = ela_tensor_view(s->qbase, 3, qext, qs, 2 * d * eq, &s->q)) != ELA_OK ||
+            (st = ela_tensor_view(s->qbase, 3, qext, qs, QB(2 * d), &s->q)) != ELA_OK ||
             (st = ela_tensor_new(be, c->tkv, 3, kb, NULL, &s->kbase)) != ELA_OK ||
-            (st = fill(s->kbase, NAN)) != ELA_OK ||
-            (st = ela_tensor_view(s->kbase, 3, kext, ks, 3 * d * ek, &s->k)) != ELA_OK ||
+            (st = fill(s->kbase, kv_outside)) != ELA_OK ||
+            (st = ela_tensor_view(s->kbase, 3, kext, ks, KB(3 * d), &s->k)) != ELA_OK ||
             (st = ela_tensor_new(be, c->tkv, 3, vb, NULL, &s->vbase)) != ELA_OK ||
-            (st = fill(s->vbase, NAN)) != ELA_OK ||
-            (st = ela_tensor_view(s->vbase, 3, kext, vs, 3 * hkv * d * ek, &s->v)) != ELA_OK ||
+            (st = fill(s->vbase, kv_outside)) != ELA_OK ||
+            (st = ela_tensor_view(s->vbase, 3, kext, vs, KB(3 * hkv * d), &s->v)) != ELA_OK ||
             (st = ela_tensor_new(be, c->to, 3, ob, NULL, &s->obase)) != ELA_OK ||
             (st = fill(s->obase, NAN)) != ELA_OK ||
-            (st = ela_tensor_view(s->obase, 3, qext, os, d * eo, &s->o)) != ELA_OK)
+            (st = ela_tensor_view(s->obase, 3, qext, os, OB(d), &s->o)) != ELA_OK)
             return st;
     }
     int64_t ib[1] = {2 * s->idx_len + 3 * IDX_PAD}, ie[1] = {s->idx_len}, is[1] = {4};
@@ -340,6 +354,9 @@ static ela_status dset_make(ela_backend *be, const dcase *c, const hdata *h, dse
         (st = ela_tensor_write_f32(s->v, h->v, hkv * n * d)) != ELA_OK)
         return st;
     return ELA_OK;
+#undef QB
+#undef KB
+#undef OB
 }
 
 /* ---- backends ----------------------------------------------------------------------------- */
@@ -545,8 +562,9 @@ static void test_errors(ela_backend *be) {
     }
     CHECK(strcmp(ela_op_name(ELA_OP_DECODE_SELECT_ATTEND), "decode_select_attend") == 0);
     {
-        ela_dtype t[3] = {ELA_BF16, ELA_F16, ELA_F32};
+        ela_dtype t[3] = {ELA_BF16, ELA_F16, ELA_F32}, t8[3] = {ELA_F32, ELA_Q8_0, ELA_F32};
         CHECK(ela_backend_supports(be, ELA_OP_DECODE_SELECT_ATTEND, t, 3));
+        CHECK(ela_backend_supports(be, ELA_OP_DECODE_SELECT_ATTEND, t8, 3));
     }
     ela_decode_select_params dp = ela_decode_select_params_default(100);
     ela_attn_params ap = ela_attn_params_default();

@@ -103,6 +103,14 @@ static void build_cases(void) {
     add(200, 900, 64, 16, 1, -1, 64, 4, BF16, BF16, DATA_TIES, 0);
     /* an explicit scale */
     add(257, 600, 64, 8, 2, -1, 16, 16, F32, F32, DATA_NORMAL, 0);
+    /* q8_0 keys (a quantized KV cache), quantized before the reference scores them: prefill,
+     * a chunk, decode, block 64, strided (the view starts 5 tokens into a cache), ties. */
+    const ela_dtype Q8 = ELA_Q8_0;
+    add(700, 700, 64, 32, 2, 0, 16, 16, F32, Q8, DATA_NORMAL, 1);
+    add(130, 1000, 128, 16, 1, 700, 16, 16, F16, Q8, DATA_SHARP, 0);
+    add(1, 2113, 128, 32, 8, -1, 16, 16, F32, Q8, DATA_NEEDLE, 1);
+    add(900, 1400, 32, 8, 2, -1, 64, 16, BF16, Q8, DATA_NORMAL, 0);
+    add(300, 300, 64, 8, 2, 0, 16, 16, F32, Q8, DATA_TIES, 1);
     cases[n_cases - 1].scale = 0.3f;
 }
 
@@ -206,23 +214,25 @@ static void dev_free(dev_tensor *x) {
 /* A view with extents ext (3 dims) of a packed base bext, starting `off` elements in. */
 static ela_status dev_view(ela_backend *be, ela_dtype dt, const int64_t *bext, const int64_t *ext,
                            int64_t off, dev_tensor *x) {
-    size_t es = ela_dtype_size(dt);
-    int64_t str[3] = {bext[1] * bext[2] * (int64_t)es, bext[2] * (int64_t)es, (int64_t)es};
+    /* byte strides and offset; q8_0 keys in whole blocks (off and d multiples of 32) */
+    int64_t str[3] = {test_stride_bytes(dt, bext[1] * bext[2]), test_stride_bytes(dt, bext[2]),
+                      test_stride_bytes(dt, 1)};
     ela_status st = ela_tensor_new(be, dt, 3, bext, NULL, &x->base);
     if (st != ELA_OK)
         return st;
     int64_t nb = bext[0] * bext[1] * bext[2];
-    void *fill = calloc((size_t)nb, es);
+    size_t bytes = ela_dtype_row_bytes(dt, nb);
+    void *fill = calloc(bytes ? bytes : 1, 1);
     if (!fill)
         return ELA_ERR_OOM;
     if (dt == ELA_I32)
         for (int64_t e = 0; e < nb; e++)
             ((int32_t *)fill)[e] = 0x5eed;
-    st = ela_tensor_write(x->base, fill, (size_t)nb * es);
+    st = ela_tensor_write(x->base, fill, bytes);
     free(fill);
     if (st != ELA_OK)
         return st;
-    return ela_tensor_view(x->base, 3, ext, str, off * (int64_t)es, &x->t);
+    return ela_tensor_view(x->base, 3, ext, str, (int64_t)ela_dtype_row_bytes(dt, off), &x->t);
 }
 
 typedef struct {
@@ -641,6 +651,9 @@ int main(void) {
                 t[1] = (ela_dtype)b;
                 CHECK(ela_backend_supports(cfgs[0].be, ELA_OP_NSA_SELECT, t, 2));
             }
+        t[0] = ELA_F32;
+        t[1] = ELA_Q8_0;
+        CHECK(ela_backend_supports(cfgs[0].be, ELA_OP_NSA_SELECT, t, 2));
     }
     const char *only = getenv("ELA_TEST_CASE");
     int only_case = only && *only ? atoi(only) : -1;

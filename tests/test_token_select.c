@@ -127,6 +127,17 @@ static void build_cases(void) {
     add(2301, 64, 4, 1, def.window, def.pool, def.coverage, def.min_keep, BF16, BF16, DATA_FLAT,
         REG_TAU, 1);
     cases[n_cases - 1].big = cases[n_cases - 2].big = 1;
+    /* 6. q8_0 keys (a quantized KV cache): quantized before the reference computes its scores
+     * and margins, so the sets must still match exactly. Both pruned regimes, coverage deep in
+     * the background, a dense fallback, views, the defaults. */
+    const ela_dtype Q8 = ELA_Q8_0;
+    add(437, 64, 8, 2, 32, 7, 0.3f, 64, F32, Q8, DATA_STEEP, REG_MINKEEP, 1);
+    add(613, 128, 3, 3, 32, 7, 0.005f, 64, F32, Q8, DATA_FLAT, REG_TAU, 0);
+    add(517, 64, 8, 1, 32, 7, 0.05f, 64, F16, Q8, DATA_NEEDLE, REG_TAU, 1);
+    add(96, 32, 4, 2, 32, 7, 0.3f, 64, BF16, Q8, DATA_STEEP, REG_SHORT, 0);
+    add(1999, 128, 8, 2, def.window, def.pool, def.coverage, def.min_keep, F32, Q8, DATA_STEEP,
+        REG_MINKEEP, 0);
+    cases[n_cases - 1].big = 1;
     (void)F16;
 }
 
@@ -246,14 +257,16 @@ static ela_status dev_set_make(ela_backend *be, const ts_case *c, const case_dat
                                dev_set *s) {
     memset(s, 0, sizeof *s);
     const int64_t L = c->L, d = c->d, hq = c->hq, hkv = c->hkv;
-    size_t eq = ela_dtype_size(c->tq), ek = ela_dtype_size(c->tk);
     int64_t qext[3] = {L, hq, d}, kext[3] = {hkv, L, d}, iext[2] = {hq, L};
     ela_status st;
     s->idx_cols = c->views ? L + 3 : L;
     if (c->views) {
         int64_t qb[3] = {L, hq + 2 * hkv, d}, kb[3] = {L, hkv, d}, ib[2] = {hq, L + 3};
-        int64_t qs[3] = {(hq + 2 * hkv) * d * (int64_t)eq, d * (int64_t)eq, (int64_t)eq};
-        int64_t ks[3] = {d * (int64_t)ek, hkv * d * (int64_t)ek, (int64_t)ek};
+        /* byte strides; q8_0 keys in whole blocks (test_stride_bytes) */
+        int64_t qs[3] = {test_stride_bytes(c->tq, (hq + 2 * hkv) * d),
+                         test_stride_bytes(c->tq, d), test_stride_bytes(c->tq, 1)};
+        int64_t ks[3] = {test_stride_bytes(c->tk, d), test_stride_bytes(c->tk, hkv * d),
+                         test_stride_bytes(c->tk, 1)};
         int64_t is[2] = {(L + 3) * 4, 4};
         if ((st = ela_tensor_new(be, c->tq, 3, qb, NULL, &s->q.base)) != ELA_OK ||
             (st = ela_tensor_view(s->q.base, 3, qext, qs, 0, &s->q.t)) != ELA_OK ||

@@ -119,6 +119,13 @@ static void build_cases(void) {
     add(3000, 3000, 128, 8, 2, 0, F16, F16, 16, 0.9f, D_BIASED, H_ALL, F_THREADS | F_BIG);
     add(2000, 4048, 128, 8, 8, 2048, BF16, BF16, 8, 0.9f, D_BIASED, H_SUBSET, F_THREADS | F_BIG);
     add(1200, 1200, 64, 8, 1, 0, F32, F32, 16, 0.9f, D_BIASED, H_ALL, F_THREADS | F_STRIDED);
+    /* q8_0 keys (a quantized KV cache), quantized before the reference and its margin see them,
+     * so the masks must still match exactly: strides 16, 8 and 1, a chunk, strided, a subset. */
+    const ela_dtype Q8 = ELA_Q8_0;
+    add(777, 777, 64, 4, 2, 0, F32, Q8, 16, 0.9f, D_BIASED, H_ALL, F_THREADS | F_STRIDED);
+    add(700, 1340, 128, 4, 1, 640, F16, Q8, 8, 0.9f, D_NEEDLE, H_SUBSET, 0);
+    add(300, 300, 32, 2, 1, 0, BF16, Q8, 1, 0.9f, D_BIASED, H_ALL, 0);
+    add(1000, 1000, 128, 8, 2, 0, F32, Q8, 16, 0.8f, D_NEEDLE, H_REVERSED, F_THREADS);
 }
 
 /* ---- host data ---------------------------------------------------------------------------- */
@@ -323,10 +330,12 @@ static ela_status new_tensor(ela_backend *be, ela_dtype dt, const int64_t *ext, 
                              ela_tensor **out) {
     if (!strided)
         return ela_tensor_new(be, dt, 3, ext, NULL, out);
-    int64_t st[3], acc = (int64_t)ela_dtype_size(dt);
-    for (int i = 2; i >= 0; i--) {
+    /* last dim packed (one element, or one q8_0 block), others padded by 5 */
+    int64_t st[3], acc = (int64_t)ela_dtype_row_bytes(dt, ext[2]);
+    st[2] = test_stride_bytes(dt, 1);
+    for (int i = 1; i >= 0; i--) {
         st[i] = acc;
-        acc *= ext[i] + (i == 2 ? 0 : 5);
+        acc *= ext[i] + 5;
     }
     return ela_tensor_new(be, dt, 3, ext, st, out);
 }
@@ -580,7 +589,9 @@ int main(void) {
     if (n_cfgs > 0)
         for (int a = 0; a < 9; a++) {
             ela_dtype t2[2] = {(ela_dtype)(a % 3), (ela_dtype)(a / 3)};
+            ela_dtype t8[2] = {(ela_dtype)(a % 3), ELA_Q8_0}; /* q8_0 keys */
             CHECK(ela_backend_supports(cfgs[0].be, ELA_OP_XATTN_ESTIMATE, t2, 2));
+            CHECK(ela_backend_supports(cfgs[0].be, ELA_OP_XATTN_ESTIMATE, t8, 2));
         }
     double t_ref = 0.0;
     int regenerated = 0;

@@ -96,13 +96,18 @@ typedef struct {
 
 static void print_table(const bench_attn_opts *o, const bench_result *r)
 {
-    printf("%-10s %-7s %8s %8s %4s %4s %4s %-5s %-5s %6s %7s %10s %10s %10s %9s %10s %8s\n",
+    char dt[24]; /* "f16", or q's and K/V's dtypes when they differ: "f32/q8_0" */
+    if (o->kv_dtype == o->dtype)
+        snprintf(dt, sizeof dt, "%s", ela_dtype_name(o->dtype));
+    else
+        snprintf(dt, sizeof dt, "%s/%s", ela_dtype_name(o->dtype), ela_dtype_name(o->kv_dtype));
+    printf("%-10s %-7s %8s %8s %4s %4s %4s %-8s %-5s %6s %7s %10s %10s %10s %9s %10s %8s\n",
            "backend", "mode", "n", "q", "hq", "hkv", "d", "dtype", "o", "causal", "iters",
            "ms(med)", "ms(min)", "GFLOP/s", "GB/s", "membwGB/s", "bw_frac");
-    printf("%-10s %-7s %8lld %8lld %4d %4d %4d %-5s %-5s %6d %7lld %10.4f %10.4f %10.2f "
+    printf("%-10s %-7s %8lld %8lld %4d %4d %4d %-8s %-5s %6d %7lld %10.4f %10.4f %10.2f "
            "%9.2f ",
            r->backend, r->mode, (long long)o->n, (long long)o->q, o->hq, o->hkv, o->d,
-           ela_dtype_name(o->dtype), ela_dtype_name(o->odtype), o->causal, (long long)r->iters,
+           dt, ela_dtype_name(o->odtype), o->causal, (long long)r->iters,
            r->ms, r->ms_min, r->gflops, r->gbps);
     if (r->membw > 0)
         printf("%10.2f %8.3f\n", r->membw, r->bw_fraction);
@@ -127,6 +132,7 @@ static int write_json(FILE *f, const char *path, const bench_attn_opts *o, const
     bench_json_int(&j, "hkv", o->hkv);
     bench_json_int(&j, "d", o->d);
     bench_json_str(&j, "dtype", ela_dtype_name(o->dtype));
+    bench_json_str(&j, "kv_dtype", ela_dtype_name(o->kv_dtype));
     bench_json_str(&j, "odtype", ela_dtype_name(o->odtype));
     bench_json_int(&j, "causal", o->causal);
     bench_json_int(&j, "q_pos0", r->q_pos0);
@@ -218,17 +224,18 @@ int cmd_bench_attn(int argc, char **argv)
         goto lib_fail;
     r.backend = ela_backend_name(backend);
     r.device = dev.name;
-    const ela_dtype dtypes[3] = {o.dtype, o.dtype, o.odtype};
+    const ela_dtype dtypes[3] = {o.dtype, o.kv_dtype, o.odtype};
     if (!ela_backend_supports(backend, ELA_OP_ATTN_DENSE, dtypes, 3)) {
-        fprintf(stderr, "ela: %s: backend %s does not run attn_dense with q/k/v %s, o %s\n",
+        fprintf(stderr, "ela: %s: backend %s does not run attn_dense with q %s, k/v %s, o %s\n",
                 ela_status_str(ELA_ERR_UNSUPPORTED), r.backend, ela_dtype_name(o.dtype),
-                ela_dtype_name(o.odtype));
+                ela_dtype_name(o.kv_dtype), ela_dtype_name(o.odtype));
         goto done;
     }
 
     const int64_t qshape[3] = {L, o.hq, o.d}, kvshape[3] = {o.hkv, n, o.d};
     const double esize = (double)ela_dtype_size(o.dtype);
-    const double kv_bytes = 2.0 * (double)o.hkv * (double)n * o.d * esize;
+    const double kv_row = (double)ela_dtype_row_bytes(o.kv_dtype, o.d); /* q8_0: 34 per 32 */
+    const double kv_bytes = 2.0 * (double)o.hkv * (double)n * kv_row;
     const double q_bytes = (double)L * o.hq * o.d * esize;
     const double o_bytes = (double)L * o.hq * o.d * (double)ela_dtype_size(o.odtype);
     r.bytes = kv_bytes + q_bytes + o_bytes;
@@ -236,8 +243,8 @@ int cmd_bench_attn(int argc, char **argv)
     cli_note("bench attn: %s, %s: allocating and filling %.1f MiB (K+V %.1f MiB)", r.backend,
              dev.name, mib(r.bytes), mib(kv_bytes));
     if ((st = ela_tensor_new(backend, o.dtype, 3, qshape, NULL, &tq)) != ELA_OK ||
-        (st = ela_tensor_new(backend, o.dtype, 3, kvshape, NULL, &tk)) != ELA_OK ||
-        (st = ela_tensor_new(backend, o.dtype, 3, kvshape, NULL, &tv)) != ELA_OK ||
+        (st = ela_tensor_new(backend, o.kv_dtype, 3, kvshape, NULL, &tk)) != ELA_OK ||
+        (st = ela_tensor_new(backend, o.kv_dtype, 3, kvshape, NULL, &tv)) != ELA_OK ||
         (st = ela_tensor_new(backend, o.odtype, 3, qshape, NULL, &to)) != ELA_OK)
         goto lib_fail;
     scratch = malloc((size_t)BENCH_FILL_SCRATCH * sizeof(float));

@@ -14,8 +14,9 @@ typedef struct {
     int64_t n;           /* keys per KV head */
     int64_t q;           /* query rows L */
     int hq, hkv, d;
-    ela_dtype dtype;  /* q, k, v */
-    ela_dtype odtype; /* o */
+    ela_dtype dtype;    /* q (and k, v unless kv_dtype says otherwise) */
+    ela_dtype kv_dtype; /* k, v: --kv-dtype, else --dtype (q8_0: k, v q8_0 and q f32) */
+    ela_dtype odtype;   /* o */
     int causal;
     int64_t iters;     /* 0: as many as fit in ~2 s, at least 3 */
     int64_t warmup;    /* -1: at least 1, until 0.25 s have passed */

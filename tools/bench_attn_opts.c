@@ -16,7 +16,9 @@ const char bench_attn_usage[] =
     "  --hq H             query heads (default 32)\n"
     "  --hkv H            KV heads; hq must be a multiple (default 8)\n"
     "  --d D              head dim (default 128)\n"
-    "  --dtype T          dtype of q, k and v: f32, f16, bf16 (default f16)\n"
+    "  --dtype T          dtype of q, k and v: f32, f16, bf16 (default f16), or q8_0: k and v\n"
+    "                     q8_0 (a quantized KV cache; d a multiple of 32), q f32\n"
+    "  --kv-dtype T       dtype of k and v alone (f32, f16, bf16, q8_0; default --dtype)\n"
     "  --odtype T         dtype of o (default f32 for decode: the step's output is tiny and\n"
     "                     feeds the f32 projection; --dtype for prefill, like activations)\n"
     "  --causal 0|1       query row i sits at position n - q + i (default 1)\n"
@@ -44,7 +46,8 @@ static int int_opt(const char *name, const char *text, int64_t min, int64_t max,
                            (long long)min, (long long)max, text);
 }
 
-static int dtype_opt(const char *name, const char *text, ela_dtype *out)
+/* f32, f16, bf16, and q8_0 where `q8` (k and v only). */
+static int dtype_opt(const char *name, const char *text, int q8, ela_dtype *out)
 {
     if (strcmp(text, "f32") == 0)
         *out = ELA_F32;
@@ -52,9 +55,11 @@ static int dtype_opt(const char *name, const char *text, ela_dtype *out)
         *out = ELA_F16;
     else if (strcmp(text, "bf16") == 0)
         *out = ELA_BF16;
+    else if (q8 && strcmp(text, "q8_0") == 0)
+        *out = ELA_Q8_0;
     else
-        return cli_usage_error(bench_attn_usage,
-                               "bench attn: %s wants f32, f16 or bf16, got '%s'", name, text);
+        return cli_usage_error(bench_attn_usage, "bench attn: %s wants f32, f16, bf16%s, got '%s'",
+                               name, q8 ? " or q8_0" : "", text);
     return CLI_EXIT_OK;
 }
 
@@ -71,6 +76,9 @@ static int check(const bench_attn_opts *o)
         return cli_usage_error(bench_attn_usage,
                                "bench attn: --hq %d is not a multiple of --hkv %d", o->hq,
                                o->hkv);
+    if (o->kv_dtype == ELA_Q8_0 && o->d % 32 != 0)
+        return cli_usage_error(bench_attn_usage,
+                               "bench attn: q8_0 k and v need --d a multiple of 32, got %d", o->d);
     if (o->causal && o->q > o->n)
         return cli_usage_error(bench_attn_usage,
                                "bench attn: causal needs --q <= --n (queries sit at positions "
@@ -95,6 +103,7 @@ int bench_attn_parse(int argc, char **argv, bench_attn_opts *o, int *help)
     o->hkv = 8;
     o->d = 128;
     o->dtype = ELA_F16;
+    int kv_given = 0;
     o->causal = 1;
     o->warmup = -1;
     o->membw = -1;
@@ -141,9 +150,12 @@ int bench_attn_parse(int argc, char **argv, bench_attn_opts *o, int *help)
                 o->d = (int)x;
         } else if (BENCH_OPT("--dtype")) {
             if (hit > 0)
-                rc = dtype_opt("--dtype", v, &o->dtype);
+                rc = dtype_opt("--dtype", v, 1, &o->dtype);
+        } else if (BENCH_OPT("--kv-dtype")) {
+            if (hit > 0 && (rc = dtype_opt("--kv-dtype", v, 1, &o->kv_dtype)) == CLI_EXIT_OK)
+                kv_given = 1;
         } else if (BENCH_OPT("--odtype")) {
-            if (hit > 0 && (rc = dtype_opt("--odtype", v, &o->odtype)) == CLI_EXIT_OK)
+            if (hit > 0 && (rc = dtype_opt("--odtype", v, 0, &o->odtype)) == CLI_EXIT_OK)
                 odtype_given = 1;
         } else if (BENCH_OPT("--causal")) {
             if (hit > 0 && (rc = int_opt("--causal", v, 0, 1, &x)) == CLI_EXIT_OK)
@@ -180,6 +192,10 @@ int bench_attn_parse(int argc, char **argv, bench_attn_opts *o, int *help)
 
     if (o->q < 0)
         o->q = o->decode ? 1 : o->n;
+    if (!kv_given)
+        o->kv_dtype = o->dtype;
+    if (o->dtype == ELA_Q8_0) /* q8_0 is a KV cache dtype: q stays f32, as in the runtime */
+        o->dtype = ELA_F32;
     if (!odtype_given)
         o->odtype = o->decode ? ELA_F32 : o->dtype;
     return check(o);

@@ -19,7 +19,7 @@ ela_status bench_fill_uniform(ela_tensor *t, uint64_t seed, float *buf, int64_t 
         return ELA_ERR_INVALID_ARG;
     const int64_t last = ela_tensor_extent(t, nd - 1);
     const int64_t rows = ela_tensor_numel(t) / (last > 0 ? last : 1);
-    const int64_t row_bytes = last * (int64_t)ela_dtype_size(ela_tensor_dtype(t));
+    const int64_t row_bytes = (int64_t)ela_dtype_row_bytes(ela_tensor_dtype(t), last); /* q8_0 too */
     if (last < 1 || scratch_count < last)
         return ELA_ERR_INVALID_ARG;
     int64_t chunk_rows = scratch_count / last;

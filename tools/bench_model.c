@@ -141,7 +141,7 @@ int cmd_bench_model(int argc, char **argv)
     double wbytes = weight_bytes(mi.weight_dtype, per_layer * mi.n_layers +
                                                       (double)mi.vocab * (double)mi.hidden);
     double kv_tokens = (double)n_prompt + (double)n_gen / 2.0;
-    double kvbytes = 2.0 * mi.n_layers * (double)kd * kv_tokens * (double)ela_dtype_size(cp.kv_dtype);
+    double kvbytes = 2.0 * mi.n_layers * kv_tokens * weight_bytes(cp.kv_dtype, (double)kd);
     qsort(step_ms, (size_t)n_gen, sizeof *step_ms, cmp_double);
     double med_ms = step_ms[n_gen / 2];
     double gbps = (wbytes + kvbytes) / (med_ms * 1e6);

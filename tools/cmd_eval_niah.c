@@ -30,7 +30,7 @@ static const char usage[] =
     "  --prefill-policy P     dense | xattn | streaming | elastic:fa-xa | ... (default dense)\n"
     "  --decode-policy P      dense | lessismore:K | nsa | streaming (default dense)\n"
     "  --router FILE          Elastic Attention router weights (safetensors) for elastic:*\n"
-    "  --kv-dtype T           f16 (default), bf16 or f32\n"
+    "  --kv-dtype T           f16 (default), bf16, f32 or q8_0 (CPU, head dim a multiple of 32)\n"
     "  --chunk N              prefill chunk, a multiple of 128 (default 2048; tsa and elastic\n"
     "                         policies: the largest ctx, so they see the whole prompt)\n"
     "  --backend B            cpu, vulkan, cuda, auto (default: ELA_BACKEND, else auto)\n"

@@ -21,8 +21,9 @@ static const char usage[] =
     "  --seed S               sampling seed (default 0)\n"
     "  --ctx N                context length in tokens (default: prompt + n, rounded up)\n"
     "  --router FILE          Elastic Attention router weights (safetensors) for elastic:*\n"
-    "  --kv-dtype T           f16 (default), bf16 or f32\n"
-    "  --chunk N              prefill chunk, a multiple of 128 (default 2048)\n"
+    "  --kv-dtype T           f16 (default), bf16, f32 or q8_0 (CPU, head dim a multiple of 32)\n"
+    "  --chunk N              prefill chunk, a multiple of 128 (default 2048; tsa, tsa+xattn\n"
+    "                         and elastic:*: the whole prompt)\n"
     "  --backend B            cpu, vulkan, cuda, auto (default: ELA_BACKEND, else auto)\n"
     "  --no-special           do not add the tokenizer's BOS\n";
 
@@ -167,6 +168,12 @@ int cmd_run(int argc, char **argv)
     ela_model_info info;
     ela_model_get_info(model, &info);
     cp.n_ctx = o.ctx ? o.ctx : n_ids + o.n_gen;
+    /* Token Sparse Attention selects over the whole prompt and the Elastic router pools its
+     * first and last keys: by default they prefill it in one chunk. */
+    ela_prefill_kind pk = cp.prefill.kind;
+    if (!o.chunk && (pk == ELA_PREFILL_TSA || pk == ELA_PREFILL_TSA_XATTN ||
+                     pk == ELA_PREFILL_ELASTIC))
+        cp.prefill_chunk = (n_ids + 127) / 128 * 128;
     if (info.max_positions > 0 && cp.n_ctx > info.max_positions)
         cli_note("run: context of %lld tokens exceeds the model's %lld positions",
                  (long long)cp.n_ctx, (long long)info.max_positions);

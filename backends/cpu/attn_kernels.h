@@ -2,7 +2,10 @@
  * Tiled path: the driver converts each 64-key tile of K and V to f32 once, then runs
  * qk -> softmax -> pv on R query rows that share the KV head. Row path (decode, few rows):
  * qk_rows / pv_rows read K and V rows in place through an array of row pointers. Every level
- * computes the same function. */
+ * computes the same function.
+ * Source dtypes: f32, f16, bf16, and q8_0 (a quantized KV cache: d a multiple of 32, a row is
+ * d/32 blocks of 34 bytes, each an f16 scale and 32 int8; value = scale * int8, computed in
+ * f32, which is exact: an 11-bit scale times an 8-bit integer fits the 24-bit mantissa). */
 #ifndef ELA_CPU_ATTN_KERNELS_H
 #define ELA_CPU_ATTN_KERNELS_H
 
@@ -17,7 +20,7 @@
 typedef struct {
     const char *name;
     /* dst[r*dp + c] = (float)src[r][c] for c < d, 0 for d <= c < dp; rows of src are
-     * src_stride bytes apart and packed inside; dtype f32/f16/bf16. */
+     * src_stride bytes apart and packed inside; dtype f32/f16/bf16, or q8_0 with d % 32 == 0. */
     void (*load_rows)(float *dst, int64_t dp, const void *src, int64_t src_stride, ela_dtype dtype,
                       int64_t rows, int64_t d);
     /* S[r*BK + j] = sum_{c<dp} Q[r*dp + c] * K[j*dp + c] for r < R, j < nk <= BK. */
@@ -36,7 +39,8 @@ typedef struct {
 
     /* Row path: for few query rows (R <= CPU_ATTN_ROWS_FAST) a key is used by too few rows to
      * pay for converting it into an f32 tile, so these read key j's row in place at krow[j] /
-     * vrow[j] (d elements of dtype f32/f16/bf16, converted in registers). Rows are pointers so
+     * vrow[j] (d elements of dtype f32/f16/bf16/q8_0, converted in registers; q8_0 needs
+     * d % 32 == 0, its row is d/32 whole blocks). Rows are pointers so
      * that the same kernels serve a contiguous tile (krow[j] = base + (j0 + j) * stride), a
      * gathered index set (DESIGN.md 4.8: base + idx[j] * stride) or a paged cache.
      * d is a multiple of CPU_ATTN_DPAD; Q and O rows are dp >= d floats apart; any R >= 1

@@ -4,6 +4,7 @@
  * contract, dp (the f32 row length of Q, K, V, O) is a multiple of 16. */
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 #include "attn_kernels.h"
 
@@ -43,6 +44,27 @@ AVX512_INLINE __m512 bf16x16_to_f32(__m256i h) {
 /* Prefetch into L2 the line at integer address `at` (it may lie past the end of the source,
  * where a pointer could not point). */
 #define PREFETCH_L2(at) _mm_prefetch((const char *)(at), _MM_HINT_T1)
+
+/* q8_0 (see attn_kernels.h): column c of a row lies in the 34-byte block c / 32, whose first
+ * two bytes are its f16 scale; 16 int8 -> 16 f32 is pmovsxbd + cvtdq2ps, then one multiply
+ * by the broadcast scale (exact, as in the scalar dequantization). */
+#define Q8_BYTES 34
+
+AVX512_INLINE const uint8_t *q8_block(const void *row, int64_t c) {
+    return (const uint8_t *)row + (c >> 5) * Q8_BYTES;
+}
+
+AVX512_INLINE __m512 q8_scale(const uint8_t *blk) {
+    uint16_t h;
+    memcpy(&h, blk, 2);
+    return _mm512_cvtph_ps(_mm256_set1_epi16((short)h));
+}
+
+/* The 16 int8 at p times the scale s. */
+AVX512_INLINE __m512 q8x16_to_f32(const uint8_t *p, __m512 s) {
+    __m128i q = _mm_loadu_si128((const __m128i *)(const void *)p);
+    return _mm512_mul_ps(s, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)));
+}
 
 /* Converts row s (uint16_t *) into out up to column d, prefetching the same bytes at `next`;
  * leaves c at the first column >= d. */
@@ -87,6 +109,16 @@ static void avx512_load_rows(float *dst, int64_t dp, const void *src, int64_t sr
         } else if (dtype == ELA_F16) {
             const uint16_t *s = (const uint16_t *)row;
             LOAD_ROW_16BIT(f16x16_to_f32);
+        } else if (dtype == ELA_Q8_0) { /* d % 32 == 0: whole blocks */
+            for (; c < d; c += 32) {
+                const uint8_t *b = q8_block(row, c);
+                uintptr_t nb = next + (uintptr_t)(b - (const uint8_t *)row);
+                PREFETCH_L2(nb);
+                PREFETCH_L2(nb + Q8_BYTES - 1); /* a block may straddle two lines */
+                __m512 sc = q8_scale(b);
+                _mm512_storeu_ps(out + c, q8x16_to_f32(b + 2, sc));
+                _mm512_storeu_ps(out + c + 16, q8x16_to_f32(b + 18, sc));
+            }
         } else {
             const uint16_t *s = (const uint16_t *)row;
             LOAD_ROW_16BIT(bf16x16_to_f32);
@@ -454,15 +486,35 @@ static void avx512_pv(float *O, const float *P, const float *V, const float *alp
  * Without it decode reaches ~40% of the read bandwidth (the hardware prefetchers stop at each
  * 4 KiB page and lag behind 2 streams that are consumed in bursts); prefetching only every
  * 2nd-16th row, 2-4 tiles ahead, or with T0/NTA hints all measured slower.
+ * q8_0 (a quantized KV cache): 16 columns cost pmovsxbd + cvtdq2ps + a multiply by the
+ * block's scale (3 uops against cvtph2ps's 2) plus the scale itself once per 32 columns and
+ * key; measured from L2 at R = 4, d = 128: ~31 ns per key for qk + pv, the same as f16, for
+ * 272 bytes of K+V instead of 512, so 2 cores need ~17 GB/s to keep up, about the DRAM's.
  * ------------------------------------------------------------------------------------- */
-enum { DT_F32, DT_F16, DT_BF16 };
+enum { DT_F32, DT_F16, DT_BF16, DT_Q8 };
 
-/* Columns [c, c+16) of a row of DT, as f32. */
-AVX512_INLINE __m512 row16(const void *row, int64_t c, const int DT) {
+/* Columns [c, c+16) of a row of DT, as f32; for q8_0, s is the scale of the block holding them
+ * (row_scale), which the callers load once per block and key rather than once per 16 columns. */
+AVX512_INLINE __m512 row16(const void *row, int64_t c, const int DT, __m512 s) {
     if (DT == DT_F32)
         return _mm512_loadu_ps((const float *)row + c);
+    if (DT == DT_Q8)
+        return q8x16_to_f32(q8_block(row, c) + 2 + (c & 31), s);
     __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)row + c));
     return DT == DT_F16 ? f16x16_to_f32(h) : bf16x16_to_f32(h);
+}
+
+/* q8_0: the broadcast scale of the block holding column c; other dtypes: unused (zero). */
+AVX512_INLINE __m512 row_scale(const void *row, int64_t c, const int DT) {
+    return DT == DT_Q8 ? q8_scale(q8_block(row, c)) : _mm512_setzero_ps();
+}
+
+/* Byte offset in a row of DT where column c starts (q8_0: its block), or, with `end`, where
+ * the bytes of columns [0, c) end (q8_0: past the block holding column c - 1). */
+AVX512_INLINE int64_t row_byte(int64_t c, int end, const int DT) {
+    if (DT == DT_Q8)
+        return (end ? (c + 31) >> 5 : c >> 5) * Q8_BYTES;
+    return c * (DT == DT_F32 ? 4 : 2);
 }
 
 /* Prefetch into L2 the lines holding bytes [b0, b1) of row (b0 < b1). */
@@ -517,104 +569,123 @@ AVX512_INLINE void qkr_tile(float *S, const float *Q, int64_t dp, const void *co
         k15 = row_at(krow, j0 + 15, nk);
     }
     ZERO16();
-    for (int64_t c = 0; c < d; c += 16) {
-        if (NR == 8) { /* acc r*2 + k */
-            __m512 y0 = row16(k0, c, DT), y1 = row16(k1, c, DT);
-            __m512 x = _mm512_loadu_ps(Q + c);
-            a0 = _mm512_fmadd_ps(x, y0, a0);
-            a1 = _mm512_fmadd_ps(x, y1, a1);
-            x = _mm512_loadu_ps(Q + dp + c);
-            a2 = _mm512_fmadd_ps(x, y0, a2);
-            a3 = _mm512_fmadd_ps(x, y1, a3);
-            x = _mm512_loadu_ps(Q + 2 * dp + c);
-            a4 = _mm512_fmadd_ps(x, y0, a4);
-            a5 = _mm512_fmadd_ps(x, y1, a5);
-            x = _mm512_loadu_ps(Q + 3 * dp + c);
-            a6 = _mm512_fmadd_ps(x, y0, a6);
-            a7 = _mm512_fmadd_ps(x, y1, a7);
-            x = _mm512_loadu_ps(Q + 4 * dp + c);
-            a8 = _mm512_fmadd_ps(x, y0, a8);
-            a9 = _mm512_fmadd_ps(x, y1, a9);
-            x = _mm512_loadu_ps(Q + 5 * dp + c);
-            a10 = _mm512_fmadd_ps(x, y0, a10);
-            a11 = _mm512_fmadd_ps(x, y1, a11);
-            x = _mm512_loadu_ps(Q + 6 * dp + c);
-            a12 = _mm512_fmadd_ps(x, y0, a12);
-            a13 = _mm512_fmadd_ps(x, y1, a13);
-            x = _mm512_loadu_ps(Q + 7 * dp + c);
-            a14 = _mm512_fmadd_ps(x, y0, a14);
-            a15 = _mm512_fmadd_ps(x, y1, a15);
-        } else if (NR == 4) { /* acc r*4 + k */
-            __m512 x0 = _mm512_loadu_ps(Q + c), x1 = _mm512_loadu_ps(Q + dp + c);
-            __m512 x2 = _mm512_loadu_ps(Q + 2 * dp + c), x3 = _mm512_loadu_ps(Q + 3 * dp + c);
-            __m512 y = row16(k0, c, DT);
-            a0 = _mm512_fmadd_ps(x0, y, a0);
-            a4 = _mm512_fmadd_ps(x1, y, a4);
-            a8 = _mm512_fmadd_ps(x2, y, a8);
-            a12 = _mm512_fmadd_ps(x3, y, a12);
-            y = row16(k1, c, DT);
-            a1 = _mm512_fmadd_ps(x0, y, a1);
-            a5 = _mm512_fmadd_ps(x1, y, a5);
-            a9 = _mm512_fmadd_ps(x2, y, a9);
-            a13 = _mm512_fmadd_ps(x3, y, a13);
-            y = row16(k2, c, DT);
-            a2 = _mm512_fmadd_ps(x0, y, a2);
-            a6 = _mm512_fmadd_ps(x1, y, a6);
-            a10 = _mm512_fmadd_ps(x2, y, a10);
-            a14 = _mm512_fmadd_ps(x3, y, a14);
-            y = row16(k3, c, DT);
-            a3 = _mm512_fmadd_ps(x0, y, a3);
-            a7 = _mm512_fmadd_ps(x1, y, a7);
-            a11 = _mm512_fmadd_ps(x2, y, a11);
-            a15 = _mm512_fmadd_ps(x3, y, a15);
-        } else if (NR == 2) { /* acc r*8 + k */
-            __m512 x0 = _mm512_loadu_ps(Q + c), x1 = _mm512_loadu_ps(Q + dp + c);
-            __m512 y = row16(k0, c, DT);
-            a0 = _mm512_fmadd_ps(x0, y, a0);
-            a8 = _mm512_fmadd_ps(x1, y, a8);
-            y = row16(k1, c, DT);
-            a1 = _mm512_fmadd_ps(x0, y, a1);
-            a9 = _mm512_fmadd_ps(x1, y, a9);
-            y = row16(k2, c, DT);
-            a2 = _mm512_fmadd_ps(x0, y, a2);
-            a10 = _mm512_fmadd_ps(x1, y, a10);
-            y = row16(k3, c, DT);
-            a3 = _mm512_fmadd_ps(x0, y, a3);
-            a11 = _mm512_fmadd_ps(x1, y, a11);
-            y = row16(k4, c, DT);
-            a4 = _mm512_fmadd_ps(x0, y, a4);
-            a12 = _mm512_fmadd_ps(x1, y, a12);
-            y = row16(k5, c, DT);
-            a5 = _mm512_fmadd_ps(x0, y, a5);
-            a13 = _mm512_fmadd_ps(x1, y, a13);
-            y = row16(k6, c, DT);
-            a6 = _mm512_fmadd_ps(x0, y, a6);
-            a14 = _mm512_fmadd_ps(x1, y, a14);
-            y = row16(k7, c, DT);
-            a7 = _mm512_fmadd_ps(x0, y, a7);
-            a15 = _mm512_fmadd_ps(x1, y, a15);
-        } else { /* acc k */
-            __m512 x = _mm512_loadu_ps(Q + c);
-            a0 = _mm512_fmadd_ps(x, row16(k0, c, DT), a0);
-            a1 = _mm512_fmadd_ps(x, row16(k1, c, DT), a1);
-            a2 = _mm512_fmadd_ps(x, row16(k2, c, DT), a2);
-            a3 = _mm512_fmadd_ps(x, row16(k3, c, DT), a3);
-            a4 = _mm512_fmadd_ps(x, row16(k4, c, DT), a4);
-            a5 = _mm512_fmadd_ps(x, row16(k5, c, DT), a5);
-            a6 = _mm512_fmadd_ps(x, row16(k6, c, DT), a6);
-            a7 = _mm512_fmadd_ps(x, row16(k7, c, DT), a7);
-            a8 = _mm512_fmadd_ps(x, row16(k8, c, DT), a8);
-            a9 = _mm512_fmadd_ps(x, row16(k9, c, DT), a9);
-            a10 = _mm512_fmadd_ps(x, row16(k10, c, DT), a10);
-            a11 = _mm512_fmadd_ps(x, row16(k11, c, DT), a11);
-            a12 = _mm512_fmadd_ps(x, row16(k12, c, DT), a12);
-            a13 = _mm512_fmadd_ps(x, row16(k13, c, DT), a13);
-            a14 = _mm512_fmadd_ps(x, row16(k14, c, DT), a14);
-            a15 = _mm512_fmadd_ps(x, row16(k15, c, DT), a15);
+    /* q8_0 walks the columns a block (32) at a time, the scales of up to 8 keys loaded once per
+     * block each (at NK = 16 they would not fit the registers beside 16 accumulators). */
+    const int64_t CB = DT == DT_Q8 ? 32 : 16;
+    for (int64_t cb = 0; cb < d; cb += CB) {
+        __m512 s0 = row_scale(k0, cb, DT), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0;
+        __m512 s7 = s0;
+        if (NK >= 2 && NK <= 8)
+            s1 = row_scale(k1, cb, DT);
+        if (NK >= 4 && NK <= 8) {
+            s2 = row_scale(k2, cb, DT);
+            s3 = row_scale(k3, cb, DT);
+        }
+        if (NK == 8) {
+            s4 = row_scale(k4, cb, DT);
+            s5 = row_scale(k5, cb, DT);
+            s6 = row_scale(k6, cb, DT);
+            s7 = row_scale(k7, cb, DT);
+        }
+        for (int64_t c = cb; c < cb + CB; c += 16) {
+            if (NR == 8) { /* acc r*2 + k */
+                __m512 y0 = row16(k0, c, DT, s0), y1 = row16(k1, c, DT, s1);
+                __m512 x = _mm512_loadu_ps(Q + c);
+                a0 = _mm512_fmadd_ps(x, y0, a0);
+                a1 = _mm512_fmadd_ps(x, y1, a1);
+                x = _mm512_loadu_ps(Q + dp + c);
+                a2 = _mm512_fmadd_ps(x, y0, a2);
+                a3 = _mm512_fmadd_ps(x, y1, a3);
+                x = _mm512_loadu_ps(Q + 2 * dp + c);
+                a4 = _mm512_fmadd_ps(x, y0, a4);
+                a5 = _mm512_fmadd_ps(x, y1, a5);
+                x = _mm512_loadu_ps(Q + 3 * dp + c);
+                a6 = _mm512_fmadd_ps(x, y0, a6);
+                a7 = _mm512_fmadd_ps(x, y1, a7);
+                x = _mm512_loadu_ps(Q + 4 * dp + c);
+                a8 = _mm512_fmadd_ps(x, y0, a8);
+                a9 = _mm512_fmadd_ps(x, y1, a9);
+                x = _mm512_loadu_ps(Q + 5 * dp + c);
+                a10 = _mm512_fmadd_ps(x, y0, a10);
+                a11 = _mm512_fmadd_ps(x, y1, a11);
+                x = _mm512_loadu_ps(Q + 6 * dp + c);
+                a12 = _mm512_fmadd_ps(x, y0, a12);
+                a13 = _mm512_fmadd_ps(x, y1, a13);
+                x = _mm512_loadu_ps(Q + 7 * dp + c);
+                a14 = _mm512_fmadd_ps(x, y0, a14);
+                a15 = _mm512_fmadd_ps(x, y1, a15);
+            } else if (NR == 4) { /* acc r*4 + k */
+                __m512 x0 = _mm512_loadu_ps(Q + c), x1 = _mm512_loadu_ps(Q + dp + c);
+                __m512 x2 = _mm512_loadu_ps(Q + 2 * dp + c), x3 = _mm512_loadu_ps(Q + 3 * dp + c);
+                __m512 y = row16(k0, c, DT, s0);
+                a0 = _mm512_fmadd_ps(x0, y, a0);
+                a4 = _mm512_fmadd_ps(x1, y, a4);
+                a8 = _mm512_fmadd_ps(x2, y, a8);
+                a12 = _mm512_fmadd_ps(x3, y, a12);
+                y = row16(k1, c, DT, s1);
+                a1 = _mm512_fmadd_ps(x0, y, a1);
+                a5 = _mm512_fmadd_ps(x1, y, a5);
+                a9 = _mm512_fmadd_ps(x2, y, a9);
+                a13 = _mm512_fmadd_ps(x3, y, a13);
+                y = row16(k2, c, DT, s2);
+                a2 = _mm512_fmadd_ps(x0, y, a2);
+                a6 = _mm512_fmadd_ps(x1, y, a6);
+                a10 = _mm512_fmadd_ps(x2, y, a10);
+                a14 = _mm512_fmadd_ps(x3, y, a14);
+                y = row16(k3, c, DT, s3);
+                a3 = _mm512_fmadd_ps(x0, y, a3);
+                a7 = _mm512_fmadd_ps(x1, y, a7);
+                a11 = _mm512_fmadd_ps(x2, y, a11);
+                a15 = _mm512_fmadd_ps(x3, y, a15);
+            } else if (NR == 2) { /* acc r*8 + k */
+                __m512 x0 = _mm512_loadu_ps(Q + c), x1 = _mm512_loadu_ps(Q + dp + c);
+                __m512 y = row16(k0, c, DT, s0);
+                a0 = _mm512_fmadd_ps(x0, y, a0);
+                a8 = _mm512_fmadd_ps(x1, y, a8);
+                y = row16(k1, c, DT, s1);
+                a1 = _mm512_fmadd_ps(x0, y, a1);
+                a9 = _mm512_fmadd_ps(x1, y, a9);
+                y = row16(k2, c, DT, s2);
+                a2 = _mm512_fmadd_ps(x0, y, a2);
+                a10 = _mm512_fmadd_ps(x1, y, a10);
+                y = row16(k3, c, DT, s3);
+                a3 = _mm512_fmadd_ps(x0, y, a3);
+                a11 = _mm512_fmadd_ps(x1, y, a11);
+                y = row16(k4, c, DT, s4);
+                a4 = _mm512_fmadd_ps(x0, y, a4);
+                a12 = _mm512_fmadd_ps(x1, y, a12);
+                y = row16(k5, c, DT, s5);
+                a5 = _mm512_fmadd_ps(x0, y, a5);
+                a13 = _mm512_fmadd_ps(x1, y, a13);
+                y = row16(k6, c, DT, s6);
+                a6 = _mm512_fmadd_ps(x0, y, a6);
+                a14 = _mm512_fmadd_ps(x1, y, a14);
+                y = row16(k7, c, DT, s7);
+                a7 = _mm512_fmadd_ps(x0, y, a7);
+                a15 = _mm512_fmadd_ps(x1, y, a15);
+            } else { /* acc k */
+                __m512 x = _mm512_loadu_ps(Q + c);
+                a0 = _mm512_fmadd_ps(x, row16(k0, c, DT, row_scale(k0, c, DT)), a0);
+                a1 = _mm512_fmadd_ps(x, row16(k1, c, DT, row_scale(k1, c, DT)), a1);
+                a2 = _mm512_fmadd_ps(x, row16(k2, c, DT, row_scale(k2, c, DT)), a2);
+                a3 = _mm512_fmadd_ps(x, row16(k3, c, DT, row_scale(k3, c, DT)), a3);
+                a4 = _mm512_fmadd_ps(x, row16(k4, c, DT, row_scale(k4, c, DT)), a4);
+                a5 = _mm512_fmadd_ps(x, row16(k5, c, DT, row_scale(k5, c, DT)), a5);
+                a6 = _mm512_fmadd_ps(x, row16(k6, c, DT, row_scale(k6, c, DT)), a6);
+                a7 = _mm512_fmadd_ps(x, row16(k7, c, DT, row_scale(k7, c, DT)), a7);
+                a8 = _mm512_fmadd_ps(x, row16(k8, c, DT, row_scale(k8, c, DT)), a8);
+                a9 = _mm512_fmadd_ps(x, row16(k9, c, DT, row_scale(k9, c, DT)), a9);
+                a10 = _mm512_fmadd_ps(x, row16(k10, c, DT, row_scale(k10, c, DT)), a10);
+                a11 = _mm512_fmadd_ps(x, row16(k11, c, DT, row_scale(k11, c, DT)), a11);
+                a12 = _mm512_fmadd_ps(x, row16(k12, c, DT, row_scale(k12, c, DT)), a12);
+                a13 = _mm512_fmadd_ps(x, row16(k13, c, DT, row_scale(k13, c, DT)), a13);
+                a14 = _mm512_fmadd_ps(x, row16(k14, c, DT, row_scale(k14, c, DT)), a14);
+                a15 = _mm512_fmadd_ps(x, row16(k15, c, DT, row_scale(k15, c, DT)), a15);
+            }
         }
     }
     store_tile(S, REDUCE_ACC(), j0, nk, NR, NK);
-    int64_t bytes = d * (DT == DT_F32 ? 4 : 2);
+    int64_t bytes = row_byte(d, 1, DT);
     for (int64_t j = j0; j < j0 + NK && j < npf; j++)
         prefetch_span(pf[j], 0, bytes);
 }
@@ -657,6 +728,55 @@ static void qk_rows_bf16(float *S, const float *Q, int64_t R, int64_t dp,
                          int64_t npf) {
     qk_rows_dt(S, Q, R, dp, krow, nk, d, pf, npf, DT_BF16);
 }
+/* q8_0 with R in several row blocks (3, 5, 6, 7 rows in qk; 5, 6, 7 in pv): every block would
+ * convert each key again, and a q8_0 conversion takes p0/p5 uops the FMAs need. Instead the
+ * keys are dequantized once into an f32 stage on the stack (at most Q8_STAGE floats, 32 KiB:
+ * L1, so up to 64 keys at d = 128) and the blocks run the f32 kernels on it; the next tile's
+ * rows are prefetched while a chunk is staged. Measured at R = 7 (Qwen2.5's G), d = 64, 128:
+ * qk + pv 1.55x faster than converting in each block
+ * (65 -> 42 ns per key at d = 128). */
+#define Q8_STAGE 8192
+
+static int q8_stage_qk(int64_t R, int64_t d) {
+    return R < 8 && (R & (R - 1)) != 0 && d * 16 <= Q8_STAGE;
+}
+
+/* Dequantizes rows[0, n) (d floats each) into stage, srow[j] = its row j; prefetches
+ * pf[0, npf) (q8_0 rows of d elements). */
+static void q8_stage_rows(float *stage, const void **srow, const void *const *rows, int64_t n,
+                          int64_t d, const void *const *pf, int64_t npf) {
+    for (int64_t j = 0; j < n; j++) {
+        float *out = stage + j * d;
+        srow[j] = out;
+        for (int64_t c = 0; c < d; c += 32) {
+            const uint8_t *b = q8_block(rows[j], c);
+            __m512 sc = q8_scale(b);
+            _mm512_store_ps(out + c, q8x16_to_f32(b + 2, sc));
+            _mm512_store_ps(out + c + 16, q8x16_to_f32(b + 18, sc));
+        }
+        if (j < npf)
+            prefetch_span(pf[j], 0, row_byte(d, 1, DT_Q8));
+    }
+    for (int64_t j = n; j < npf; j++)
+        prefetch_span(pf[j], 0, row_byte(d, 1, DT_Q8));
+}
+
+static void qk_rows_q8(float *S, const float *Q, int64_t R, int64_t dp, const void *const *krow,
+                       int64_t nk, int64_t d, const void *const *pf, int64_t npf) {
+    if (!q8_stage_qk(R, d)) {
+        qk_rows_dt(S, Q, R, dp, krow, nk, d, pf, npf, DT_Q8);
+        return;
+    }
+    _Alignas(64) float stage[Q8_STAGE];
+    const void *srow[BK];
+    int64_t chunk = Q8_STAGE / d < BK ? Q8_STAGE / d : BK;
+    for (int64_t j0 = 0; j0 < nk; j0 += chunk) {
+        int64_t n = nk - j0 < chunk ? nk - j0 : chunk;
+        /* the last chunk prefetches the next tile's rows */
+        q8_stage_rows(stage, srow, krow + j0, n, d, pf, j0 + n == nk ? npf : 0);
+        qk_rows_dt(S + j0, Q, R, dp, srow, n, d, NULL, 0, DT_F32);
+    }
+}
 
 static void avx512_qk_rows(float *S, const float *Q, int64_t R, int64_t dp,
                            const void *const *krow, int64_t nk, int64_t d, ela_dtype dtype,
@@ -667,6 +787,8 @@ static void avx512_qk_rows(float *S, const float *Q, int64_t R, int64_t dp,
         qk_rows_f32(S, Q, R, dp, krow, nk, d, pf, npf);
     else if (dtype == ELA_F16)
         qk_rows_f16(S, Q, R, dp, krow, nk, d, pf, npf);
+    else if (dtype == ELA_Q8_0)
+        qk_rows_q8(S, Q, R, dp, krow, nk, d, pf, npf);
     else
         qk_rows_bf16(S, Q, R, dp, krow, nk, d, pf, npf);
 }
@@ -700,12 +822,14 @@ static void avx512_qk_rows(float *S, const float *Q, int64_t R, int64_t dp,
 #define PVR_FMA(i, v) acc##i##v = _mm512_fmadd_ps(_mm512_set1_ps(P[(i) * BK + j]), y##v, acc##i##v)
 #define PVR_STORE(i, v) _mm512_storeu_ps(O + (i) * dp + 16 * (v), acc##i##v)
 
-/* O points at (row 0, column c0); vrow rows are read from column c0. */
+/* O points at (row 0, column c0); vrow rows are read from column c0. Tiles of 32 or 64 columns
+ * start at a multiple of 32, so for q8_0 (d % 32 == 0) y0/y1 lie in one block and y2/y3 in the
+ * next; a 16-column tile lies in one block. */
 AVX512_INLINE void pvr_tile(float *O, const float *P, const float *alpha, int64_t dp,
                             const void *const *vrow, int64_t nk, int64_t c0,
                             const void *const *pf, int64_t npf, const int NR, const int NV,
                             const int DT) {
-    const int64_t es = DT == DT_F32 ? 4 : 2;
+    const int64_t pf0 = row_byte(c0, 0, DT), pf1 = row_byte(c0 + 16 * NV, 1, DT);
     __m512 acc00, acc01, acc02, acc03, acc10, acc11, acc12, acc13, acc20, acc21, acc22, acc23;
     __m512 acc30, acc31, acc32, acc33, acc40, acc41, acc42, acc43, acc50, acc51, acc52, acc53;
     __m512 acc60, acc61, acc62, acc63, acc70, acc71, acc72, acc73;
@@ -716,12 +840,13 @@ AVX512_INLINE void pvr_tile(float *O, const float *P, const float *alpha, int64_
     PVR_ALL(PVR_INIT);
     for (int64_t j = 0; j < nk; j++) {
         const void *vj = vrow[j];
-        __m512 y0 = row16(vj, c0, DT);
-        __m512 y1 = NV > 1 ? row16(vj, c0 + 16, DT) : y0;
-        __m512 y2 = NV > 2 ? row16(vj, c0 + 32, DT) : y0;
-        __m512 y3 = NV > 3 ? row16(vj, c0 + 48, DT) : y0;
+        __m512 sa = row_scale(vj, c0, DT), sb = NV > 2 ? row_scale(vj, c0 + 32, DT) : sa;
+        __m512 y0 = row16(vj, c0, DT, sa);
+        __m512 y1 = NV > 1 ? row16(vj, c0 + 16, DT, sa) : y0;
+        __m512 y2 = NV > 2 ? row16(vj, c0 + 32, DT, sb) : y0;
+        __m512 y3 = NV > 3 ? row16(vj, c0 + 48, DT, sb) : y0;
         if (j < npf)
-            prefetch_span(pf[j], c0 * es, (c0 + 16 * NV) * es);
+            prefetch_span(pf[j], pf0, pf1);
         PVR_ALL(PVR_FMA);
     }
     PVR_ALL(PVR_STORE);
@@ -776,6 +901,24 @@ static void pv_rows_bf16(float *O, const float *P, const float *alpha, int64_t R
                          int64_t npf) {
     pv_rows_dt(O, P, alpha, R, dp, vrow, nk, d, pf, npf, DT_BF16);
 }
+static void pv_rows_q8(float *O, const float *P, const float *alpha, int64_t R, int64_t dp,
+                       const void *const *vrow, int64_t nk, int64_t d, const void *const *pf,
+                       int64_t npf) {
+    if (!(R > 4 && R < 8 && d * 16 <= Q8_STAGE)) { /* one row block (or too wide to stage) */
+        pv_rows_dt(O, P, alpha, R, dp, vrow, nk, d, pf, npf, DT_Q8);
+        return;
+    }
+    static const float ones[8] = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};
+    _Alignas(64) float stage[Q8_STAGE];
+    const void *srow[BK];
+    int64_t chunk = Q8_STAGE / d < BK ? Q8_STAGE / d : BK;
+    for (int64_t j0 = 0; j0 < nk; j0 += chunk) {
+        int64_t n = nk - j0 < chunk ? nk - j0 : chunk;
+        q8_stage_rows(stage, srow, vrow + j0, n, d, pf, j0 + n == nk ? npf : 0);
+        /* alpha rescales O once, with the first chunk */
+        pv_rows_dt(O, P + j0, j0 == 0 ? alpha : ones, R, dp, srow, n, d, NULL, 0, DT_F32);
+    }
+}
 
 static void avx512_pv_rows(float *O, const float *P, const float *alpha, int64_t R, int64_t dp,
                            const void *const *vrow, int64_t nk, int64_t d, ela_dtype dtype,
@@ -786,6 +929,8 @@ static void avx512_pv_rows(float *O, const float *P, const float *alpha, int64_t
         pv_rows_f32(O, P, alpha, R, dp, vrow, nk, d, pf, npf);
     else if (dtype == ELA_F16)
         pv_rows_f16(O, P, alpha, R, dp, vrow, nk, d, pf, npf);
+    else if (dtype == ELA_Q8_0)
+        pv_rows_q8(O, P, alpha, R, dp, vrow, nk, d, pf, npf);
     else
         pv_rows_bf16(O, P, alpha, R, dp, vrow, nk, d, pf, npf);
 }

@@ -1,6 +1,7 @@
 /* NEON inner kernels of CPU dense attention for aarch64 (see attn_kernels.h for the contract
  * and attn_kernels_scalar.c for the reference). NEON is part of every aarch64 CPU, so this
- * table needs no run-time check; f16 goes through vcvt_f32_f16, bf16 through a 16-bit shift. */
+ * table needs no run-time check; f16 goes through vcvt_f32_f16, bf16 through a 16-bit shift,
+ * q8_0 (a quantized KV cache) through the scalar dequantization of core/dtype.h. */
 #include <arm_neon.h>
 #include <math.h>
 
@@ -44,6 +45,10 @@ static void neon_load_rows(float *dst, int64_t dp, const void *src, int64_t src_
             }
             for (; c < d; c++)
                 out[c] = ela_f16_to_f32(s[c]);
+        } else if (dtype == ELA_Q8_0) { /* d % 32 == 0; the scalar dequantization (exact) */
+            for (; c < d; c += ELA_Q8_0_BLOCK)
+                ela_q8_0_dequantize_block(
+                    (const uint8_t *)row + c / ELA_Q8_0_BLOCK * ELA_Q8_0_BYTES, out + c);
         } else {
             const uint16_t *s = (const uint16_t *)row;
             for (; c + 8 <= d; c += 8) {

@@ -14,6 +14,10 @@ static void scalar_load_rows(float *dst, int64_t dp, const void *src, int64_t sr
             const float *s = (const float *)row;
             for (int64_t c = 0; c < d; c++)
                 out[c] = s[c];
+        } else if (dtype == ELA_Q8_0) {
+            for (int64_t c = 0; c < d; c += ELA_Q8_0_BLOCK)
+                ela_q8_0_dequantize_block(
+                    (const uint8_t *)row + c / ELA_Q8_0_BLOCK * ELA_Q8_0_BYTES, out + c);
         } else {
             const uint16_t *s = (const uint16_t *)row;
             for (int64_t c = 0; c < d; c++)
@@ -78,10 +82,18 @@ static void scalar_pv(float *O, const float *P, const float *V, const float *alp
 }
 
 /* Row path: sum_c q[c] * row[c] and o[c] += p * row[c] over a row of dtype (the dtype
- * switch is outside the loops). */
+ * switch is outside the loops; a q8_0 row is dequantized one block at a time). */
 static float dot_row(const float *q, const void *row, int64_t d, ela_dtype dtype) {
     float acc = 0.0f;
-    if (dtype == ELA_F32) {
+    if (dtype == ELA_Q8_0) {
+        float blk[ELA_Q8_0_BLOCK];
+        for (int64_t c = 0; c < d; c += ELA_Q8_0_BLOCK) {
+            ela_q8_0_dequantize_block((const uint8_t *)row + c / ELA_Q8_0_BLOCK * ELA_Q8_0_BYTES,
+                                      blk);
+            for (int i = 0; i < ELA_Q8_0_BLOCK; i++)
+                acc += q[c + i] * blk[i];
+        }
+    } else if (dtype == ELA_F32) {
         const float *k = row;
         for (int64_t c = 0; c < d; c++)
             acc += q[c] * k[c];
@@ -98,7 +110,15 @@ static float dot_row(const float *q, const void *row, int64_t d, ela_dtype dtype
 }
 
 static void axpy_row(float *o, float p, const void *row, int64_t d, ela_dtype dtype) {
-    if (dtype == ELA_F32) {
+    if (dtype == ELA_Q8_0) {
+        float blk[ELA_Q8_0_BLOCK];
+        for (int64_t c = 0; c < d; c += ELA_Q8_0_BLOCK) {
+            ela_q8_0_dequantize_block((const uint8_t *)row + c / ELA_Q8_0_BLOCK * ELA_Q8_0_BYTES,
+                                      blk);
+            for (int i = 0; i < ELA_Q8_0_BLOCK; i++)
+                o[c + i] += p * blk[i];
+        }
+    } else if (dtype == ELA_F32) {
         const float *v = row;
         for (int64_t c = 0; c < d; c++)
             o[c] += p * v[c];

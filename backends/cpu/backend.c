@@ -102,13 +102,21 @@ static ela_status cpu_synchronize(void *ctx) {
 
 static const ela_backend_iface cpu_iface;
 
+/* The ops that read a KV cache take q8_0 K and V (core/ops allows q8_0 for k and v only). */
+static int cpu_reads_kv(ela_op op) {
+    return op == ELA_OP_ATTN_DENSE || op == ELA_OP_ATTN_BLOCKS || op == ELA_OP_XATTN_ESTIMATE ||
+           op == ELA_OP_TOKEN_SELECT || op == ELA_OP_ATTN_TOKEN_SPARSE ||
+           op == ELA_OP_DECODE_SELECT || op == ELA_OP_ATTN_GATHER || op == ELA_OP_NSA_SELECT ||
+           op == ELA_OP_ATTN_NSA || op == ELA_OP_DECODE_SELECT_ATTEND;
+}
+
 /* Every float dtype for every op the iface implements; besides them q8_0 weights, tables and
  * copies (matmul, get_rows, copy, token_compress) and i32 ids and positions (get_rows, rope). */
 static int cpu_supports(void *ctx, ela_op op, const ela_dtype *dtypes, int n_dtypes) {
     (void)ctx;
     unsigned allowed = (1u << ELA_F32) | (1u << ELA_F16) | (1u << ELA_BF16);
     if (op == ELA_OP_MATMUL || op == ELA_OP_GET_ROWS || op == ELA_OP_COPY ||
-        op == ELA_OP_TOKEN_COMPRESS)
+        op == ELA_OP_TOKEN_COMPRESS || cpu_reads_kv(op))
         allowed |= 1u << ELA_Q8_0;
     if (op == ELA_OP_GET_ROWS || op == ELA_OP_ROPE)
         allowed |= 1u << ELA_I32;

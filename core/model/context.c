@@ -108,10 +108,14 @@ ela_status ela_context_new(ela_model *model, const ela_context_params *params,
                         "sliding attention window of %lld tokens; windowed attention is not "
                         "implemented, so contexts are limited to the window",
                         (long long)p.n_ctx, (long long)mi->sliding_window);
-    if (p.kv_dtype != ELA_F16 && p.kv_dtype != ELA_BF16 && p.kv_dtype != ELA_F32)
-        return ela_fail(p.kv_dtype == ELA_Q8_0 ? ELA_ERR_UNSUPPORTED : ELA_ERR_INVALID_ARG,
-                        "ela_context_new: kv_dtype %s: the attention kernels read f32, f16 or "
-                        "bf16 keys and values", ela_dtype_name(p.kv_dtype));
+    if (p.kv_dtype != ELA_F16 && p.kv_dtype != ELA_BF16 && p.kv_dtype != ELA_F32 &&
+        p.kv_dtype != ELA_Q8_0)
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_context_new: kv_dtype %s: the KV cache is f16, "
+                        "bf16, f32 or q8_0", ela_dtype_name(p.kv_dtype));
+    /* A q8_0 cache row is whole 32-element blocks (appended with ela_copy, read in place). */
+    if (p.kv_dtype == ELA_Q8_0 && mi->head_dim % 32 != 0)
+        return ela_fail(ELA_ERR_UNSUPPORTED, "ela_context_new: kv_dtype q8_0 needs a head dim "
+                        "that is a multiple of 32; this model's is %d", (int)mi->head_dim);
     if (p.prefill_chunk == 0)
         p.prefill_chunk = 2048;
     if (p.prefill_chunk < 0 || p.prefill_chunk % ELA_BLOCK != 0)
@@ -122,6 +126,10 @@ ela_status ela_context_new(ela_model *model, const ela_context_params *params,
     int64_t rows = p.prefill_chunk < n_ctx ? p.prefill_chunk : n_ctx;
 
     ela_backend *be = model->backend;
+    const ela_dtype q8_attn[3] = {ELA_F32, ELA_Q8_0, ELA_F32}; /* q, k/v, o */
+    if (p.kv_dtype == ELA_Q8_0 && !ela_backend_supports(be, ELA_OP_ATTN_DENSE, q8_attn, 3))
+        return ela_fail(ELA_ERR_UNSUPPORTED, "ela_context_new: backend '%s' cannot read a q8_0 "
+                        "KV cache (kv_dtype f16 or bf16 can)", ela_backend_name(be));
     ela_status st;
     ela_context *ctx = ela_calloc(1, sizeof *ctx);
     if (!ctx)

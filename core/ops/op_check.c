@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "core/alloc.h"
+#include "core/dtype.h"
 #include "core/error.h"
 
 static const char *const op_names[ELA_OP_COUNT] = {
@@ -75,11 +76,21 @@ ela_status op_resolve_scale(const char *op, float scale, int64_t d, float *out) 
     return ELA_OK;
 }
 
+/* q and o are activations: a q8_0 one gets a message that says where q8_0 is accepted. */
+static ela_status check_activation(const char *op, const ela_backend *be, const ela_tensor *t,
+                                   const char *name) {
+    if (t && t->dtype == ELA_Q8_0)
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_%s: tensor %s is q8_0; q8_0 is accepted for k "
+                        "and v only (a quantized KV cache), %s must be f32, f16 or bf16", op, name,
+                        name);
+    return op_check_tensor(op, be, t, name, 3, OP_FLOAT_DTYPES, "[L, Hq, d]");
+}
+
 ela_status op_check_qk(const char *op, const ela_backend *be, const ela_tensor *q,
                        const ela_tensor *k, int64_t *L, int64_t *n, int64_t *d, int *hq, int *hkv) {
     ela_status st;
-    if ((st = op_check_tensor(op, be, q, "q", 3, OP_FLOAT_DTYPES, "[L, Hq, d]")) != ELA_OK ||
-        (st = op_check_tensor(op, be, k, "k", 3, OP_FLOAT_DTYPES, "[Hkv, n, d]")) != ELA_OK)
+    if ((st = check_activation(op, be, q, "q")) != ELA_OK ||
+        (st = op_check_tensor(op, be, k, "k", 3, OP_KV_DTYPES, "[Hkv, n, d]")) != ELA_OK)
         return st;
     if (q->extents[1] > 1 << 20 || k->extents[0] > 1 << 20)
         return ela_fail(ELA_ERR_INVALID_ARG, "ela_%s: head count above 2^20", op);
@@ -103,6 +114,12 @@ ela_status op_check_qk(const char *op, const ela_backend *be, const ela_tensor *
         return ela_fail(ELA_ERR_INVALID_ARG,
                         "ela_%s: tensor q has %d heads, not a multiple of k's %d KV heads", op, *hq,
                         *hkv);
+    /* Tensors keep q8_0 rows whole blocks (tensor.c), so this holds for any k that exists; the
+     * kernels rely on it, hence the check where they are called. */
+    if (k->dtype == ELA_Q8_0 && *d % ELA_Q8_0_BLOCK != 0)
+        return ela_fail(ELA_ERR_INVALID_ARG, "ela_%s: tensor k is q8_0 with head dim d = %lld, "
+                        "not a multiple of the q8_0 block of %d", op, (long long)*d,
+                        ELA_Q8_0_BLOCK);
     return ELA_OK;
 }
 
@@ -113,10 +130,10 @@ ela_status op_check_attention(const char *op, const ela_backend *be, const ela_t
     ela_status st;
     if (!be)
         return ela_fail(ELA_ERR_INVALID_ARG, "ela_%s: backend is NULL", op);
-    if ((st = op_check_tensor(op, be, q, "q", 3, OP_FLOAT_DTYPES, "[L, Hq, d]")) != ELA_OK ||
-        (st = op_check_tensor(op, be, k, "k", 3, OP_FLOAT_DTYPES, "[Hkv, n, d]")) != ELA_OK ||
-        (st = op_check_tensor(op, be, v, "v", 3, OP_FLOAT_DTYPES, "[Hkv, n, d]")) != ELA_OK ||
-        (st = op_check_tensor(op, be, o, "o", 3, OP_FLOAT_DTYPES, "[L, Hq, d]")) != ELA_OK ||
+    if ((st = check_activation(op, be, q, "q")) != ELA_OK ||
+        (st = op_check_tensor(op, be, k, "k", 3, OP_KV_DTYPES, "[Hkv, n, d]")) != ELA_OK ||
+        (st = op_check_tensor(op, be, v, "v", 3, OP_KV_DTYPES, "[Hkv, n, d]")) != ELA_OK ||
+        (st = check_activation(op, be, o, "o")) != ELA_OK ||
         (lse && (st = op_check_tensor(op, be, lse, "lse", 2, 1u << ELA_F32, "[L, Hq]")) != ELA_OK))
         return st;
     ela_attn_params p = params ? *params : ela_attn_params_default();

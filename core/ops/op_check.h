@@ -9,6 +9,8 @@
  * ela_dtype, OP_FLOAT_DTYPES for f32/f16/bf16) and a packed innermost dim. `layout` names the
  * expected shape in the message, e.g. "[L, Hq, d]". */
 #define OP_FLOAT_DTYPES ((1u << ELA_F32) | (1u << ELA_F16) | (1u << ELA_BF16))
+/* K and V of the attention ops (a KV cache) may also be q8_0, with d a multiple of 32. */
+#define OP_KV_DTYPES (OP_FLOAT_DTYPES | (1u << ELA_Q8_0))
 ela_status op_check_tensor(const char *op, const ela_backend *be, const ela_tensor *t,
                            const char *name, int n_dims, unsigned allowed, const char *layout);
 
@@ -20,15 +22,17 @@ ela_status op_shape_mismatch(const char *op, const char *name, const ela_tensor 
 ela_status op_check_shape(const char *op, const char *name, const ela_tensor *t,
                           const char *expect, const int64_t *want);
 
-/* The attention quartet shared by attn_dense and the sparse attention ops: q, o [L, Hq, d],
- * k, v [Hkv, n, d], optional lse f32 [L, Hq], params (NULL = defaults). Fills *a with sizes and
- * the resolved scale (1/sqrt(d) when 0); q_pos0 is 0 when not causal. */
+/* The attention quartet shared by attn_dense and the sparse attention ops: q, o [L, Hq, d]
+ * f32/f16/bf16, k, v [Hkv, n, d] of one dtype, f32/f16/bf16 or q8_0 (OP_KV_DTYPES), optional
+ * lse f32 [L, Hq], params (NULL = defaults). Fills *a with sizes and the resolved scale
+ * (1/sqrt(d) when 0); q_pos0 is 0 when not causal. */
 ela_status op_check_attention(const char *op, const ela_backend *be, const ela_tensor *q,
                               const ela_tensor *k, const ela_tensor *v, ela_tensor *o,
                               ela_tensor *lse, const ela_attn_params *params,
                               ela_attn_dense_args *a);
 
-/* q [L, Hq, d] and k [Hkv, n, d] alone (selection ops): sizes into the out parameters. */
+/* q [L, Hq, d] (f32/f16/bf16) and k [Hkv, n, d] (OP_KV_DTYPES) alone (selection ops): sizes
+ * into the out parameters. */
 ela_status op_check_qk(const char *op, const ela_backend *be, const ela_tensor *q,
                        const ela_tensor *k, int64_t *L, int64_t *n, int64_t *d, int *hq, int *hkv);
 
