@@ -15,7 +15,7 @@
 # usage: tools/cuda_device_run.sh [STAGE...]   stages, run in the order given: build test
 # sanitize bench peer matmul model sparse profile break break_sparse (default: build test
 # sanitize bench peer matmul model sparse; profile runs ncu; break builds a copy of the plugin
-# with one GEMV line broken and checks that test_model_ops_cuda fails with it; break_sparse does
+# with one GEMV line broken and checks that test_model_ops_gpu fails with it; break_sparse does
 # the same with the block-sparse executor's streaming window and the XAttention estimate's
 # causal mask, against test_backend_parity_sparse)
 # environment: OUT, BUILD (build-cuda-dev), ARCHS (CMAKE_CUDA_ARCHITECTURES, default: the
@@ -51,7 +51,7 @@ stage_build() {
   run cmake -S . -B "$BUILD" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DELA_CUDA=ON -DELA_VULKAN=OFF \
       -DCMAKE_CUDA_ARCHITECTURES="$ARCHS" || { say "configure failed"; exit 1; }
   run cmake --build "$BUILD" -j"$JOBS" --target ela-cuda ela_cli test_backend_parity_cuda \
-    test_model_ops_cuda test_backend_parity_sparse || { say "build failed"; exit 1; }
+    test_model_ops_gpu test_backend_parity_sparse || { say "build failed"; exit 1; }
   # Registers and spills of every kernel, for the record.
   for cu in backends/cuda/attn_dense_mma.cu backends/cuda/attn_dense_decode.cu \
             backends/cuda/matmul_gemv.cu backends/cuda/matmul_mma.cu backends/cuda/attn_blocks.cu \
@@ -87,7 +87,7 @@ stage_sanitize() {
   ELA_TEST_QUICK=1 run timeout "$SAN_T" compute-sanitizer --tool memcheck --error-exitcode 9 \
     --leak-check no "$BUILD/bin/test_backend_parity_cuda" || status=1
   ELA_TEST_ONLY=ops run timeout "$SAN_T" compute-sanitizer --tool memcheck --error-exitcode 9 \
-    --leak-check no "$BUILD/bin/test_model_ops_cuda" || status=1
+    --leak-check no "$BUILD/bin/test_model_ops_gpu" || status=1
   # The sparse ops: every case, every configuration.
   run timeout "$SAN_T" compute-sanitizer --tool memcheck --error-exitcode 9 --leak-check no \
     "$BUILD/bin/test_backend_parity_sparse" || status=1
@@ -127,10 +127,10 @@ stage_peer() {
 
 # matmul: the GEMV's weight bandwidth at M = 1 and 8 and the prefill's TFLOP/s on Llama-3-8B's
 # [4096 x 4096] and [14336 x 4096], against the device's copy bandwidth measured in the same
-# run (test_model_ops_cuda with ELA_TEST_BENCH=1), then PyTorch (cuBLAS) on the same shapes.
+# run (test_model_ops_gpu with ELA_TEST_BENCH=1), then PyTorch (cuBLAS) on the same shapes.
 stage_matmul() {
   say "matmul timings (ours, then PyTorch)"
-  ELA_TEST_BENCH=1 run "$BUILD/bin/test_model_ops_cuda" > "$OUT/matmul.txt" || status=1
+  ELA_TEST_BENCH=1 run "$BUILD/bin/test_model_ops_gpu" > "$OUT/matmul.txt" || status=1
   PYTHONUNBUFFERED=1 run python3 - <<'PY' >> "$OUT/matmul.txt" || true
 import torch
 def t(f, it=30):
@@ -172,7 +172,7 @@ stage_model() {
 # The tests must notice a broken kernel: a copy of the tree whose q8_0 GEMV drops one of every
 # four activations, built as a plugin of its own and loaded through ELA_PLUGIN_PATH.
 stage_break() {
-  say "break: a wrong q8_0 GEMV must turn test_model_ops_cuda red"
+  say "break: a wrong q8_0 GEMV must turn test_model_ops_gpu red"
   local src=/tmp/ela-broken
   rm -rf "$src" && mkdir -p "$src"
   tar --exclude='./build*' --exclude=./out --exclude=./tests/data/npm -cf - . | tar -C "$src" -xf -
@@ -183,7 +183,7 @@ stage_break() {
   run cmake -S "$src" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DELA_CUDA=ON -DELA_VULKAN=OFF \
       -DCMAKE_CUDA_ARCHITECTURES="$ARCHS" > /dev/null || { status=1; return; }
   run cmake --build "$src/build" -j"$JOBS" --target ela-cuda > /dev/null || { status=1; return; }
-  if ELA_TEST_ONLY=matmul ELA_PLUGIN_PATH="$src/build/lib" run "$BUILD/bin/test_model_ops_cuda" \
+  if ELA_TEST_ONLY=matmul ELA_PLUGIN_PATH="$src/build/lib" run "$BUILD/bin/test_model_ops_gpu" \
       > "$OUT/break.txt"; then
     say "break: the broken GEMV PASSED the test (bad)"; status=1
   else

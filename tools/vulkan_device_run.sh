@@ -1,58 +1,113 @@
 #!/usr/bin/env bash
 # Vulkan backend on the GPU machine in one call: Vulkan loader from the carried .debs, the
-# NVIDIA ICD, build (Release, Vulkan plugin, carried glslangValidator and headers), the `vulkan`
-# tests under the carried Khronos validation layer, then `ela bench sparse --backend vulkan`
-# (validation off). Output in $OUT: run.log and bench-*.json. Make the carried kit first with
-# tools/vulkan_device_kit.sh; run with the device tool, carrying build-vks-carry.
+# NVIDIA ICD, build (Release, Vulkan plugin, carried glslangValidator and headers), then stages:
+#   sparse    the sparse parity test under the carried Khronos validation layer, then
+#             `ela bench sparse --backend vulkan` (validation off)
+#   modelops  the model-op parity test (test_model_ops_gpu: every model op and the fixture models
+#             against float64, the CPU backend and PyTorch) under the validation layer
+#   fixtures  test_model's fixture checks again on vulkan:0 (ELA_TEST_BACKEND=vulkan), validation on
+#   matmul    matmul timings (GEMV weight bandwidth, prefill TFLOP/s on Llama-3-8B shapes, against
+#             the device's copy bandwidth in the same run: test_model_ops_gpu ELA_TEST_BENCH=1)
+#   model     `ela bench model --backend vulkan` on random Qwen2.5-0.5B-shaped models
+#             (tools/make_random_gguf.py, q8_0 and f16): prompt and decode tokens/s, GB/s
+# usage: tools/vulkan_device_run.sh [STAGE...]   (default: sparse modelops fixtures matmul model)
+# Output in $OUT: run.log, bench-*.json, matmul.txt, model-*.txt. Make the carried kit first with
+# tools/vulkan_device_kit.sh; run with the device tool, carrying build-vks-carry:
+#   run(command="bash tools/vulkan_device_run.sh modelops fixtures matmul model",
+#       carry=["build-vks-carry"])
 set -uo pipefail
 cd "$(dirname "$0")/.."
 C=$PWD/build-vks-carry
 OUT=${OUT:-out/vulkan}
 mkdir -p "$OUT"
 LOG="$OUT/run.log"
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=(sparse modelops fixtures matmul model)
 start=$(date +%s)
 say() { echo "=== $* ($(( $(date +%s) - start )) s)" | tee -a "$LOG"; }
 run() { echo "+ $*" | tee -a "$LOG"; "$@" 2>&1 | tee -a "$LOG"; return "${PIPESTATUS[0]}"; }
+status=0
 
 say "loader"
+K=/tmp/ela-vk-kit # glslangValidator, headers, validation layer
+rm -rf "$K" && mkdir -p "$K" && tar -C "$K" -xzf "$C/kit.tar.gz" || { say "no kit"; exit 1; }
+# The manifest names the layer library without a path (a system search): point it at the kit.
+sed -i "s|\"library_path\": \"libVkLayer|\"library_path\": \"$K/layer/libVkLayer|" \
+    "$K/layer/VkLayer_khronos_validation.json"
 for f in "$C"/gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
 run nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 ls /usr/local/nvidia/share/vulkan/icd.d/ 2>&1 | tee -a "$LOG"
 export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
 # An ICD that loads the driver through libEGL_nvidia (the GLX one needs a display).
-cat > "$C/nvidia_egl_icd.json" <<'EOF'
+cat > "$K/nvidia_egl_icd.json" <<'EOF'
 {"file_format_version": "1.0.1", "ICD": {"library_path": "libEGL_nvidia.so.0", "api_version": "1.3.0"}}
 EOF
 
 say "build"
 B=build-vk-dev
 run cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DELA_CUDA=OFF -DELA_VULKAN=ON \
-    -DELA_GLSLANG="$C/bin/glslangValidator" -DELA_VULKAN_INCLUDE_DIR="$C/include" \
+    -DELA_GLSLANG="$K/bin/glslangValidator" -DELA_VULKAN_INCLUDE_DIR="$K/include" \
     || { say "configure failed"; exit 1; }
 run cmake --build $B -j "$(nproc)" --target ela_cli ela-vulkan \
-    test_backend_parity_sparse || { say "build failed"; exit 1; }
+    test_backend_parity_sparse test_model_ops_gpu test_model || { say "build failed"; exit 1; }
+E=$B/bin/ela
 
 say "devices"
-for icd in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json "$C/nvidia_egl_icd.json"; do
+for icd in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json "$K/nvidia_egl_icd.json"; do
   export VK_DRIVER_FILES=$icd
-  run $B/bin/ela info
-  $B/bin/ela info 2>&1 | grep -q "vulkan: available" && break
+  run $E info
+  $E info 2>&1 | grep -q "vulkan: available" && break
 done
 echo "VK_DRIVER_FILES=$VK_DRIVER_FILES" | tee -a "$LOG"
 
-say "sparse parity test (validation layer on)"
-export VK_LAYER_PATH="$C/layer"
-ELA_TEST_VERBOSE=1 run timeout 120 $B/bin/test_backend_parity_sparse
-unset VK_LAYER_PATH
+stage_sparse() {
+  say "sparse parity test (validation layer on)"
+  VK_LAYER_PATH="$K/layer" ELA_TEST_VERBOSE=1 run timeout 120 $B/bin/test_backend_parity_sparse \
+    || status=1
+  say "bench sparse (validation off)"
+  for pol in xattn elastic:fa-xa streaming; do
+    ELA_VK_VALIDATION=0 run timeout 60 $E bench sparse --backend vulkan --policy "$pol" \
+        --n 8192,32768 --iters 2 --json "$OUT/bench-${pol%%:*}.json" || status=1
+  done
+  ELA_VK_VALIDATION=0 run timeout 45 $E bench sparse --backend vulkan --mode decode \
+      --policy lessismore:2048 --n 32768,131072 --iters 5 --json "$OUT/bench-lessismore.json" \
+      || status=1
+}
 
-say "bench sparse (validation off)"
-export ELA_VK_VALIDATION=0
-E=$B/bin/ela
-for pol in xattn elastic:fa-xa streaming; do
-  run timeout 60 $E bench sparse --backend vulkan --policy "$pol" --n 8192,32768 --iters 2 \
-      --json "$OUT/bench-${pol%%:*}.json"
+stage_modelops() {
+  say "model-op parity test (validation layer on)"
+  VK_LAYER_PATH="$K/layer" ELA_VK_VALIDATION=1 run timeout 240 $B/bin/test_model_ops_gpu \
+    || status=1
+}
+
+stage_fixtures() {
+  say "test_model's fixtures on vulkan:0 (validation layer on)"
+  VK_LAYER_PATH="$K/layer" ELA_VK_VALIDATION=1 ELA_TEST_BACKEND=vulkan ELA_PLUGIN_PATH=$B/lib \
+    run timeout 180 $B/bin/test_model || status=1
+}
+
+stage_matmul() {
+  say "matmul timings (validation off)"
+  ELA_VK_VALIDATION=0 ELA_TEST_BENCH=1 run timeout 240 $B/bin/test_model_ops_gpu \
+    > "$OUT/matmul.txt" || status=1
+}
+
+stage_model() {
+  say "ela bench model (random Qwen2.5-0.5B shape, q8_0 and f16; validation off)"
+  for wt in q8_0 f16; do
+    run python3 tools/make_random_gguf.py "/tmp/r-$wt.gguf" "$wt" || { status=1; continue; }
+    ELA_VK_VALIDATION=0 run timeout 120 $E bench model --backend vulkan -m "/tmp/r-$wt.gguf" \
+      --prompt 512 --gen 64 --json "$OUT/bench-model-$wt.json" | tee "$OUT/model-$wt.txt" \
+      || status=1
+  done
+}
+
+for s in "${stages[@]}"; do
+  case "$s" in
+    sparse|modelops|fixtures|matmul|model) "stage_$s" ;;
+    *) say "unknown stage $s"; status=1 ;;
+  esac
 done
-run timeout 45 $E bench sparse --backend vulkan --mode decode --policy lessismore:2048 \
-    --n 32768,131072 --iters 5 --json "$OUT/bench-lessismore.json"
-say "done"
+say "done (status $status)"
+exit $status

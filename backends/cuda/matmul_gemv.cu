@@ -20,7 +20,7 @@
  * Bound: weight bytes / HBM bandwidth (N * K * {4, 2, 1.0625} bytes); aim >= 70% of it for
  * N, K >= 4096 at M = 1. With M = 8 the activation reads and FMAs grow 8x per weight byte.
  * Measured on an H100 SXM (HBM3, 3.35 TB/s peak; ela_copy moves 2.9-3.0 TB/s read + write),
- * M = 1, weights cycling through 256 MB so they come from HBM (test_model_ops_cuda with
+ * M = 1, weights cycling through 256 MB so they come from HBM (test_model_ops_gpu with
  * ELA_TEST_BENCH=1): [4096 x 4096] / [14336 x 4096] f16 2.1 / 2.8 TB/s, bf16 2.1 / 2.8, f32
  * 2.5 / 2.9, q8_0 1.3 / 1.8 (cuBLAS through PyTorch, f16, same run: 0.6 / 2.2). q8_0 is short
  * of the bound: about 4 instructions per weight byte (two 2-byte shared loads and the scale per

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "vk_backend.h"
+#include "vk_model.h"
 #include "vk_sparse.h"
 
 static const ela_host_api *host;
@@ -82,8 +83,16 @@ static void vk_close(void *ctx) { vk_device_close(ctx); }
 
 static int vk_supports(void *ctx, ela_op op, const ela_dtype *dtypes, int n_dtypes) {
     (void)ctx;
+    unsigned allowed = (1u << ELA_F32) | (1u << ELA_F16) | (1u << ELA_BF16);
+    /* The model ops and the token copies read q8_0 weights, tables and KV rows (and copy
+     * writes them); rope and get_rows take i32 positions and ids. */
+    if (op == ELA_OP_MATMUL || op == ELA_OP_GET_ROWS || op == ELA_OP_COPY ||
+        op == ELA_OP_TOKEN_COMPRESS)
+        allowed |= 1u << ELA_Q8_0;
+    if (op == ELA_OP_GET_ROWS || op == ELA_OP_ROPE)
+        allowed |= 1u << ELA_I32;
     for (int i = 0; i < n_dtypes; i++)
-        if (dtypes[i] != ELA_F32 && dtypes[i] != ELA_F16 && dtypes[i] != ELA_BF16)
+        if ((int)dtypes[i] < 0 || dtypes[i] >= ELA_DTYPE_COUNT || !(allowed & (1u << dtypes[i])))
             return 0;
     switch (op) {
     case ELA_OP_ATTN_DENSE:
@@ -92,6 +101,16 @@ static int vk_supports(void *ctx, ela_op op, const ela_dtype *dtypes, int n_dtyp
     case ELA_OP_XATTN_ESTIMATE:
     case ELA_OP_DECODE_SELECT:
     case ELA_OP_ROUTER_EVAL:
+    case ELA_OP_MATMUL:
+    case ELA_OP_RMS_NORM:
+    case ELA_OP_ROPE:
+    case ELA_OP_SILU_MUL:
+    case ELA_OP_ADD:
+    case ELA_OP_GET_ROWS:
+    case ELA_OP_COPY:
+    case ELA_OP_SIGMOID_GATE:
+    case ELA_OP_TOKEN_COMPRESS:
+    case ELA_OP_TOKEN_DECOMPRESS:
         return 1;
     default:
         return 0;
@@ -118,6 +137,16 @@ static const ela_backend_iface vk_iface = {
     .router_eval = vk_router_eval,
     .decode_select = vk_decode_select,
     .attn_gather = vk_attn_gather,
+    .token_compress = vk_token_compress,
+    .token_decompress = vk_token_decompress,
+    .matmul = vk_matmul,
+    .rms_norm = vk_rms_norm,
+    .rope = vk_rope,
+    .silu_mul = vk_silu_mul,
+    .add = vk_add,
+    .get_rows = vk_get_rows,
+    .copy = vk_copy,
+    .sigmoid_gate = vk_sigmoid_gate,
 };
 
 const ela_backend_iface *ela_plugin_init(const ela_host_api *h) {

@@ -1,22 +1,31 @@
-/* The model ops (ela.h "Model ops") on the CUDA backend (label `cuda`, DESIGN.md 7): every op
- * on every CUDA device against the float64 references of tests/ref/model_ops_ref.c and against
+/* The model ops (ela.h "Model ops") and Token Sparse Attention's row copies on every GPU device
+ * the build has a plugin for (labels `cuda` and `vulkan`, DESIGN.md 7): one case list run on
+ * each CUDA device (cuda:N) and each Vulkan device (vulkan:N, in its default configuration and
+ * with its fallbacks forced: staging copies, 16-bit data as words, shared memory instead of
+ * subgroup shuffles), against the float64 references of tests/ref/model_ops_ref.c and against
  * the CPU backend on the same random inputs, on the kinds of cases of test_model_ops.c: matmul
  * with f32/f16/bf16/q8_0 weights at M from 1 to 300 (the GEMV and the tensor-core or tiled
  * prefill kernels, and each side of the M = 8 switch), odd N and K, bias or not, strided views
  * (which the kernels must pack or read element-wise), aligned shapes that take the 16-byte and
  * cp.async paths; rms_norm 2-D to 4-D, short and long rows, in place; rope in both pair styles
  * with every scaling and with freq_factors at positions up to 3e5, and an n_rot whose
- * frequencies do not fit the launch; silu_mul and add in place; get_rows of every table dtype;
- * copy between every dtype pair into a strided KV-cache view. Outputs that are views of a
- * larger tensor must leave the rest of it untouched. Then the models of tests/data/models
- * (Llama f32, Qwen2 f16, Qwen3 bf16; HF and GGUF; Llama q8_0) loaded onto the device, with
- * their logits against PyTorch's as in test_model.c (chunked prefill, then decode, f32 and
- * f16 caches; greedy tokens).
- * Prints "skipped: no CUDA device" and passes on machines without one. Replay with
- * ELA_TEST_SEED; ELA_TEST_VERBOSE=1 prints every case's error; ELA_TEST_ONLY=matmul,copy,...
- * runs only those parts ("ops": every op, no models). ELA_TEST_BENCH=1 runs no test
- * but times matmul on Llama-3-8B's shapes (GEMV weight bandwidth, prefill TFLOP/s) against
- * the device's copy bandwidth measured in the same run. */
+ * frequencies do not fit the launch; silu_mul and add in place; sigmoid_gate; get_rows of every
+ * table dtype; copy between every dtype pair into a strided KV-cache view; token_compress and
+ * token_decompress of every dtype (bytes equal to the CPU's). Outputs that are views of a larger
+ * tensor must leave the rest of it untouched. On devices whose largest storage binding is small
+ * (lavapipe: 128 MiB), views spanning more than one binding (rows far apart), which the Vulkan
+ * encoders must bind in pieces. Then the models of tests/data/models (Llama f32, Qwen2 f16,
+ * Qwen3 bf16; HF and GGUF; Llama q8_0) loaded onto each device in its default configuration,
+ * with their logits against PyTorch's as in test_model.c (chunked prefill, then decode, f32 and
+ * f16 caches; greedy tokens). Sizes stay small: lavapipe is ~70x slower than the CPU.
+ * Vulkan runs under the validation layer (ELA_VK_VALIDATION=1 unless set otherwise), where any
+ * validation error fails the op that caused it. A plugin the build has (ELA_TEST_WANT_VULKAN,
+ * ELA_TEST_WANT_CUDA from CMake) must load; a machine without its devices prints "skipped: no
+ * Vulkan device" / "skipped: no CUDA device" and passes. Replay with ELA_TEST_SEED;
+ * ELA_TEST_VERBOSE=1 prints every case's error; ELA_TEST_ONLY=matmul,copy,... runs only those
+ * parts ("ops": every op, no models). ELA_TEST_BENCH=1 runs no test but times matmul on
+ * Llama-3-8B's shapes (GEMV weight bandwidth, prefill TFLOP/s) against the device's copy
+ * bandwidth measured in the same run. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -45,8 +54,30 @@
 #define TOL_KV_F16 1e-2
 #define TOL_Q8_0 5e-2
 
-static ela_backend *cpu, *devs[8];
+#ifndef ELA_TEST_WANT_VULKAN
+#define ELA_TEST_WANT_VULKAN 0
+#endif
+#ifndef ELA_TEST_WANT_CUDA
+#define ELA_TEST_WANT_CUDA 0
+#endif
+
+/* Devices under test: each opened configuration with its label ("vulkan:0 default"); models
+ * and timings run on the default ones (primary); max_binding_mib is a Vulkan device's
+ * maxStorageBufferRange (0: unknown or large). */
+#define MAX_DEVS (2 * 2 * ELA_MAX_DEVICES)
+static ela_backend *cpu, *devs[MAX_DEVS];
+static char dev_label[MAX_DEVS][64];
+static int dev_primary[MAX_DEVS];
+static uint64_t dev_max_binding_mib[MAX_DEVS];
 static int n_devs, verbose;
+
+/* The label of a device under test ("cpu" for the CPU backend). */
+static const char *name_of(const ela_backend *be) {
+    for (int d = 0; d < n_devs; d++)
+        if (devs[d] == be)
+            return dev_label[d];
+    return ela_backend_name(be);
+}
 
 /* ---- tensors that are views into a padded parent (as test_model_ops.c) -------------------- */
 typedef struct {
@@ -200,7 +231,7 @@ static int run_matmul(ela_backend *be, ela_dtype wdt, const float *x, const void
         (bias && ela_tensor_write_f32(tb.view, bias, N) != ELA_OK))
         goto done;
     ela_status st = ela_matmul(be, tx.view, tw.view, bias ? tb.view : NULL, ty.view);
-    CHECKF(st == ELA_OK, "matmul on %s: %s", ela_backend_name(be), ela_last_error());
+    CHECKF(st == ELA_OK, "matmul on %s: %s", name_of(be), ela_last_error());
     if (st != ELA_OK || ela_tensor_read_f32(ty.view, got, M * N) != ELA_OK)
         goto done;
     *intact = sub_outside_intact(&ty);
@@ -249,16 +280,16 @@ static void check_matmul(ela_dtype wdt, int64_t M, int64_t N, int64_t K, int use
         intact = 0;
         if (run_matmul(devs[d], wdt, x, wbytes, use_bias ? bias : NULL, M, N, K, padded, got,
                        &intact)) {
-            CHECKF(0, "%s: %s run failed", what, ela_backend_name(devs[d]));
+            CHECKF(0, "%s: %s run failed", what, name_of(devs[d]));
             continue;
         }
         double err = test_rel_l2(ref, got, M * N), err_cpu = rel_l2_f(want_cpu, got, M * N);
         report(what, err, tol);
         CHECKF(err <= tol, "%s on %s: rel L2 %.3g against float64 (bound %.0e)", what,
-               ela_backend_name(devs[d]), err, tol);
+               name_of(devs[d]), err, tol);
         CHECKF(err_cpu <= tol_cpu, "%s on %s: rel L2 %.3g against the CPU (bound %.0e)", what,
-               ela_backend_name(devs[d]), err_cpu, tol_cpu);
-        CHECKF(intact, "%s on %s: wrote outside y", what, ela_backend_name(devs[d]));
+               name_of(devs[d]), err_cpu, tol_cpu);
+        CHECKF(intact, "%s on %s: wrote outside y", what, name_of(devs[d]));
     }
 done:
     free(wbytes);
@@ -339,7 +370,7 @@ static void check_rms_norm(int nd, const int64_t *ext, ela_dtype wdt, int mode, 
             double err = test_rel_l2(ref, got, numel), err_cpu = rel_l2_f(cpu_y, got, numel);
             report(what, err, TOL);
             CHECKF(err <= TOL && err_cpu <= 2 * TOL, "%s on %s: rel L2 %.3g (CPU %.3g)", what,
-                   ela_backend_name(be), err, err_cpu);
+                   name_of(be), err, err_cpu);
             if (mode == 2)
                 CHECKF(sub_outside_intact(&ty), "%s: wrote outside y", what);
         }
@@ -430,7 +461,7 @@ static void check_rope(int64_t M, int64_t H, int64_t d, int n_rot, int interleav
             report(what, err, TOL);
             CHECKF(err <= TOL && err_cpu <= 2 * TOL && bad_tail == 0,
                    "%s on %s: rel L2 %.3g (CPU %.3g), %lld unrotated dims changed", what,
-                   ela_backend_name(be), err, err_cpu, (long long)bad_tail);
+                   name_of(be), err, err_cpu, (long long)bad_tail);
             if (padded)
                 CHECKF(sub_outside_intact(&tx), "%s: wrote outside x", what);
         }
@@ -504,7 +535,7 @@ static void check_binary(int is_add, int nd, const int64_t *ext, int mode, uint6
             double err = test_rel_l2(ref, got, n), err_cpu = rel_l2_f(cpu_y, got, n);
             report(what, err, TOL);
             CHECKF(err <= TOL && err_cpu <= 2 * TOL, "%s on %s: rel L2 %.3g (CPU %.3g)", what,
-                   ela_backend_name(be), err, err_cpu);
+                   name_of(be), err, err_cpu);
             if (mode == 3)
                 CHECKF(sub_outside_intact(&to), "%s: wrote outside out", what);
         }
@@ -570,7 +601,7 @@ static void check_get_rows(ela_dtype dt, int64_t V, int64_t D, int64_t M, int pa
         for (int64_t m = 0; m < M; m++)
             bad += memcmp(got + m * D, vals + ids[m] * D, (size_t)D * sizeof(float)) != 0;
         CHECKF(bad == 0, "get_rows %s D=%lld M=%lld on %s: %lld rows wrong", ela_dtype_name(dt),
-               (long long)D, (long long)M, ela_backend_name(devs[k]), (long long)bad);
+               (long long)D, (long long)M, name_of(devs[k]), (long long)bad);
         CHECKF(sub_outside_intact(&to), "get_rows %s: wrote outside out", ela_dtype_name(dt));
         sub_free(&tt);
         sub_free(&to);
@@ -639,7 +670,7 @@ static void check_copy(ela_dtype sdt, ela_dtype ddt, int64_t hkv, int64_t n, int
         if (k >= 0) {
             CHECKF(memcmp(got, want, dbytes) == 0, "copy %s -> %s [%lld, %lld, %lld] padded=%d "
                    "on %s: bytes differ from the CPU's", ela_dtype_name(sdt), ela_dtype_name(ddt),
-                   (long long)hkv, (long long)n, (long long)d, padded, ela_backend_name(be));
+                   (long long)hkv, (long long)n, (long long)d, padded, name_of(be));
             CHECKF(sub_outside_intact(&tc), "copy %s -> %s: wrote outside the appended rows",
                    ela_dtype_name(sdt), ela_dtype_name(ddt));
         }
@@ -672,6 +703,358 @@ static void test_copy(void) {
             if (dts[s] != ELA_Q8_0 && dts[d] != ELA_Q8_0)
                 check_copy(dts[s], dts[d], 3, 5, 13, 9, 4, 1, stream++);
         }
+}
+
+/* ---- sigmoid_gate ------------------------------------------------------------------------ */
+/* x [M, H, d] times sigmoid(g[m, h * stride + offset]), g [M, H * stride + 2] (the last columns
+ * must be ignored); float64 reference and the CPU backend. */
+static void check_sigmoid_gate(int64_t M, int64_t H, int64_t d, int stride, int offset,
+                               int padded, uint64_t stream) {
+    test_rng rng;
+    test_rng_init(&rng, stream);
+    const int64_t gw = H * stride + 2, nx = M * H * d;
+    float *x = fmalloc(nx), *g = fmalloc(M * gw), *got = fmalloc(nx), *cpu_y = fmalloc(nx);
+    double *ref = dmalloc(nx);
+    char what[160];
+    snprintf(what, sizeof what, "sigmoid_gate M=%lld H=%lld d=%lld stride %d offset %d padded=%d",
+             (long long)M, (long long)H, (long long)d, stride, offset, padded);
+    if (!x || !g || !got || !cpu_y || !ref) {
+        CHECK(!"out of memory");
+        goto done;
+    }
+    test_fill_normal(&rng, x, nx, 1.0f);
+    test_fill_normal(&rng, g, M * gw, 3.0f);
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t h = 0; h < H; h++) {
+            double gate = 1.0 / (1.0 + exp(-(double)g[m * gw + h * stride + offset]));
+            for (int64_t i = 0; i < d; i++)
+                ref[(m * H + h) * d + i] = (double)x[(m * H + h) * d + i] * gate;
+        }
+    int64_t ex[3] = {M, H, d}, eg[2] = {M, gw};
+    for (int k = -1; k < n_devs; k++) {
+        ela_backend *be = k < 0 ? cpu : devs[k];
+        float *out = k < 0 ? cpu_y : got;
+        sub_t tx, tg;
+        if (sub_new(be, ELA_F32, 3, ex, padded, &tx) || sub_new(be, ELA_F32, 2, eg, padded, &tg)) {
+            CHECK(!"tensor setup failed");
+            sub_free(&tx);
+            goto done;
+        }
+        CHECK_STATUS(ela_tensor_write_f32(tx.view, x, nx), ELA_OK);
+        CHECK_STATUS(ela_tensor_write_f32(tg.view, g, M * gw), ELA_OK);
+        CHECK_STATUS(ela_sigmoid_gate(be, tx.view, tg.view, stride, offset), ELA_OK);
+        CHECK_STATUS(ela_tensor_read_f32(tx.view, out, nx), ELA_OK);
+        if (k >= 0) {
+            double err = test_rel_l2(ref, got, nx), err_cpu = rel_l2_f(cpu_y, got, nx);
+            report(what, err, TOL);
+            CHECKF(err <= TOL && err_cpu <= 2 * TOL, "%s on %s: rel L2 %.3g (CPU %.3g)", what,
+                   name_of(be), err, err_cpu);
+            if (padded)
+                CHECKF(sub_outside_intact(&tx), "%s on %s: wrote outside x", what, name_of(be));
+        }
+        sub_free(&tx);
+        sub_free(&tg);
+    }
+done:
+    free(x);
+    free(g);
+    free(got);
+    free(cpu_y);
+    free(ref);
+}
+
+static void test_sigmoid_gate(void) {
+    uint64_t stream = 4500;
+    check_sigmoid_gate(5, 4, 16, 3, 1, 0, stream++);
+    check_sigmoid_gate(3, 7, 33, 3, 2, 1, stream++);
+    check_sigmoid_gate(1, 14, 64, 1, 0, 1, stream++);
+    check_sigmoid_gate(130, 8, 128, 3, 0, 0, stream++);
+}
+
+/* ---- token_compress / token_decompress ---------------------------------------------------- */
+/* Random strictly ascending lists: row h of idx [hq, n_sel] (the last `window` rows always). */
+static void make_lists(test_rng *rng, int hq, int64_t L, int64_t n_sel, int32_t *idx) {
+    unsigned char *pick = malloc((size_t)L);
+    if (!pick)
+        return;
+    for (int h = 0; h < hq; h++) {
+        memset(pick, 0, (size_t)L);
+        int64_t have = 0;
+        while (have < n_sel) {
+            int64_t t = (int64_t)(test_rng_u64(rng) % (uint64_t)L);
+            if (!pick[t]) {
+                pick[t] = 1;
+                have++;
+            }
+        }
+        int64_t j = 0;
+        for (int64_t t = 0; t < L; t++)
+            if (pick[t])
+                idx[(int64_t)h * n_sel + j++] = (int32_t)t;
+    }
+    free(pick);
+}
+
+/* token_compress of q [L, Hq, d] and k, v [Hkv, L, d] (dtype kdt) by random lists, then
+ * token_decompress of the compressed q as an output: every byte equal to the CPU's (plain row
+ * copies), and nothing outside the outputs touched. */
+static void check_token_copy(ela_dtype qdt, ela_dtype kdt, int hq, int hkv, int64_t L,
+                             int64_t n_sel, int64_t d, int padded, uint64_t stream) {
+    test_rng rng;
+    test_rng_init(&rng, stream);
+    const int64_t nq = L * hq * d, nk = (int64_t)hkv * L * d;
+    const int64_t nqc = n_sel * hq * d, nkc = (int64_t)hq * n_sel * d;
+    float *q = fmalloc(nq), *k = fmalloc(nk), *v = fmalloc(nk);
+    int32_t *idx = malloc((size_t)(hq * n_sel > 0 ? hq * n_sel : 1) * sizeof(int32_t));
+    void *qb = NULL, *kb = NULL, *vb = NULL;
+    const size_t qcb = ela_dtype_row_bytes(qdt, nqc), kcb = ela_dtype_row_bytes(kdt, nkc),
+                 ob = ela_dtype_row_bytes(qdt, nq);
+    unsigned char *want[4] = {malloc(qcb + 1), malloc(kcb + 1), malloc(kcb + 1), malloc(ob + 1)};
+    unsigned char *got = malloc((ob > kcb ? (ob > qcb ? ob : qcb) : (kcb > qcb ? kcb : qcb)) + 1);
+    char what[160];
+    snprintf(what, sizeof what, "token_compress q %s kv %s hq=%d hkv=%d L=%lld n_sel=%lld d=%lld "
+             "padded=%d", ela_dtype_name(qdt), ela_dtype_name(kdt), hq, hkv, (long long)L,
+             (long long)n_sel, (long long)d, padded);
+    if (!q || !k || !v || !idx || !want[0] || !want[1] || !want[2] || !want[3] || !got) {
+        CHECK(!"out of memory");
+        goto done;
+    }
+    test_fill_normal(&rng, q, nq, 1.0f);
+    test_fill_normal(&rng, k, nk, 1.0f);
+    test_fill_normal(&rng, v, nk, 1.0f);
+    make_lists(&rng, hq, L, n_sel, idx);
+    if (!(qb = to_bytes(q, nq, qdt)) || !(kb = to_bytes(k, nk, kdt)) || !(vb = to_bytes(v, nk, kdt))) {
+        CHECK(!"out of memory");
+        goto done;
+    }
+    int64_t eq[3] = {L, hq, d}, ek[3] = {hkv, L, d}, eqc[3] = {n_sel, hq, d},
+            ekc[3] = {hq, n_sel, d}, ei[2] = {hq, n_sel};
+    for (int b = -1; b < n_devs; b++) {
+        ela_backend *be = b < 0 ? cpu : devs[b];
+        sub_t tq, tk, tv, ti, tqc, tkc, tvc, to;
+        sub_t *all[8] = {&tq, &tk, &tv, &ti, &tqc, &tkc, &tvc, &to};
+        for (int i = 0; i < 8; i++)
+            memset(all[i], 0, sizeof *all[i]);
+        if (sub_new(be, qdt, 3, eq, padded, &tq) || sub_new(be, kdt, 3, ek, padded, &tk) ||
+            sub_new(be, kdt, 3, ek, padded, &tv) || sub_new(be, ELA_I32, 2, ei, padded, &ti) ||
+            sub_new(be, qdt, 3, eqc, padded, &tqc) || sub_new(be, kdt, 3, ekc, padded, &tkc) ||
+            sub_new(be, kdt, 3, ekc, padded, &tvc) || sub_new(be, qdt, 3, eq, padded, &to)) {
+            CHECK(!"tensor setup failed");
+            for (int i = 0; i < 8; i++)
+                sub_free(all[i]);
+            goto done;
+        }
+        CHECK_STATUS(ela_tensor_write(tq.view, qb, ela_dtype_row_bytes(qdt, nq)), ELA_OK);
+        CHECK_STATUS(ela_tensor_write(tk.view, kb, ela_dtype_row_bytes(kdt, nk)), ELA_OK);
+        CHECK_STATUS(ela_tensor_write(tv.view, vb, ela_dtype_row_bytes(kdt, nk)), ELA_OK);
+        CHECK_STATUS(ela_tensor_write(ti.view, idx, (size_t)(hq * n_sel) * sizeof(int32_t)),
+                     ELA_OK);
+        CHECK_STATUS(ela_token_compress(be, tq.view, tk.view, tv.view, ti.view, n_sel, tqc.view,
+                                        tkc.view, tvc.view), ELA_OK);
+        CHECK_STATUS(ela_token_decompress(be, tqc.view, ti.view, n_sel, to.view), ELA_OK);
+        const ela_tensor *outs[4] = {tqc.view, tkc.view, tvc.view, to.view};
+        const sub_t *subs[4] = {&tqc, &tkc, &tvc, &to};
+        const size_t sizes[4] = {qcb, kcb, kcb, ob};
+        static const char *const names[4] = {"qc", "kc", "vc", "o"};
+        for (int i = 0; i < 4; i++) {
+            unsigned char *dst = b < 0 ? want[i] : got;
+            CHECK_STATUS(ela_tensor_read(outs[i], dst, sizes[i]), ELA_OK);
+            if (b < 0)
+                continue;
+            CHECKF(memcmp(got, want[i], sizes[i]) == 0, "%s on %s: %s differs from the CPU's", what,
+                   name_of(be), names[i]);
+            if (padded)
+                CHECKF(sub_outside_intact(subs[i]), "%s on %s: wrote outside %s", what,
+                       name_of(be), names[i]);
+        }
+        for (int i = 0; i < 8; i++)
+            sub_free(all[i]);
+    }
+done:
+    free(q);
+    free(k);
+    free(v);
+    free(idx);
+    free(qb);
+    free(kb);
+    free(vb);
+    for (int i = 0; i < 4; i++)
+        free(want[i]);
+    free(got);
+}
+
+static void test_token_copy(void) {
+    uint64_t stream = 7000;
+    static const ela_dtype dts[3] = {ELA_F32, ELA_F16, ELA_BF16};
+    for (int i = 0; i < 3; i++) {
+        check_token_copy(dts[i], dts[i], 4, 2, 50, 17, 64, i % 2, stream++);
+        check_token_copy(dts[i], dts[(i + 1) % 3], 3, 1, 9, 9, 13, 1, stream++);
+        check_token_copy(dts[i], ELA_Q8_0, 8, 2, 70, 33, 32, (i + 1) % 2, stream++);
+    }
+    check_token_copy(ELA_F16, ELA_Q8_0, 4, 4, 300, 129, 128, 0, stream++);
+    check_token_copy(ELA_F32, ELA_F16, 2, 1, 5, 0, 16, 1, stream++); /* nothing selected */
+}
+
+/* ---- tensors wider than one binding --------------------------------------------------------- */
+/* A [rows, inner] view of dt whose rows lie `gap` elements apart in a parent [rows, gap]: its
+ * span passes a small device binding while its data stays small (only the view is written). */
+static ela_tensor *wide_view(ela_backend *be, ela_dtype dt, int64_t rows, int64_t inner,
+                             int64_t gap, ela_tensor **parent) {
+    int64_t pe[2] = {rows, gap}, ve[2] = {rows, inner};
+    ela_tensor *view = NULL;
+    *parent = NULL;
+    if (ela_tensor_new(be, dt, 2, pe, NULL, parent) != ELA_OK)
+        return NULL;
+    int64_t strides[2] = {ela_tensor_stride(*parent, 0), ela_tensor_stride(*parent, 1)};
+    if (ela_tensor_view(*parent, 2, ve, strides, 0, &view) != ELA_OK)
+        return NULL;
+    return view;
+}
+
+/* On a device that binds at most 256 MiB, tensors spanning ~1.4 of its binding: weights (matmul
+ * GEMV and tiled), activations and outputs (matmul in pieces of rows), a table (get_rows), a
+ * cache (copy, f16 and q8_0), each against the float64 reference / reference conversion; an op
+ * that binds its tensor whole (rms_norm) must refuse it by name. */
+static void check_wide(int d, uint64_t stream) {
+    ela_backend *be = devs[d];
+    const int64_t bind = (int64_t)(dev_max_binding_mib[d] << 20);
+    /* Row strides of 0.7 binding (3 weight rows span 1.4) and of 1.4 / 19 binding (20 rows of
+     * activations), in elements. */
+    const int64_t gap16 = bind * 7 / 10 / 2 / 32 * 32, gap_q8 = bind * 7 / 10 / 34 * 32;
+    const int64_t gap32 = bind * 14 / 10 / 19 / 4;
+    test_rng rng;
+    test_rng_init(&rng, stream);
+    const int64_t K = 64, N = 3;
+    float x[20 * 64], w[3 * 64], got[20 * 3], table_out[5 * 64], vals[3 * 64];
+    double ref[20 * 3];
+    test_fill_normal(&rng, x, 20 * K, 1.0f);
+    test_fill_normal(&rng, w, N * K, 0.5f);
+    static const ela_dtype wdts[2] = {ELA_F16, ELA_Q8_0};
+    for (int wi = 0; wi < 2; wi++) {
+        ela_dtype wdt = wdts[wi];
+        void *wb = to_bytes(w, N * K, wdt);
+        ela_tensor *wp = NULL;
+        ela_tensor *wv = wb ? wide_view(be, wdt, N, K, wdt == ELA_Q8_0 ? gap_q8 : gap16, &wp)
+                            : NULL;
+        if (!wv) {
+            CHECKF(0, "wide %s weights on %s: setup failed: %s", ela_dtype_name(wdt), name_of(be),
+                   ela_last_error());
+            free(wb);
+            ela_tensor_free(wp);
+            continue;
+        }
+        CHECK_STATUS(ela_tensor_write(wv, wb, ela_dtype_row_bytes(wdt, N * K)), ELA_OK);
+        values_of(wb, N * K, wdt, vals);
+        for (int mi = 0; mi < 2; mi++) {
+            const int64_t M = mi ? 20 : 2;
+            int64_t ex[2] = {M, K}, ey[2] = {M, N};
+            ela_tensor *tx = NULL, *ty = NULL;
+            CHECK_STATUS(ela_tensor_new(be, ELA_F32, 2, ex, NULL, &tx), ELA_OK);
+            CHECK_STATUS(ela_tensor_new(be, ELA_F32, 2, ey, NULL, &ty), ELA_OK);
+            if (tx && ty) {
+                CHECK_STATUS(ela_tensor_write_f32(tx, x, M * K), ELA_OK);
+                ela_status st = ela_matmul(be, tx, wv, NULL, ty);
+                CHECKF(st == ELA_OK, "wide %s weights, M=%lld on %s: %s", ela_dtype_name(wdt),
+                       (long long)M, name_of(be), ela_last_error());
+                if (st == ELA_OK && ela_tensor_read_f32(ty, got, M * N) == ELA_OK) {
+                    ref_matmul(x, vals, NULL, M, N, K, ref);
+                    double err = test_rel_l2(ref, got, M * N);
+                    CHECKF(err <= TOL, "wide %s weights, M=%lld on %s: rel L2 %.3g",
+                           ela_dtype_name(wdt), (long long)M, name_of(be), err);
+                }
+            }
+            ela_tensor_free(tx);
+            ela_tensor_free(ty);
+        }
+        /* get_rows from the same rows as a table */
+        int32_t ids[5] = {2, 0, 1, 2, 1};
+        int64_t five = 5, eo[2] = {5, K};
+        ela_tensor *ti = NULL, *to = NULL;
+        CHECK_STATUS(ela_tensor_new(be, ELA_I32, 1, &five, NULL, &ti), ELA_OK);
+        CHECK_STATUS(ela_tensor_new(be, ELA_F32, 2, eo, NULL, &to), ELA_OK);
+        if (ti && to) {
+            CHECK_STATUS(ela_tensor_write(ti, ids, sizeof ids), ELA_OK);
+            CHECK_STATUS(ela_get_rows(be, wv, ti, to), ELA_OK);
+            CHECK_STATUS(ela_tensor_read_f32(to, table_out, 5 * K), ELA_OK);
+            int bad = 0;
+            for (int m = 0; m < 5; m++)
+                bad += memcmp(table_out + m * K, vals + ids[m] * K, (size_t)K * 4) != 0;
+            CHECKF(bad == 0, "wide %s table on %s: %d rows wrong", ela_dtype_name(wdt),
+                   name_of(be), bad);
+        }
+        ela_tensor_free(ti);
+        ela_tensor_free(to);
+        /* copy f32 rows into the wide rows (a cache whose heads lie far apart) */
+        int64_t es[2] = {N, K};
+        ela_tensor *ts = NULL;
+        CHECK_STATUS(ela_tensor_new(be, ELA_F32, 2, es, NULL, &ts), ELA_OK);
+        if (ts) {
+            float *src = w; /* any values */
+            CHECK_STATUS(ela_tensor_write_f32(ts, src, N * K), ELA_OK);
+            CHECK_STATUS(ela_copy(be, ts, wv), ELA_OK);
+            size_t nb = ela_dtype_row_bytes(wdt, N * K);
+            unsigned char *back = malloc(nb);
+            void *expect = to_bytes(src, N * K, wdt);
+            if (back && expect && ela_tensor_read(wv, back, nb) == ELA_OK)
+                CHECKF(memcmp(back, expect, nb) == 0, "wide copy f32 -> %s on %s: bytes differ",
+                       ela_dtype_name(wdt), name_of(be));
+            free(back);
+            free(expect);
+        }
+        ela_tensor_free(ts);
+        ela_tensor_free(wv);
+        ela_tensor_free(wp);
+        free(wb);
+    }
+    /* x and y with rows far apart: matmul in pieces of activation rows (tiled kernel) */
+    {
+        const int64_t M = 20;
+        ela_tensor *xp = NULL, *yp = NULL, *tw = NULL;
+        ela_tensor *xv = wide_view(be, ELA_F32, M, K, gap32, &xp);
+        ela_tensor *yv = wide_view(be, ELA_F32, M, N, gap32, &yp);
+        int64_t ew[2] = {N, K};
+        CHECK_STATUS(ela_tensor_new(be, ELA_F32, 2, ew, NULL, &tw), ELA_OK);
+        CHECKF(xv && yv, "wide activations on %s: setup failed: %s", name_of(be),
+               ela_last_error());
+        if (xv && yv && tw) {
+            CHECK_STATUS(ela_tensor_write_f32(xv, x, M * K), ELA_OK);
+            CHECK_STATUS(ela_tensor_write_f32(tw, w, N * K), ELA_OK);
+            ela_status st = ela_matmul(be, xv, tw, NULL, yv);
+            CHECKF(st == ELA_OK, "wide activations on %s: %s", name_of(be), ela_last_error());
+            if (st == ELA_OK && ela_tensor_read_f32(yv, got, M * N) == ELA_OK) {
+                ref_matmul(x, w, NULL, M, N, K, ref);
+                double err = test_rel_l2(ref, got, M * N);
+                CHECKF(err <= TOL, "wide activations on %s: rel L2 %.3g", name_of(be), err);
+            }
+            /* rms_norm binds its rows at once: refused, naming the op and the tensor */
+            int64_t ek = K;
+            ela_tensor *tn = NULL;
+            CHECK_STATUS(ela_tensor_new(be, ELA_F32, 1, &ek, NULL, &tn), ELA_OK);
+            if (tn) {
+                CHECK_STATUS(ela_tensor_write_f32(tn, w, K), ELA_OK);
+                CHECK_STATUS(ela_rms_norm(be, xv, tn, 1e-5f, xv), ELA_ERR_UNSUPPORTED);
+                CHECKF(test_has_word(ela_last_error(), "x") &&
+                           test_has_text(ela_last_error(), "rms_norm"),
+                       "wide rms_norm on %s: message \"%s\"", name_of(be), ela_last_error());
+            }
+            ela_tensor_free(tn);
+        }
+        ela_tensor_free(xv);
+        ela_tensor_free(yv);
+        ela_tensor_free(xp);
+        ela_tensor_free(yp);
+        ela_tensor_free(tw);
+    }
+}
+
+static void test_wide(void) {
+    for (int d = 0; d < n_devs; d++) {
+        if (dev_max_binding_mib[d] == 0 || dev_max_binding_mib[d] > 256)
+            continue;
+        printf("%s: tensors wider than its %llu MiB binding\n", name_of(devs[d]),
+               (unsigned long long)dev_max_binding_mib[d]);
+        check_wide(d, 8000 + (uint64_t)d);
+    }
 }
 
 /* ---- the models of tests/data/models against PyTorch ----------------------------------------- */
@@ -736,7 +1119,7 @@ static void check_model(ela_backend *be, const char *name, const char *file, dou
     if (!tokens || !want || !greedy)
         goto done;
     ela_status st = ela_model_load(dir, be, NULL, &m);
-    CHECKF(st == ELA_OK, "%s %s on %s: ela_model_load: %s", name, file, ela_backend_name(be),
+    CHECKF(st == ELA_OK, "%s %s on %s: ela_model_load: %s", name, file, name_of(be),
            ela_last_error());
     if (st != ELA_OK)
         goto done;
@@ -758,7 +1141,7 @@ static void check_model(ela_backend *be, const char *name, const char *file, dou
         CHECKF(st == ELA_OK, "%s: eval: %s", name, ela_last_error());
         double err = rel_l2_logits(got, want, N_TOKENS * vocab);
         printf("%-6s %-17s %s kv %-4s prefill rel L2 %.2e\n", name,
-               file[0] ? file : "(safetensors)", ela_backend_name(be),
+               file[0] ? file : "(safetensors)", name_of(be),
                ela_dtype_name(kv_dtypes[kvi]), err);
         CHECKF(err < tols[kvi], "%s %s kv %s: prefill logits rel L2 %.3e > %.1e", name, file,
                ela_dtype_name(kv_dtypes[kvi]), err, tols[kvi]);
@@ -770,7 +1153,7 @@ static void check_model(ela_backend *be, const char *name, const char *file, dou
         CHECKF(st == ELA_OK, "%s: decode: %s", name, ela_last_error());
         err = rel_l2_logits(got + 200 * vocab, want + 200 * vocab, 100 * vocab);
         printf("%-6s %-17s %s kv %-4s decode  rel L2 %.2e\n", name,
-               file[0] ? file : "(safetensors)", ela_backend_name(be),
+               file[0] ? file : "(safetensors)", name_of(be),
                ela_dtype_name(kv_dtypes[kvi]), err);
         CHECKF(err < tols[kvi], "%s %s kv %s: decode logits rel L2 %.3e > %.1e", name, file,
                ela_dtype_name(kv_dtypes[kvi]), err, tols[kvi]);
@@ -807,6 +1190,8 @@ done:
 static void test_models(void) {
     const char *const names[3] = {"llama", "qwen2", "qwen3"};
     for (int d = 0; d < n_devs; d++) {
+        if (!dev_primary[d])
+            continue;
         for (int i = 0; i < 3; i++) {
             check_model(devs[d], names[i], "", 0);
             check_model(devs[d], names[i], "model.gguf", 0);
@@ -863,7 +1248,7 @@ static void bench_host_costs(ela_backend *be) {
     }
     double per_pair = (test_now() - t0) * 1e6 / (n / 4);
     printf("host costs on %s: %.1f us per small op issued back to back, %.1f us per op followed "
-           "by a 4-byte read of device memory\n", ela_backend_name(be), per_op, per_pair);
+           "by a 4-byte read of device memory\n", name_of(be), per_op, per_pair);
     ela_tensor_free(a);
     ela_tensor_free(i32);
 }
@@ -893,7 +1278,7 @@ static void bench(ela_backend *be) {
     ela_tensor_free(b);
     bench_host_costs(be);
     printf("bench on %s: device copy (ela_copy f16 -> f16, 512 MiB) %.0f GB/s read + write\n",
-           ela_backend_name(be), copy_gbps);
+           name_of(be), copy_gbps);
     printf("%-6s %6s %6s %6s %10s %10s %10s %10s\n", "w", "M", "N", "K", "ms", "GB/s", "vs copy",
            "TFLOP/s");
     static const ela_dtype dts[4] = {ELA_F16, ELA_BF16, ELA_Q8_0, ELA_F32};
@@ -962,6 +1347,64 @@ static void bench(ela_backend *be) {
 }
 
 /* ---- backends ------------------------------------------------------------------------------- */
+/* Opens `name` with one environment variable set while it opens (the plugins read their switches
+ * at open) as the configuration "<name> <label>". */
+static void open_dev(const char *name, const ela_device_info *info, const char *var,
+                     const char *value, const char *label, int primary) {
+    if (n_devs == MAX_DEVS) {
+        CHECK(!"MAX_DEVS too small");
+        return;
+    }
+    if (var)
+        test_setenv(var, value);
+    ela_status st = ela_backend_open(name, &devs[n_devs]);
+    if (var)
+        test_setenv(var, NULL);
+    CHECKF(st == ELA_OK, "open %s %s (%s): %s (%s)", name, label, info->name, ela_status_str(st),
+           ela_last_error());
+    if (st != ELA_OK)
+        return;
+    snprintf(dev_label[n_devs], sizeof dev_label[n_devs], "%s %s", name, label);
+    dev_primary[n_devs] = primary;
+    /* Vulkan devices report "max-binding=N MiB" in their details. */
+    const char *mb = strstr(info->details, "max-binding=");
+    dev_max_binding_mib[n_devs] = mb ? strtoull(mb + 12, NULL, 10) : 0;
+    n_devs++;
+}
+
+/* Every device of `plugin`, which the build has; a machine without devices (the reason starts
+ * with `none`) is skipped, any other reason (a plugin that fails to load) fails. */
+static void open_plugin(const ela_backend_info *list, int n, const char *plugin, const char *none,
+                        const char *kind) {
+    const ela_backend_info *be = NULL;
+    for (int i = 0; i < n && i < 8; i++)
+        if (strcmp(list[i].name, plugin) == 0)
+            be = &list[i];
+    CHECKF(be != NULL, "ela_backend_list has no %s entry", plugin);
+    if (!be)
+        return;
+    if (!be->available) {
+        int skip = strncmp(be->reason, none, strlen(none)) == 0;
+        CHECKF(skip, "%s is unavailable for a reason other than a missing device: %s%s", plugin,
+               be->reason, test_has_text(be->reason, "validation")
+                               ? " (install vulkan-validationlayers or set ELA_VK_VALIDATION=0)"
+                               : "");
+        if (skip)
+            printf("skipped: no %s device (%s)\n", kind, be->reason);
+        return;
+    }
+    for (int dev = 0; dev < be->n_devices; dev++) {
+        const ela_device_info *info = &be->devices[dev];
+        char name[32];
+        snprintf(name, sizeof name, "%s:%d", plugin, dev);
+        printf("%s: %s [%s]\n", name, info->name, info->details);
+        open_dev(name, info, NULL, NULL, "default", 1);
+        if (strcmp(plugin, "vulkan") == 0)
+            open_dev(name, info, "ELA_VK_DISABLE", "uma,storage16,subgroup",
+                     "staging+words+shared", 0);
+    }
+}
+
 static int open_backends(void) {
     CHECK_STATUS(ela_backend_open("cpu", &cpu), ELA_OK);
     if (!cpu)
@@ -969,34 +1412,16 @@ static int open_backends(void) {
     ela_backend_info list[8];
     int n = 0;
     CHECK_STATUS(ela_backend_list(list, 8, &n), ELA_OK);
-    const ela_backend_info *cu = NULL;
-    for (int i = 0; i < n && i < 8; i++)
-        if (strcmp(list[i].name, "cuda") == 0)
-            cu = &list[i];
-    CHECKF(cu != NULL, "ela_backend_list has no cuda entry");
-    if (!cu)
-        return 0;
-    if (!cu->available) {
-        int none = strncmp(cu->reason, "no CUDA device", 14) == 0;
-        CHECKF(none, "cuda is unavailable for a reason other than a missing device: %s",
-               cu->reason);
-        if (none)
-            printf("skipped: no CUDA device (%s)\n", cu->reason);
-        return 0;
-    }
-    for (int dev = 0; dev < cu->n_devices && n_devs < 8; dev++) {
-        char name[32];
-        snprintf(name, sizeof name, "cuda:%d", dev);
-        printf("%s: %s [%s]\n", name, cu->devices[dev].name, cu->devices[dev].details);
-        CHECK_STATUS(ela_backend_open(name, &devs[n_devs]), ELA_OK);
-        if (devs[n_devs])
-            n_devs++;
-    }
+    if (ELA_TEST_WANT_CUDA)
+        open_plugin(list, n, "cuda", "no CUDA device", "CUDA");
+    if (ELA_TEST_WANT_VULKAN)
+        open_plugin(list, n, "vulkan", "no Vulkan", "Vulkan");
     return n_devs > 0;
 }
 
 /* ELA_TEST_ONLY: a comma-separated list of parts (matmul, rms_norm, rope, elementwise,
- * get_rows, copy, models; "ops" for all but the models); unset runs everything. */
+ * sigmoid_gate, get_rows, copy, token_copy, wide, models; "ops" for all but the models); unset
+ * runs everything. */
 static int wanted(const char *part, int is_op) {
     const char *only = getenv("ELA_TEST_ONLY");
     if (!only || !*only)
@@ -1004,45 +1429,64 @@ static int wanted(const char *part, int is_op) {
     return strstr(only, part) != NULL || (is_op && strstr(only, "ops") != NULL);
 }
 
+/* Runs one part and prints its time. */
+static void part(const char *name, int is_op, void (*fn)(void)) {
+    if (!wanted(name, is_op))
+        return;
+    double t0 = test_now();
+    fn();
+    printf("%-12s %7.1f s\n", name, test_now() - t0);
+}
+
 int main(void) {
     test_seed();
     const char *v = getenv("ELA_TEST_VERBOSE");
     verbose = v && *v && strcmp(v, "0") != 0;
     const char *b = getenv("ELA_TEST_BENCH");
-    if (b && *b && strcmp(b, "0") != 0) { /* timings only */
+    const int timing = b && *b && strcmp(b, "0") != 0;
+    /* The validation layer checks every test run; timings run without it unless asked. */
+    const char *val = getenv("ELA_VK_VALIDATION");
+    if (!val || !*val)
+        test_setenv("ELA_VK_VALIDATION", timing ? "0" : "1");
+    if (timing) { /* timings only */
         if (open_backends())
             for (int d = 0; d < n_devs; d++)
-                bench(devs[d]);
+                if (dev_primary[d])
+                    bench(devs[d]);
     } else if (open_backends()) {
-        /* The device answers for the dtypes of every op. */
+        printf("validation: ELA_VK_VALIDATION=%s\n", getenv("ELA_VK_VALIDATION"));
+        /* Every device answers for the dtypes of every op. */
         ela_dtype mm[3] = {ELA_F32, ELA_Q8_0, ELA_F32}, gr[3] = {ELA_Q8_0, ELA_I32, ELA_F32};
         ela_dtype rope_dt[2] = {ELA_F32, ELA_I32}, rms_q8[3] = {ELA_F32, ELA_Q8_0, ELA_F32};
-        CHECK(ela_backend_supports(devs[0], ELA_OP_MATMUL, mm, 3));
-        CHECK(ela_backend_supports(devs[0], ELA_OP_GET_ROWS, gr, 3));
-        CHECK(ela_backend_supports(devs[0], ELA_OP_ROPE, rope_dt, 2));
-        CHECK(!ela_backend_supports(devs[0], ELA_OP_RMS_NORM, rms_q8, 3));
-        double t0 = test_now();
-        if (wanted("matmul", 1)) {
-            test_matmul();
-            printf("matmul: %.1f s\n", test_now() - t0);
+        ela_dtype tc[3] = {ELA_F16, ELA_Q8_0, ELA_Q8_0}, cp[2] = {ELA_BF16, ELA_Q8_0};
+        for (int d = 0; d < n_devs; d++) {
+            CHECKF(ela_backend_supports(devs[d], ELA_OP_MATMUL, mm, 3), "%s", dev_label[d]);
+            CHECKF(ela_backend_supports(devs[d], ELA_OP_GET_ROWS, gr, 3), "%s", dev_label[d]);
+            CHECKF(ela_backend_supports(devs[d], ELA_OP_ROPE, rope_dt, 2), "%s", dev_label[d]);
+            CHECKF(ela_backend_supports(devs[d], ELA_OP_COPY, cp, 2), "%s", dev_label[d]);
+            CHECKF(ela_backend_supports(devs[d], ELA_OP_TOKEN_COMPRESS, tc, 3), "%s",
+                   dev_label[d]);
+            CHECKF(!ela_backend_supports(devs[d], ELA_OP_RMS_NORM, rms_q8, 3), "%s",
+                   dev_label[d]);
         }
-        if (wanted("rms_norm", 1))
-            test_rms_norm();
-        if (wanted("rope", 1))
-            test_rope();
-        if (wanted("elementwise", 1))
-            test_binary();
-        if (wanted("get_rows", 1))
-            test_get_rows();
-        if (wanted("copy", 1))
-            test_copy();
+        double t0 = test_now();
+        part("matmul", 1, test_matmul);
+        part("rms_norm", 1, test_rms_norm);
+        part("rope", 1, test_rope);
+        part("elementwise", 1, test_binary);
+        part("sigmoid_gate", 1, test_sigmoid_gate);
+        part("get_rows", 1, test_get_rows);
+        part("copy", 1, test_copy);
+        part("token_copy", 1, test_token_copy);
+        part("wide", 1, test_wide);
         printf("ops: %.1f s\n", test_now() - t0);
-        if (wanted("models", 0))
-            test_models();
+        part("models", 0, test_models);
         printf("ops and models: %.1f s\n", test_now() - t0);
+    } else {
+        printf("skipped: no GPU device\n");
     }
     for (int d = 0; d < n_devs; d++)
         ela_backend_close(devs[d]);
     ela_backend_close(cpu);
-    return test_summary("test_model_ops_cuda");
+    return test_summary("test_model_ops_gpu");
 }
