@@ -1,8 +1,9 @@
 /* CUDA token_compress / token_decompress (ela.h): Token Sparse Attention's gather and scatter
  * as row copies between the full sequence and each query head's compressed one (the core
  * checked every index list). Tiling: grid y walks (head, row) pairs, x and the threads the row's
- * bytes in 4-byte words when the row allows it (f32/f16/bf16 rows of even d), bytes otherwise
- * (q8_0 rows are 34-byte blocks). Bound: memory. */
+ * bytes in 4-byte words when the rows and their bases allow it (f32/f16/bf16 rows of even d
+ * at aligned offsets), bytes otherwise (q8_0 rows are 34-byte blocks; views at odd offsets).
+ * Bound: memory. */
 #include "cuda_check.h"
 
 #define TC_THREADS 128
@@ -24,8 +25,9 @@ typedef struct {
 
 __global__ void __launch_bounds__(TC_THREADS) copy_rows_kernel(const tc_params p) {
     const int64_t pairs = (int64_t)p.hq * p.rows;
-    const bool words = p.row_bytes % 4 == 0 && p.src_row % 4 == 0 && p.dst_row % 4 == 0 &&
-                       p.src_head % 4 == 0 && p.dst_head % 4 == 0;
+    const bool words = ((uintptr_t)p.src | (uintptr_t)p.dst | (uint64_t)p.row_bytes |
+                        (uint64_t)p.src_row | (uint64_t)p.dst_row | (uint64_t)p.src_head |
+                        (uint64_t)p.dst_head) % 4 == 0;
     for (int64_t t = blockIdx.y; t < pairs; t += gridDim.y) {
         const int h = (int)(t / p.rows);
         const int64_t i = t - (int64_t)h * p.rows;
