@@ -13,6 +13,7 @@
 #include "../alloc.h"
 #include "../error.h"
 #include "bpe_merge.h"
+#include "tok_specials.h"
 #include "tokenizer_internal.h"
 #include "tokenizer_spm.h"
 
@@ -20,12 +21,6 @@
 #define FLAG_TEXT 2u    /* not in the byte-level alphabet: piece is its text, BPE never makes it */
 
 #define CACHE_MAX_WORD 256 /* pieces longer than this are not cached (as HF's BPE cache) */
-
-typedef struct {
-    uint8_t first;
-    uint32_t len;
-    int32_t id;
-} special_entry;
 
 struct ela_tokenizer {
     int64_t n_vocab;
@@ -36,8 +31,7 @@ struct ela_tokenizer {
     uint64_t vocab_mask;
     bpe_pairs pairs;
     int32_t byte_id[256];
-    int32_t *specials;    /* special ids sorted by (first byte, length descending) */
-    int64_t special_first[257];
+    tok_specials specials; /* matched as a whole in the raw input */
     tokenizer_pre pre;
     int nfc, ignore_merges, add_bos;
     int32_t bos, eos;
@@ -105,22 +99,13 @@ void ela_tokenizer_free(ela_tokenizer *tok) {
     if (!tok)
         return;
     tokenizer_spm_free(tok->spm);
-    ela_free(tok->specials);
+    tok_specials_free(&tok->specials);
     bpe_pairs_free(&tok->pairs);
     ela_free(tok->vocab);
     ela_free(tok->flags);
     ela_free(tok->piece_off);
     ela_free(tok->pieces);
     ela_free(tok);
-}
-
-static int special_cmp(const void *pa, const void *pb) {
-    const special_entry *a = pa, *b = pb;
-    if (a->first != b->first)
-        return a->first < b->first ? -1 : 1;
-    if (a->len != b->len)
-        return a->len > b->len ? -1 : 1;
-    return a->id < b->id ? -1 : (a->id > b->id);
 }
 
 /* Id of a token given as byte-level text (as merges name them), or -1. */
@@ -241,14 +226,12 @@ ela_status tokenizer_build(const tokenizer_spec *spec, ela_tokenizer **out) {
     int16_t cp_to_byte[0x144];
     byte_level_inverse(cp_to_byte);
     uint64_t off = 0;
-    int64_t n_special = 0;
     for (size_t i = 0; i < n; i++) {
         const char *text = spec->tokens[i];
         size_t len = spec->token_lens[i];
         t->piece_off[i] = off;
         if (spec->special && spec->special[i]) {
             t->flags[i] = FLAG_SPECIAL;
-            n_special += len > 0;
         } else {
             size_t m = byte_level_decode(cp_to_byte, text, len, t->pieces + off);
             if (m != SIZE_MAX) {
@@ -294,33 +277,9 @@ ela_status tokenizer_build(const tokenizer_spec *spec, ela_tokenizer **out) {
     if ((st = build_merges(t, spec, cp_to_byte)) != ELA_OK)
         goto fail;
 
-    /* Special tokens by first byte, longest first, for leftmost-longest matching. */
-    special_entry *se = ela_calloc((size_t)n_special + 1, sizeof(special_entry));
-    if (!se || !(t->specials = ela_calloc((size_t)n_special + 1, sizeof(int32_t)))) {
-        ela_free(se);
-        st = ELA_ERR_OOM;
+    if ((st = tok_specials_build(&t->specials, t->pieces, t->piece_off, t->flags, FLAG_SPECIAL,
+                                 t->n_vocab)) != ELA_OK)
         goto oom;
-    }
-    int64_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t len;
-        const uint8_t *p = piece_of(t, (int32_t)i, &len);
-        if ((t->flags[i] & FLAG_SPECIAL) && len) {
-            se[k].first = p[0];
-            se[k].len = (uint32_t)(len > UINT32_MAX ? UINT32_MAX : len);
-            se[k].id = (int32_t)i;
-            k++;
-        }
-    }
-    qsort(se, (size_t)n_special, sizeof(special_entry), special_cmp);
-    for (int64_t j = 0, b = 0; b <= 256; b++) {
-        while (j < n_special && se[j].first < b)
-            j++;
-        t->special_first[b] = j;
-    }
-    for (int64_t j = 0; j < n_special; j++)
-        t->specials[j] = se[j].id;
-    ela_free(se);
     *out = t;
     return ELA_OK;
 
@@ -492,22 +451,6 @@ static ela_status encode_segment(encoder *e, const uint8_t *s, size_t n) {
     return st;
 }
 
-/* Longest special token starting at s[i], or -1. */
-static int32_t special_at(const ela_tokenizer *t, const uint8_t *s, size_t n, size_t i,
-                          size_t *len) {
-    int64_t lo = t->special_first[s[i]], hi = t->special_first[s[i] + 1];
-    for (int64_t k = lo; k < hi; k++) {
-        int32_t id = t->specials[k];
-        size_t l;
-        const uint8_t *p = piece_of(t, id, &l);
-        if (l <= n - i && memcmp(s + i, p, l) == 0) {
-            *len = l;
-            return id;
-        }
-    }
-    return -1;
-}
-
 ela_status ela_tokenize(const ela_tokenizer *tok, const char *text, size_t len, int add_special,
                         int32_t *ids, int64_t capacity, int64_t *n_ids) {
     if (!tok || !n_ids || (!text && len) || capacity < 0 || (!ids && capacity > 0))
@@ -529,14 +472,14 @@ ela_status ela_tokenize(const ela_tokenizer *tok, const char *text, size_t len, 
     const uint8_t *s = (const uint8_t *)text;
     ela_status st = ELA_OK;
     size_t seg = 0;
-    int have_specials = tok->special_first[256] > 0;
+    int have_specials = tok->specials.first[256] > 0;
     for (size_t i = 0; i < len && st == ELA_OK && have_specials;) {
-        if (tok->special_first[s[i]] == tok->special_first[s[i] + 1]) {
+        if (!tok_specials_start(&tok->specials, s[i])) {
             i++;
             continue;
         }
         size_t l;
-        int32_t id = special_at(tok, s, len, i, &l);
+        int32_t id = tok_specials_at(&tok->specials, tok->pieces, tok->piece_off, s, len, i, &l);
         if (id < 0) {
             i++;
             continue;

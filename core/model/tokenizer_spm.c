@@ -16,6 +16,7 @@
 #include "../alloc.h"
 #include "../error.h"
 #include "bpe_merge.h"
+#include "tok_specials.h"
 #include "tokenizer_internal.h"
 #include "tokenizer_spm.h"
 
@@ -23,12 +24,6 @@
 #define FLAG_BYTE 2u    /* <0xNN>: piece is the byte */
 
 static const uint8_t space_mark[3] = {0xE2, 0x96, 0x81}; /* U+2581 */
-
-typedef struct {
-    uint8_t first;
-    uint32_t len;
-    int32_t id;
-} spm_special;
 
 struct tokenizer_spm {
     int64_t n_vocab;
@@ -40,8 +35,7 @@ struct tokenizer_spm {
     uint64_t vocab_mask;
     bpe_pairs pairs;
     int32_t byte_id[256];
-    int32_t *specials;   /* special ids sorted by (first byte, length descending) */
-    int64_t special_first[257];
+    tok_specials specials; /* matched as a whole in the raw text */
     spm_prefix prefix;
     int split, byte_fallback, fuse_unk;
     int words; /* no token has a ▁ after another character: BPE word by word */
@@ -88,7 +82,7 @@ static int byte_token_value(const char *s, size_t n) {
 void tokenizer_spm_free(tokenizer_spm *t) {
     if (!t)
         return;
-    ela_free(t->specials);
+    tok_specials_free(&t->specials);
     bpe_pairs_free(&t->pairs);
     ela_free(t->vocab);
     ela_free(t->byte_val);
@@ -176,44 +170,6 @@ static void pairs_from_scores(tokenizer_spm *t, const scored *order, int64_t n_o
     }
 }
 
-static int special_cmp(const void *pa, const void *pb) {
-    const spm_special *a = pa, *b = pb;
-    if (a->first != b->first)
-        return a->first < b->first ? -1 : 1;
-    if (a->len != b->len)
-        return a->len > b->len ? -1 : 1;
-    return a->id < b->id ? -1 : (a->id > b->id);
-}
-
-static ela_status build_specials(tokenizer_spm *t, int64_t n_special) {
-    spm_special *se = ela_calloc((size_t)n_special + 1, sizeof(spm_special));
-    if (!se || !(t->specials = ela_calloc((size_t)n_special + 1, sizeof(int32_t)))) {
-        ela_free(se);
-        return ELA_ERR_OOM;
-    }
-    int64_t k = 0;
-    for (int32_t i = 0; i < t->n_vocab; i++) {
-        size_t len;
-        const uint8_t *p = text_of(t, i, &len);
-        if ((t->flags[i] & FLAG_SPECIAL) && len) {
-            se[k].first = p[0];
-            se[k].len = (uint32_t)(len > UINT32_MAX ? UINT32_MAX : len);
-            se[k].id = i;
-            k++;
-        }
-    }
-    qsort(se, (size_t)n_special, sizeof(spm_special), special_cmp);
-    for (int64_t j = 0, b = 0; b <= 256; b++) {
-        while (j < n_special && se[j].first < b)
-            j++;
-        t->special_first[b] = j;
-    }
-    for (int64_t j = 0; j < n_special; j++)
-        t->specials[j] = se[j].id;
-    ela_free(se);
-    return ELA_OK;
-}
-
 static ela_status check_spec(const tokenizer_spm_spec *spec) {
     if (!spec || !spec->tokens || !spec->token_lens || !spec->what || !spec->tokens_field)
         return ela_fail(ELA_ERR_INVALID_ARG, "tokenizer_spm_build: spec, tokens, token_lens, "
@@ -285,7 +241,6 @@ ela_status tokenizer_spm_build(const tokenizer_spm_spec *spec, ela_tokenizer **o
         t->byte_id[b] = -1;
 
     uint64_t off = 0;
-    int64_t n_special = 0;
     for (size_t i = 0; i < n; i++) {
         size_t len = spec->token_lens[i];
         int type = spec->types ? spec->types[i] : SPM_NORMAL;
@@ -296,7 +251,6 @@ ela_status tokenizer_spm_build(const tokenizer_spm_spec *spec, ela_tokenizer **o
         int byte = byte_token_value(spec->tokens[i], len);
         if ((type == SPM_UNKNOWN || type == SPM_CONTROL || type == SPM_USER) && len) {
             t->flags[i] = FLAG_SPECIAL;
-            n_special++;
         } else if (byte >= 0) {
             t->flags[i] = FLAG_BYTE;
             t->byte_val[i] = (uint8_t)byte;
@@ -351,7 +305,8 @@ ela_status tokenizer_spm_build(const tokenizer_spm_spec *spec, ela_tokenizer **o
         pairs_from_scores(t, order, n_order);
     else if ((st = pairs_from_merges(t, spec, scratch)) != ELA_OK)
         goto fail;
-    if (build_specials(t, n_special) != ELA_OK)
+    if (tok_specials_build(&t->specials, t->text, t->off, t->flags, FLAG_SPECIAL, t->n_vocab) !=
+        ELA_OK)
         goto oom;
     /* In Llama 2 / Mistral vocabularies ▁ only starts a token ("▁the", "▁▁▁"), so no merge
      * crosses into a ▁ that follows another character: the stretch can be cut there and each
@@ -481,21 +436,6 @@ static ela_status encode_segment(spm_encoder *e, const uint8_t *s, size_t n, int
     return st == ELA_OK ? encode_word(e, u + start, m - start) : st;
 }
 
-/* Longest special token starting at s[i], or -1. */
-static int32_t special_at(const tokenizer_spm *t, const uint8_t *s, size_t n, size_t i,
-                          size_t *len) {
-    for (int64_t k = t->special_first[s[i]]; k < t->special_first[s[i] + 1]; k++) {
-        int32_t id = t->specials[k];
-        size_t l;
-        const uint8_t *p = text_of(t, id, &l);
-        if (l <= n - i && memcmp(s + i, p, l) == 0) {
-            *len = l;
-            return id;
-        }
-    }
-    return -1;
-}
-
 ela_status tokenizer_spm_encode(const tokenizer_spm *t, const char *text, size_t len,
                                 int32_t bos, int32_t *ids, int64_t capacity, int64_t *n_ids) {
     spm_encoder e;
@@ -508,11 +448,11 @@ ela_status tokenizer_spm_encode(const tokenizer_spm *t, const char *text, size_t
     const uint8_t *s = (const uint8_t *)text;
     ela_status st = ELA_OK;
     size_t seg = 0;
-    for (size_t i = 0; i < len && st == ELA_OK && t->special_first[256] > 0;) {
+    for (size_t i = 0; i < len && st == ELA_OK && t->specials.first[256] > 0;) {
         size_t l;
-        int32_t id = t->special_first[s[i]] == t->special_first[s[i] + 1]
+        int32_t id = !tok_specials_start(&t->specials, s[i])
                          ? -1
-                         : special_at(t, s, len, i, &l);
+                         : tok_specials_at(&t->specials, t->text, t->off, s, len, i, &l);
         if (id < 0) {
             i++;
             continue;
