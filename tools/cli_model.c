@@ -97,3 +97,10 @@ double cli_peak_rss_mib(void)
         return 0.0;
     return (double)ru.ru_maxrss / 1024.0; /* Linux reports KiB */
 }
+
+int64_t cli_prefill_chunk(const ela_prefill_policy *policy, int64_t chunk, int64_t tokens) {
+    ela_prefill_kind k = policy->kind;
+    if (chunk || (k != ELA_PREFILL_TSA && k != ELA_PREFILL_TSA_XATTN && k != ELA_PREFILL_ELASTIC))
+        return chunk;
+    return (tokens + ELA_BLOCK - 1) / ELA_BLOCK * ELA_BLOCK;
+}

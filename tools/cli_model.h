@@ -15,6 +15,11 @@
 ela_status cli_load_model(const char *path, const char *backend_name, const char *router_path,
                           ela_backend **be, ela_model **model);
 
+/* The prefill chunk for a context: `chunk` when given (nonzero); else, for policies that must
+ * see the whole prompt in one chunk (tsa and tsa+xattn select over it, the Elastic router pools
+ * its first and last keys), `tokens` rounded up to a block; else 0 (the library's default). */
+int64_t cli_prefill_chunk(const ela_prefill_policy *policy, int64_t chunk, int64_t tokens);
+
 /* Reads a whole file into a NUL-terminated malloc'd buffer; prints the error and returns
  * nonzero on failure. */
 int cli_read_file(const char *path, char **text, size_t *len);

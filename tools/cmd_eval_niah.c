@@ -510,11 +510,9 @@ int cmd_eval_niah(int argc, char **argv)
     for (int c = 0; c < o.n_ctx; c++)
         max_ctx = o.ctx[c] > max_ctx ? o.ctx[c] : max_ctx;
     cp.n_ctx = max_ctx;
-    /* tsa selects tokens over the whole prompt, and the Elastic router pools the prompt's first
-     * and last 100 keys (where the question is): both see the whole prompt only in one chunk. */
-    int whole = cp.prefill.kind == ELA_PREFILL_TSA || cp.prefill.kind == ELA_PREFILL_TSA_XATTN ||
-                cp.prefill.kind == ELA_PREFILL_ELASTIC;
-    cp.prefill_chunk = o.chunk ? o.chunk : whole ? (max_ctx + 127) / 128 * 128 : 0;
+    /* tsa and the Elastic router see the whole prompt only in one chunk (the question is at
+     * its end) */
+    cp.prefill_chunk = cli_prefill_chunk(&cp.prefill, o.chunk, max_ctx);
     char prefill_canon[512], decode_canon[512];
     ela_prefill_policy_format(&cp.prefill, prefill_canon, sizeof prefill_canon);
     ela_decode_policy_format(&cp.decode, decode_canon, sizeof decode_canon);

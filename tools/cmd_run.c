@@ -126,7 +126,6 @@ int cmd_run(int argc, char **argv)
         (st = ela_decode_policy_parse(o.decode, &cp.decode)) != ELA_OK ||
         (st = ela_dtype_parse(o.kv, &cp.kv_dtype)) != ELA_OK)
         return cli_usage_error(usage, "run: %s", ela_last_error());
-    cp.prefill_chunk = o.chunk;
 
     char *text = NULL;
     size_t text_len = 0;
@@ -168,12 +167,7 @@ int cmd_run(int argc, char **argv)
     ela_model_info info;
     ela_model_get_info(model, &info);
     cp.n_ctx = o.ctx ? o.ctx : n_ids + o.n_gen;
-    /* Token Sparse Attention selects over the whole prompt and the Elastic router pools its
-     * first and last keys: by default they prefill it in one chunk. */
-    ela_prefill_kind pk = cp.prefill.kind;
-    if (!o.chunk && (pk == ELA_PREFILL_TSA || pk == ELA_PREFILL_TSA_XATTN ||
-                     pk == ELA_PREFILL_ELASTIC))
-        cp.prefill_chunk = (n_ids + 127) / 128 * 128;
+    cp.prefill_chunk = cli_prefill_chunk(&cp.prefill, o.chunk, n_ids);
     if (info.max_positions > 0 && cp.n_ctx > info.max_positions)
         cli_note("run: context of %lld tokens exceeds the model's %lld positions",
                  (long long)cp.n_ctx, (long long)info.max_positions);
