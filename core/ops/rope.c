@@ -64,18 +64,21 @@ static ela_status check_params(const ela_rope_params *p, int64_t d, ela_rope_par
     return ELA_OK;
 }
 
-/* The backend's call with the frequencies filled in. */
+/* The backend's call with the frequencies filled in (on the stack for head dims up to 512:
+ * this runs twice per layer and decoded token). */
 static ela_status rope_call(ela_backend *be, ela_rope_args *a) {
-    double *inv = ela_calloc((size_t)(a->p.n_rot / 2), sizeof *inv);
+    double stack_inv[256];
+    int half = a->p.n_rot / 2;
+    double *inv = half <= 256 ? stack_inv : ela_calloc((size_t)half, sizeof *inv);
     if (!inv)
-        return ela_fail(ELA_ERR_OOM, "ela_rope: out of host memory for %d frequencies",
-                        a->p.n_rot / 2);
+        return ela_fail(ELA_ERR_OOM, "ela_rope: out of host memory for %d frequencies", half);
     double scale = 1.0;
     rope_inv_freqs(&a->p, inv, &scale);
     a->inv_freq = inv;
     a->attn_scale = (float)scale;
     ela_status st = be->iface->rope(be->ctx, a);
-    ela_free(inv);
+    if (inv != stack_inv)
+        ela_free(inv);
     return st;
 }
 
