@@ -16,14 +16,8 @@
 
 #include "ref/attn_dense_ref.h"
 #include "test_common.h"
+#include "test_gpu.h"
 
-/* Tolerances on the relative L2 error, as in test_attn_dense.c (the reference sees exactly the
- * rounded inputs the kernels read): f32 1e-5; 16-bit inputs with f32 output 2e-3 (f32
- * accumulation noise only); 16-bit output 1e-2 (the output rounding itself). LSE is f32:
- * 1e-5 with f32 inputs, 2e-3 with any 16-bit input. Vulkan against CPU uses the same bounds. */
-#define TOL_F32 1e-5
-#define TOL_16_IN_F32_OUT 2e-3
-#define TOL_16_OUT 1e-2
 
 /* ---- cases ---------------------------------------------------------------------------------- */
 enum {
@@ -367,76 +361,6 @@ static ela_status dev_set_make(ela_backend *be, const pcase *c, dev_set *s) {
     return dev_packed(be, ELA_F32, 2, lx, &s->lse);
 }
 
-/* ---- backends ------------------------------------------------------------------------------ */
-typedef struct {
-    char name[64];    /* "cpu", "vulkan:0 default", "vulkan:0 staging+words+shared" */
-    ela_backend *be;
-    double seconds;
-    int runs;
-    double worst_o, worst_lse; /* worst error / tolerance, against the reference */
-} backend_cfg;
-
-#define MAX_CFGS (1 + 2 * ELA_MAX_DEVICES)
-static backend_cfg cfgs[MAX_CFGS];
-static int n_cfgs;
-
-/* Open vulkan:dev with the given environment switches (read by the plugin at open). */
-static void open_vulkan(int dev, const ela_device_info *info, const char *disable,
-                        const char *label) {
-    char name[32];
-    snprintf(name, sizeof name, "vulkan:%d", dev);
-    test_setenv("ELA_VK_DISABLE", disable);
-    backend_cfg *cfg = &cfgs[n_cfgs];
-    memset(cfg, 0, sizeof *cfg);
-    snprintf(cfg->name, sizeof cfg->name, "%s %s", name, label);
-    ela_status st = ela_backend_open(name, &cfg->be);
-    test_setenv("ELA_VK_DISABLE", NULL);
-    CHECKF(st == ELA_OK, "open %s (%s): %s (%s)", cfg->name, info->name, ela_status_str(st),
-           ela_last_error());
-    if (st == ELA_OK)
-        n_cfgs++;
-}
-
-/* 1 when the Vulkan backend was opened on at least one device; 0 when there is no device. */
-static int open_backends(void) {
-    CHECK_STATUS(ela_backend_open("cpu", &cfgs[0].be), ELA_OK);
-    if (!cfgs[0].be)
-        return 0;
-    snprintf(cfgs[0].name, sizeof cfgs[0].name, "cpu");
-    n_cfgs = 1;
-    ela_backend_info list[8];
-    int n = 0;
-    CHECK_STATUS(ela_backend_list(list, 8, &n), ELA_OK);
-    const ela_backend_info *vk = NULL;
-    for (int i = 0; i < n && i < 8; i++)
-        if (strcmp(list[i].name, "vulkan") == 0)
-            vk = &list[i];
-    CHECKF(vk != NULL, "ela_backend_list has no vulkan entry");
-    if (!vk)
-        return 0;
-    if (!vk->available) {
-        /* Only a missing loader, driver or device is a machine without Vulkan; anything else
-         * (a plugin that fails to load, a missing validation layer) is a failure. */
-        int none = strncmp(vk->reason, "no Vulkan", 9) == 0;
-        CHECKF(none, "vulkan is unavailable for a reason other than a missing device: %s%s",
-               vk->reason, strstr(vk->reason, "VALIDATION")
-                               ? " (install vulkan-validationlayers or set ELA_VK_VALIDATION=0)"
-                               : "");
-        if (none)
-            printf("skipped: no Vulkan device (%s)\n", vk->reason);
-        return 0;
-    }
-    for (int dev = 0; dev < vk->n_devices; dev++) {
-        const ela_device_info *info = &vk->devices[dev];
-        printf("vulkan:%d: %s [%s]\n", dev, info->name, info->details);
-        open_vulkan(dev, info, NULL, "default");
-        /* Every fallback at once: staging copies instead of mapped memory, 16-bit data as
-         * 32-bit words, row sums through shared memory instead of subgroup shuffles. */
-        open_vulkan(dev, info, "uma,storage16,subgroup", "staging+words+shared");
-    }
-    return n_cfgs > 1;
-}
-
 /* ---- running and checking -------------------------------------------------------------------- */
 static double tolerance_o(const pcase *c) {
     if (c->to != ELA_F32)
@@ -449,7 +373,7 @@ static double tolerance_lse(const pcase *c) {
 }
 
 /* Run case c on cfg; on success o and lse hold the outputs (lse only when c->lse). */
-static int run_on(backend_cfg *cfg, const pcase *c, int ci, const case_data *h, float *o,
+static int run_on(gpu_cfg *cfg, const pcase *c, int ci, const case_data *h, float *o,
                   float *lse) {
     char what[200];
     case_str(c, what, sizeof what);
@@ -509,8 +433,8 @@ static void check_case(int ci) {
     double *cpu_lse = malloc((size_t)nl * sizeof *cpu_lse);
     CHECK(o && lse && cpu_o && cpu_lse);
     double tol = tolerance_o(c), tol_l = tolerance_lse(c);
-    for (int k = 0; o && lse && cpu_o && cpu_lse && k < n_cfgs; k++) {
-        backend_cfg *cfg = &cfgs[k];
+    for (int k = 0; o && lse && cpu_o && cpu_lse && k < gpu_n_cfgs; k++) {
+        gpu_cfg *cfg = &gpu_cfgs[k];
         if (!run_on(cfg, c, ci, &h, o, lse)) {
             if (k == 0)
                 break; /* no CPU result to compare with */
@@ -519,8 +443,8 @@ static void check_case(int ci) {
         double err = test_rel_l2(h.o, o, no);
         CHECKF(err <= tol, "case %d [%s] on %s: O rel L2 error %.3g > %.0e against the reference",
                ci, what, cfg->name, err, tol);
-        if (err / tol > cfg->worst_o)
-            cfg->worst_o = err / tol;
+        if (err / tol > cfg->worst)
+            cfg->worst = err / tol;
         if (c->lse) {
             double el = test_rel_l2(h.lse, lse, nl);
             CHECKF(el <= tol_l, "case %d [%s] on %s: LSE rel L2 error %.3g > %.0e against the "
@@ -553,7 +477,7 @@ static void check_case(int ci) {
 
 /* What the plugin refuses, it refuses by name: unsupported ops and head dims, and a tensor wider
  * than one binding (when the device's limit is small enough to try). */
-static void check_refusals(backend_cfg *cfg) {
+static void check_refusals(gpu_cfg *cfg) {
     ela_backend *be = cfg->be;
     for (int a = 0; a < 3; a++)
         for (int b = 0; b < 3; b++)
@@ -602,23 +526,19 @@ static void check_refusals(backend_cfg *cfg) {
 int main(void) {
     test_seed();
     /* Before the first ela call: the plugin creates its instance once per process. */
-    const char *val = getenv("ELA_VK_VALIDATION");
-    if (!val || !*val)
-        test_setenv("ELA_VK_VALIDATION", "1");
-    int have = open_backends();
+    int have = gpu_cfgs_open(ELA_TEST_WANT_VULKAN, ELA_TEST_WANT_CUDA);
     if (!have) {
-        ela_backend_close(cfgs[0].be);
+        gpu_cfgs_close();
         return test_summary("test_backend_parity");
     }
-    printf("validation: ELA_VK_VALIDATION=%s\n", getenv("ELA_VK_VALIDATION"));
-    for (int k = 1; k < n_cfgs; k++)
-        check_refusals(&cfgs[k]);
+    for (int k = 1; k < gpu_n_cfgs; k++)
+        check_refusals(&gpu_cfgs[k]);
     build_cases();
     const char *only = getenv("ELA_TEST_CASE");
     int only_case = only && *only ? atoi(only) : -1;
     const char *verbose_env = getenv("ELA_TEST_VERBOSE");
     int verbose = verbose_env && *verbose_env && strcmp(verbose_env, "0") != 0;
-    printf("%d cases, %d configurations\n", n_cases, n_cfgs);
+    printf("%d cases, %d configurations\n", n_cases, gpu_n_cfgs);
     for (int ci = 0; ci < n_cases; ci++) {
         if (only_case >= 0 && ci != only_case)
             continue;
@@ -636,10 +556,7 @@ int main(void) {
             fflush(stdout);
         }
     }
-    for (int k = 0; k < n_cfgs; k++)
-        printf("%-36s %3d runs %7.2f s  worst error/tolerance: O %.2f LSE %.2f\n", cfgs[k].name,
-               cfgs[k].runs, cfgs[k].seconds, cfgs[k].worst_o, cfgs[k].worst_lse);
-    for (int k = 0; k < n_cfgs; k++)
-        ela_backend_close(cfgs[k].be);
+    gpu_cfgs_report();
+    gpu_cfgs_close();
     return test_summary("test_backend_parity");
 }

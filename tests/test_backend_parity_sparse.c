@@ -28,159 +28,14 @@
 #include "ref/router_eval_ref.h"
 #include "ref/xattn_estimate_ref.h"
 #include "test_common.h"
+#include "test_gpu.h"
 
-/* Tolerances on the relative L2 error, as in test_backend_parity.c (the reference reads exactly
- * the rounded inputs): f32 1e-5; 16-bit inputs with f32 output 2e-3 (accumulation noise); 16-bit
- * output 1e-2 (its own rounding). LSE (f32): 1e-5 with f32 inputs, 2e-3 otherwise. Vulkan
- * against the CPU backend uses the same bounds. */
-#define TOL_F32 1e-5
-#define TOL_16_IN_F32_OUT 2e-3
-#define TOL_16_OUT 1e-2
 /* Selections: an xattn input whose float64 margin (relative to the row mass) is below this, or a
  * decode_select input with two logits of one head's top k_mid + 1 closer than DS_GAP times the
  * f32 error bound of a logit, is a near-tie that f32 may resolve either way: regenerated. */
 #define XA_MARGIN 1e-4
 #define DS_GAP 2.0
 #define MAX_TRIES 30
-
-/* ---- backends ------------------------------------------------------------------------------ */
-typedef struct {
-    char name[64];
-    ela_backend *be;
-    double seconds;
-    int runs;
-    double worst; /* worst error / tolerance against the reference */
-} backend_cfg;
-
-#define MAX_CFGS (1 + 6 * ELA_MAX_DEVICES)
-static backend_cfg cfgs[MAX_CFGS];
-static int n_cfgs;
-
-#ifndef ELA_TEST_WANT_VULKAN
-#define ELA_TEST_WANT_VULKAN 1
-#endif
-#ifndef ELA_TEST_WANT_CUDA
-#define ELA_TEST_WANT_CUDA 0
-#endif
-
-/* Opens `name` (e.g. "cuda:0") with one environment variable set while it opens (the plugins
- * read their switches at open), as configuration `label`. */
-static void open_cfg(const char *name, const ela_device_info *info, const char *var,
-                     const char *value, const char *label) {
-    if (n_cfgs == MAX_CFGS) {
-        CHECK(!"MAX_CFGS too small");
-        return;
-    }
-    if (var)
-        test_setenv(var, value);
-    backend_cfg *cfg = &cfgs[n_cfgs];
-    memset(cfg, 0, sizeof *cfg);
-    snprintf(cfg->name, sizeof cfg->name, "%s %s", name, label);
-    ela_status st = ela_backend_open(name, &cfg->be);
-    if (var)
-        test_setenv(var, NULL);
-    CHECKF(st == ELA_OK, "open %s (%s): %s (%s)", cfg->name, info->name, ela_status_str(st),
-           ela_last_error());
-    if (st == ELA_OK)
-        n_cfgs++;
-}
-
-/* The backend `plugin` of the list, which the build has: every device in each configuration;
- * a machine without devices (the reason starts with `none`) is skipped. */
-static void open_plugin(const ela_backend_info *list, int n, const char *plugin,
-                        const char *none, const char *kind) {
-    const ela_backend_info *be = NULL;
-    for (int i = 0; i < n && i < 8; i++)
-        if (strcmp(list[i].name, plugin) == 0)
-            be = &list[i];
-    CHECKF(be != NULL, "ela_backend_list has no %s entry", plugin);
-    if (!be)
-        return;
-    if (!be->available) {
-        /* Only a missing driver or device is a machine without the GPU; anything else (a plugin
-         * that fails to load or is missing) is a failure: this test is built with it. */
-        int skip = strncmp(be->reason, none, strlen(none)) == 0;
-        CHECKF(skip, "%s is unavailable for a reason other than a missing device: %s", plugin,
-               be->reason);
-        if (skip)
-            printf("skipped: no %s device (%s)\n", kind, be->reason);
-        return;
-    }
-    for (int dev = 0; dev < be->n_devices; dev++) {
-        const ela_device_info *info = &be->devices[dev];
-        char name[32];
-        snprintf(name, sizeof name, "%s:%d", plugin, dev);
-        printf("%s: %s [%s]\n", name, info->name, info->details);
-        if (strcmp(plugin, "vulkan") == 0) {
-            open_cfg(name, info, NULL, NULL, "default");
-            open_cfg(name, info, "ELA_VK_DISABLE", "uma,storage16,subgroup",
-                     "staging+words+shared");
-        } else {
-            open_cfg(name, info, NULL, NULL, "default");
-            open_cfg(name, info, "ELA_CUDA_FORCE", "generic", "generic");
-            open_cfg(name, info, "ELA_CUDA_SPLITS", "5", "splits=5");
-            open_cfg(name, info, "ELA_CUDA_SPLITS", "1", "splits=1");
-        }
-    }
-}
-
-static int open_backends(void) {
-    CHECK_STATUS(ela_backend_open("cpu", &cfgs[0].be), ELA_OK);
-    if (!cfgs[0].be)
-        return 0;
-    snprintf(cfgs[0].name, sizeof cfgs[0].name, "cpu");
-    n_cfgs = 1;
-    ela_backend_info list[8];
-    int n = 0;
-    CHECK_STATUS(ela_backend_list(list, 8, &n), ELA_OK);
-    if (ELA_TEST_WANT_VULKAN)
-        open_plugin(list, n, "vulkan", "no Vulkan", "Vulkan");
-    if (ELA_TEST_WANT_CUDA)
-        open_plugin(list, n, "cuda", "no CUDA device", "CUDA");
-    return n_cfgs > 1;
-}
-
-/* ---- device tensors -------------------------------------------------------------------------- */
-/* A packed tensor, or (strided) a view one element into a 1-D base with every row stride padded
- * by a few elements, so 16-bit rows start mid-word and u8 rows anywhere in a word. */
-static ela_status dev_tensor(ela_backend *be, ela_dtype dt, int nd, const int64_t *ext,
-                             int strided, ela_tensor **out) {
-    *out = NULL;
-    if (!strided)
-        return ela_tensor_new(be, dt, nd, ext, NULL, out);
-    int64_t es = (int64_t)ela_dtype_size(dt), se[4], strides[4], span = 1;
-    se[nd - 1] = 1;
-    for (int i = nd - 2; i >= 0; i--)
-        se[i] = se[i + 1] * ext[i + 1] + (i == nd - 2 ? 3 : 1);
-    for (int i = 0; i < nd; i++) {
-        span += (ext[i] - 1) * se[i];
-        strides[i] = se[i] * es;
-    }
-    int64_t be_ext[1] = {span + 2};
-    ela_tensor *base = NULL;
-    ela_status st = ela_tensor_new(be, dt, 1, be_ext, NULL, &base);
-    if (st == ELA_OK) {
-        /* a finite filler: a read outside the view would change results */
-        int64_t nb = be_ext[0];
-        if (dt == ELA_F32 || dt == ELA_F16 || dt == ELA_BF16) {
-            float *f = malloc((size_t)nb * sizeof *f);
-            for (int64_t i = 0; f && i < nb; i++)
-                f[i] = 1e4f;
-            st = f ? ela_tensor_write_f32(base, f, nb) : ELA_ERR_OOM;
-            free(f);
-        } else {
-            unsigned char *b = malloc((size_t)(nb * es));
-            if (b)
-                memset(b, 0xff, (size_t)(nb * es));
-            st = b ? ela_tensor_write(base, b, (size_t)(nb * es)) : ELA_ERR_OOM;
-            free(b);
-        }
-    }
-    if (st == ELA_OK)
-        st = ela_tensor_view(base, nd, ext, strides, es, out);
-    ela_tensor_free(base);
-    return st;
-}
 
 static double *to_double(const float *x, int64_t n) {
     double *y = malloc((size_t)(n > 0 ? n : 1) * sizeof *y);
@@ -191,93 +46,6 @@ static double *to_double(const float *x, int64_t n) {
 
 static int64_t rand_below(test_rng *rng, int64_t n) {
     return (int64_t)(test_rng_u64(rng) % (uint64_t)n);
-}
-
-static double tol_out(ela_dtype tq, ela_dtype tkv, ela_dtype to) {
-    if (to != ELA_F32)
-        return TOL_16_OUT;
-    return tq == ELA_F32 && tkv == ELA_F32 ? TOL_F32 : TOL_16_IN_F32_OUT;
-}
-
-static double tol_lse(ela_dtype tq, ela_dtype tkv) {
-    return tq == ELA_F32 && tkv == ELA_F32 ? TOL_F32 : TOL_16_IN_F32_OUT;
-}
-
-/* Uploads q, k (and v when given) host f32 data to new tensors on be. */
-static ela_status upload_qkv(ela_backend *be, int64_t L, int64_t n, int64_t d, int hq, int hkv,
-                             ela_dtype tq, ela_dtype tkv, int strided, const float *q,
-                             const float *k, const float *v, ela_tensor **tq_out,
-                             ela_tensor **tk_out, ela_tensor **tv_out) {
-    int64_t qx[3] = {L, hq, d}, kx[3] = {hkv, n, d};
-    ela_status st = dev_tensor(be, tq, 3, qx, strided, tq_out);
-    if (st == ELA_OK)
-        st = dev_tensor(be, tkv, 3, kx, strided, tk_out);
-    if (st == ELA_OK && v)
-        st = dev_tensor(be, tkv, 3, kx, strided, tv_out);
-    if (st == ELA_OK)
-        st = ela_tensor_write_f32(*tq_out, q, L * hq * d);
-    if (st == ELA_OK)
-        st = ela_tensor_write_f32(*tk_out, k, (int64_t)hkv * n * d);
-    if (st == ELA_OK && v)
-        st = ela_tensor_write_f32(*tv_out, v, (int64_t)hkv * n * d);
-    return st;
-}
-
-/* Relative L2 error of an LSE, whose rows that see no key are -inf in both (else +inf). The norm
- * it is relative to is at least 1 per element: an LSE near 0 (one key, a score near 0) carries
- * the f32 rounding of the score, not of its own size. */
-static double lse_err(const double *ref, const float *got, int64_t n) {
-    double num = 0.0, den = 0.0, count = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        if (isinf(ref[i]) && ref[i] < 0) {
-            if (!(isinf(got[i]) && got[i] < 0))
-                return INFINITY;
-            continue;
-        }
-        if (!isfinite(got[i]))
-            return INFINITY;
-        num += (got[i] - ref[i]) * (got[i] - ref[i]);
-        den += ref[i] * ref[i];
-        count += 1.0;
-    }
-    den = den > count ? den : count;
-    return den > 0.0 ? sqrt(num / den) : sqrt(num);
-}
-
-/* Compares one attention output (o, lse) of config k with the reference and the CPU's (kept in
- * cpu_o / cpu_lse when k == 0). */
-static void check_attention(int k, const char *op, int ci, const char *what, const double *ref_o,
-                            const double *ref_lse, const float *o, const float *lse, int64_t no,
-                            int64_t nl, double tol, double tol_l, double *cpu_o,
-                            double *cpu_lse) {
-    backend_cfg *cfg = &cfgs[k];
-    double err = test_rel_l2(ref_o, o, no);
-    CHECKF(err <= tol, "%s case %d [%s] on %s: O rel L2 error %.3g > %.0e against the reference",
-           op, ci, what, cfg->name, err, tol);
-    if (err / tol > cfg->worst)
-        cfg->worst = err / tol;
-    if (lse) {
-        double el = lse_err(ref_lse, lse, nl);
-        CHECKF(el <= tol_l, "%s case %d [%s] on %s: LSE rel L2 error %.3g > %.0e against the "
-               "reference", op, ci, what, cfg->name, el, tol_l);
-        if (el / tol_l > cfg->worst)
-            cfg->worst = el / tol_l;
-    }
-    if (k == 0) {
-        for (int64_t i = 0; i < no; i++)
-            cpu_o[i] = o[i];
-        for (int64_t i = 0; lse && i < nl; i++)
-            cpu_lse[i] = lse[i];
-        return;
-    }
-    double ec = test_rel_l2(cpu_o, o, no);
-    CHECKF(ec <= tol, "%s case %d [%s] on %s: O rel L2 error %.3g > %.0e against the cpu backend",
-           op, ci, what, cfg->name, ec, tol);
-    if (lse) {
-        double lc = lse_err(cpu_lse, lse, nl);
-        CHECKF(lc <= tol_l, "%s case %d [%s] on %s: LSE rel L2 error %.3g > %.0e against the cpu "
-               "backend", op, ci, what, cfg->name, lc, tol_l);
-    }
 }
 
 /* ==== attn_blocks ============================================================================ */
@@ -381,18 +149,18 @@ static void check_blocks(int ci) {
         CHECKF(0, "attn_blocks case %d [%s]: reference failed", ci, what);
         goto done;
     }
-    for (int kc = 0; kc < n_cfgs; kc++) {
-        backend_cfg *cfg = &cfgs[kc];
+    for (int kc = 0; kc < gpu_n_cfgs; kc++) {
+        gpu_cfg *cfg = &gpu_cfgs[kc];
         ela_tensor *tq = NULL, *tk = NULL, *tv = NULL, *to = NULL, *tl = NULL, *tm = NULL;
         int64_t ox[3] = {c->L, c->hq, c->d}, lx[2] = {c->L, c->hq}, mx[3] = {n_masks, nqb, nkb};
-        ela_status st = upload_qkv(cfg->be, c->L, c->n, c->d, c->hq, c->hkv, c->tq, c->tkv,
+        ela_status st = gpu_upload_qkv(cfg->be, c->L, c->n, c->d, c->hq, c->hkv, c->tq, c->tkv,
                                    c->strided, q, k, v, &tq, &tk, &tv);
         if (st == ELA_OK)
-            st = dev_tensor(cfg->be, c->to, 3, ox, c->strided, &to);
+            st = gpu_dev_tensor(cfg->be, c->to, 3, ox, c->strided, &to);
         if (st == ELA_OK && c->lse)
-            st = dev_tensor(cfg->be, ELA_F32, 2, lx, c->strided, &tl);
+            st = gpu_dev_tensor(cfg->be, ELA_F32, 2, lx, c->strided, &tl);
         if (st == ELA_OK)
-            st = dev_tensor(cfg->be, ELA_U8, 3, mx, c->strided, &tm);
+            st = gpu_dev_tensor(cfg->be, ELA_U8, 3, mx, c->strided, &tm);
         if (st == ELA_OK)
             st = ela_tensor_write(tm, masks, (size_t)(n_masks * nqb * nkb));
         CHECKF(st == ELA_OK, "attn_blocks case %d [%s] on %s: setup: %s (%s)", ci, what, cfg->name,
@@ -428,8 +196,8 @@ static void check_blocks(int ci) {
                 break;
             continue;
         }
-        check_attention(kc, "attn_blocks", ci, what, ro, rl, o, c->lse ? lse : NULL, nq, nl,
-                        tol_out(c->tq, c->tkv, c->to), tol_lse(c->tq, c->tkv), co, cl);
+        gpu_check_attention(kc, "attn_blocks", ci, what, ro, rl, o, c->lse ? lse : NULL, nq, nl,
+                        gpu_tol_out(c->tq, c->tkv, c->to), gpu_tol_lse(c->tq, c->tkv), co, cl);
     }
 done:
     free(q);
@@ -524,20 +292,20 @@ static void check_gather(int ci) {
         CHECKF(0, "attn_gather case %d [%s]: reference failed", ci, what);
         goto done;
     }
-    for (int kc = 0; kc < n_cfgs; kc++) {
-        backend_cfg *cfg = &cfgs[kc];
+    for (int kc = 0; kc < gpu_n_cfgs; kc++) {
+        gpu_cfg *cfg = &gpu_cfgs[kc];
         ela_tensor *tq = NULL, *tk = NULL, *tv = NULL, *to = NULL, *tl = NULL, *ti = NULL;
         int64_t ox[3] = {c->L, c->hq, c->d}, lx[2] = {c->L, c->hq};
         int64_t ix[2] = {c->hkv, c->m}, ix1[1] = {c->m};
-        ela_status st = upload_qkv(cfg->be, c->L, c->n, c->d, c->hq, c->hkv, c->tq, c->tkv,
+        ela_status st = gpu_upload_qkv(cfg->be, c->L, c->n, c->d, c->hq, c->hkv, c->tq, c->tkv,
                                    c->strided, q, k, v, &tq, &tk, &tv);
         if (st == ELA_OK)
-            st = dev_tensor(cfg->be, c->to, 3, ox, c->strided, &to);
+            st = gpu_dev_tensor(cfg->be, c->to, 3, ox, c->strided, &to);
         if (st == ELA_OK && c->lse)
-            st = dev_tensor(cfg->be, ELA_F32, 2, lx, c->strided, &tl);
+            st = gpu_dev_tensor(cfg->be, ELA_F32, 2, lx, c->strided, &tl);
         if (st == ELA_OK)
-            st = c->per_head ? dev_tensor(cfg->be, ELA_I32, 2, ix, c->strided, &ti)
-                             : dev_tensor(cfg->be, ELA_I32, 1, ix1, c->strided, &ti);
+            st = c->per_head ? gpu_dev_tensor(cfg->be, ELA_I32, 2, ix, c->strided, &ti)
+                             : gpu_dev_tensor(cfg->be, ELA_I32, 1, ix1, c->strided, &ti);
         if (st == ELA_OK)
             st = ela_tensor_write(ti, idx, (size_t)(lists * c->m) * 4);
         CHECKF(st == ELA_OK, "attn_gather case %d [%s] on %s: setup: %s (%s)", ci, what, cfg->name,
@@ -573,8 +341,8 @@ static void check_gather(int ci) {
                 break;
             continue;
         }
-        check_attention(kc, "attn_gather", ci, what, ro, rl, o, c->lse ? lse : NULL, nq, nl,
-                        tol_out(c->tq, c->tkv, c->to), tol_lse(c->tq, c->tkv), co, cl);
+        gpu_check_attention(kc, "attn_gather", ci, what, ro, rl, o, c->lse ? lse : NULL, nq, nl,
+                        gpu_tol_out(c->tq, c->tkv, c->to), gpu_tol_lse(c->tq, c->tkv), co, cl);
     }
 done:
     free(q);
@@ -716,14 +484,14 @@ static void check_xattn(int ci) {
            what);
     if (tries > MAX_TRIES)
         goto done;
-    for (int kc = 0; kc < n_cfgs; kc++) {
-        backend_cfg *cfg = &cfgs[kc];
+    for (int kc = 0; kc < gpu_n_cfgs; kc++) {
+        gpu_cfg *cfg = &gpu_cfgs[kc];
         ela_tensor *tq = NULL, *tk = NULL, *tm = NULL;
         int64_t mx[3] = {n_heads, nqb, nkb};
-        ela_status st = upload_qkv(cfg->be, c->L, c->n, c->d, c->hq, c->hkv, c->tq, c->tk,
+        ela_status st = gpu_upload_qkv(cfg->be, c->L, c->n, c->d, c->hq, c->hkv, c->tq, c->tk,
                                    c->strided, q, k, NULL, &tq, &tk, NULL);
         if (st == ELA_OK)
-            st = dev_tensor(cfg->be, ELA_U8, 3, mx, c->strided, &tm);
+            st = gpu_dev_tensor(cfg->be, ELA_U8, 3, mx, c->strided, &tm);
         if (st == ELA_OK) { /* poison: every byte must be written */
             memset(got, 0x5a, (size_t)nm);
             st = ela_tensor_write(tm, got, (size_t)nm);
@@ -920,14 +688,14 @@ static void check_decode_select(int ci) {
     CHECKF(tries <= MAX_TRIES, "decode_select case %d [%s]: every input was a near-tie", ci, what);
     if (tries > MAX_TRIES)
         goto done;
-    for (int kc = 0; kc < n_cfgs; kc++) {
-        backend_cfg *cfg = &cfgs[kc];
+    for (int kc = 0; kc < gpu_n_cfgs; kc++) {
+        gpu_cfg *cfg = &gpu_cfgs[kc];
         ela_tensor *tq = NULL, *tk = NULL, *ti = NULL;
         int64_t ix[1] = {kb};
-        ela_status st = upload_qkv(cfg->be, 1, n, c->d, c->hq, c->hkv, c->tq, c->tk, c->strided,
+        ela_status st = gpu_upload_qkv(cfg->be, 1, n, c->d, c->hq, c->hkv, c->tq, c->tk, c->strided,
                                    q, k, NULL, &tq, &tk, NULL);
         if (st == ELA_OK)
-            st = dev_tensor(cfg->be, ELA_I32, 1, ix, c->strided, &ti);
+            st = gpu_dev_tensor(cfg->be, ELA_I32, 1, ix, c->strided, &ti);
         if (st == ELA_OK) { /* poison: every entry must be written */
             for (int64_t i = 0; i < kb; i++)
                 got[i] = -77;
@@ -1091,11 +859,11 @@ static void check_router(int ci) {
     CHECKF(tries <= MAX_TRIES, "router_eval case %d [%s]: every input was a near-tie", ci, what);
     if (tries > MAX_TRIES)
         goto done;
-    for (int kc = 0; kc < n_cfgs; kc++) {
-        backend_cfg *cfg = &cfgs[kc];
+    for (int kc = 0; kc < gpu_n_cfgs; kc++) {
+        gpu_cfg *cfg = &gpu_cfgs[kc];
         ela_tensor *tk = NULL, *tw[10] = {0};
         int64_t kx[3] = {c->hkv, L, d};
-        ela_status st = dev_tensor(cfg->be, c->tk, 3, kx, c->strided, &tk);
+        ela_status st = gpu_dev_tensor(cfg->be, c->tk, 3, kx, c->strided, &tk);
         if (st == ELA_OK)
             st = ela_tensor_write_f32(tk, k, nk);
         for (int i = 0; i < 10 && st == ELA_OK; i++) {
@@ -1103,7 +871,7 @@ static void check_router(int ci) {
             rweight_shape(i, d, c->hid, &rows, &cols);
             int64_t wx[2] = {rows, cols};
             ela_dtype dt = c->mixed ? (ela_dtype)((c->tw + i) % 3) : c->tw;
-            st = dev_tensor(cfg->be, dt, cols ? 2 : 1, wx, c->strided, &tw[i]);
+            st = gpu_dev_tensor(cfg->be, dt, cols ? 2 : 1, wx, c->strided, &tw[i]);
             if (st == ELA_OK)
                 st = ela_tensor_write_f32(tw[i], w[i], rows * (cols ? cols : 1));
         }
@@ -1163,15 +931,10 @@ typedef struct {
 
 int main(void) {
     test_seed();
-    const char *val = getenv("ELA_VK_VALIDATION");
-    if (!val || !*val)
-        test_setenv("ELA_VK_VALIDATION", "1");
-    if (!open_backends()) {
-        for (int k = 0; k < n_cfgs; k++)
-            ela_backend_close(cfgs[k].be);
+    if (!gpu_cfgs_open(ELA_TEST_WANT_VULKAN, ELA_TEST_WANT_CUDA)) {
+        gpu_cfgs_close();
         return test_summary("test_backend_parity_sparse");
     }
-    printf("validation: ELA_VK_VALIDATION=%s\n", getenv("ELA_VK_VALIDATION"));
     const op_cases ops[] = {
         {"attn_blocks", (int)(sizeof bcases / sizeof bcases[0]), check_blocks},
         {"attn_gather", (int)(sizeof gcases / sizeof gcases[0]), check_gather},
@@ -1198,10 +961,7 @@ int main(void) {
         }
         printf("%-16s %2d cases %7.2f s\n", ops[x].name, ops[x].count, test_now() - t_op);
     }
-    for (int k = 0; k < n_cfgs; k++)
-        printf("%-36s %3d runs %7.2f s  worst error/tolerance %.2f\n", cfgs[k].name, cfgs[k].runs,
-               cfgs[k].seconds, cfgs[k].worst);
-    for (int k = 0; k < n_cfgs; k++)
-        ela_backend_close(cfgs[k].be);
+    gpu_cfgs_report();
+    gpu_cfgs_close();
     return test_summary("test_backend_parity_sparse");
 }
