@@ -17,13 +17,12 @@
 #endif
 
 typedef struct {
-  char name[64]; /* "cpu", "vulkan:0 default", "cuda:0 generic", ... */
-  ela_backend *be;
-  double seconds; /* time spent in this configuration's calls */
-  int runs;       /* cases run on it */
-  double worst;   /* worst error / tolerance against the reference */
-  double
-      worst_lse; /* the same for an LSE output, where a test keeps it apart */
+    char name[64]; /* "cpu", "vulkan:0 default", "cuda:0 generic", ... */
+    ela_backend *be;
+    double seconds;   /* time spent in this configuration's calls */
+    int runs;         /* cases run on it */
+    double worst;     /* worst error / tolerance against the reference */
+    double worst_lse; /* the same for an LSE output, where a test keeps it apart */
 } gpu_cfg;
 
 #define GPU_MAX_CFGS (1 + 6 * ELA_MAX_DEVICES)
@@ -49,8 +48,8 @@ void gpu_cfgs_close(void);
  * row stride padded by a few elements, so 16-bit rows start mid-word and u8
  * rows anywhere in a word. The base is filled with a finite filler (1e4, or
  * 0xff bytes) so that a read outside the view shows. */
-ela_status gpu_dev_tensor(ela_backend *be, ela_dtype dt, int nd,
-                          const int64_t *ext, int strided, ela_tensor **out);
+ela_status gpu_dev_tensor(ela_backend *be, ela_dtype dt, int nd, const int64_t *ext, int strided,
+                          ela_tensor **out);
 
 /* ---- attention outputs
  * ------------------------------------------------------------------ */
@@ -66,11 +65,10 @@ double gpu_tol_lse(ela_dtype tq, ela_dtype tkv);
 
 /* Uploads q [L, hq, d], k and (when v is given) v [hkv, n, d] from host f32
  * data to new tensors on be (gpu_dev_tensor layouts). */
-ela_status gpu_upload_qkv(ela_backend *be, int64_t L, int64_t n, int64_t d,
-                          int hq, int hkv, ela_dtype tq, ela_dtype tkv,
-                          int strided, const float *q, const float *k,
-                          const float *v, ela_tensor **tq_out,
-                          ela_tensor **tk_out, ela_tensor **tv_out);
+ela_status gpu_upload_qkv(ela_backend *be, int64_t L, int64_t n, int64_t d, int hq, int hkv,
+                          ela_dtype tq, ela_dtype tkv, int strided, const float *q, const float *k,
+                          const float *v, ela_tensor **tq_out, ela_tensor **tk_out,
+                          ela_tensor **tv_out);
 
 /* Relative L2 error of an LSE; rows that see no key must be -inf in both (else
  * +inf). */
@@ -79,10 +77,8 @@ double gpu_lse_err(const double *ref, const float *got, int64_t n);
 /* Checks one attention output (o [no], optional lse [nl]) of configuration k
  * against the reference and, for k > 0, against the CPU's (which k == 0 stores
  * in cpu_o / cpu_lse); records the worst error / tolerance. */
-void gpu_check_attention(int k, const char *op, int ci, const char *what,
-                         const double *ref_o, const double *ref_lse,
-                         const float *o, const float *lse, int64_t no,
-                         int64_t nl, double tol, double tol_l, double *cpu_o,
-                         double *cpu_lse);
+void gpu_check_attention(int k, const char *op, int ci, const char *what, const double *ref_o,
+                         const double *ref_lse, const float *o, const float *lse, int64_t no,
+                         int64_t nl, double tol, double tol_l, double *cpu_o, double *cpu_lse);
 
 #endif
