@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Vulkan backend on the GPU machine in one call: Vulkan loader from the carried .debs, the
 # NVIDIA ICD, build (Release, Vulkan plugin, carried glslangValidator and headers), then stages:
+#   dense     the dense-attention parity test under the carried Khronos validation layer, then
+#             `ela bench attn --backend vulkan` (f16, d 128, Hq 32, Hkv 8: causal prefill at 8K
+#             and 32K, decode at 32K and 128K keys) on the cooperative-matrix path and with it
+#             switched off (ELA_VK_DISABLE=coopmat), validation off; with DECODE_SPLITS="16 64
+#             ..." also decode at 128K keys with each key split count forced (ELA_VK_SPLITS)
 #   sparse    the sparse parity test under the carried Khronos validation layer, then
 #             `ela bench sparse --backend vulkan` (validation off)
 #   modelops  the model-op parity test (test_model_ops_gpu: every model op and the fixture models
@@ -10,7 +15,8 @@
 #             the device's copy bandwidth in the same run: test_model_ops_gpu ELA_TEST_BENCH=1)
 #   model     `ela bench model --backend vulkan` on random Qwen2.5-0.5B-shaped models
 #             (tools/make_random_gguf.py, q8_0 and f16): prompt and decode tokens/s, GB/s
-# usage: tools/vulkan_device_run.sh [STAGE...]   (default: sparse modelops fixtures matmul model)
+# usage: tools/vulkan_device_run.sh [STAGE...]   (default: dense sparse modelops fixtures matmul
+# model)
 # Output in $OUT: run.log, bench-*.json, matmul.txt, model-*.txt. Make the carried kit first with
 # tools/vulkan_device_kit.sh; run with the device tool, carrying build-vks-carry:
 #   run(command="bash tools/vulkan_device_run.sh modelops fixtures matmul model",
@@ -22,7 +28,7 @@ OUT=${OUT:-out/vulkan}
 mkdir -p "$OUT"
 LOG="$OUT/run.log"
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(sparse modelops fixtures matmul model)
+[ ${#stages[@]} -eq 0 ] && stages=(dense sparse modelops fixtures matmul model)
 start=$(date +%s)
 say() { echo "=== $* ($(( $(date +%s) - start )) s)" | tee -a "$LOG"; }
 run() { echo "+ $*" | tee -a "$LOG"; "$@" 2>&1 | tee -a "$LOG"; return "${PIPESTATUS[0]}"; }
@@ -50,7 +56,7 @@ run cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DELA_CUDA=OFF -DELA_VU
     -DELA_GLSLANG="$K/bin/glslangValidator" -DELA_VULKAN_INCLUDE_DIR="$K/include" \
     || { say "configure failed"; exit 1; }
 run cmake --build $B -j "$(nproc)" --target ela_cli ela-vulkan \
-    test_backend_parity_sparse test_model_ops_gpu test_model || { say "build failed"; exit 1; }
+    test_backend_parity test_backend_parity_sparse test_model_ops_gpu test_model || { say "build failed"; exit 1; }
 E=$B/bin/ela
 
 say "devices"
@@ -60,6 +66,30 @@ for icd in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json "$K/nvidia_egl_i
   $E info 2>&1 | grep -q "vulkan: available" && break
 done
 echo "VK_DRIVER_FILES=$VK_DRIVER_FILES" | tee -a "$LOG"
+
+stage_dense() {
+  say "dense parity test (validation layer on)"
+  VK_LAYER_PATH="$K/layer" ELA_TEST_VERBOSE=0 run timeout 180 $B/bin/test_backend_parity \
+    || status=1
+  say "bench attn (validation off): cooperative matrices, then the FMA path"
+  for path in coopmat fma; do
+    dis=""; [ "$path" = fma ] && dis=coopmat
+    for n in 8192 32768; do
+      ELA_VK_VALIDATION=0 ELA_VK_DISABLE=$dis run timeout 60 $E bench attn --backend vulkan \
+          --mode prefill --n $n --hq 32 --hkv 8 --d 128 --dtype f16 --iters 3 \
+          --json "$OUT/bench-attn-prefill-$n-$path.json" || status=1
+    done
+    for n in 32768 131072; do
+      ELA_VK_VALIDATION=0 ELA_VK_DISABLE=$dis run timeout 60 $E bench attn --backend vulkan \
+          --mode decode --n $n --hq 32 --hkv 8 --d 128 --dtype f16 \
+          --json "$OUT/bench-attn-decode-$n-$path.json" || status=1
+    done
+  done
+  for sp in ${DECODE_SPLITS:-}; do
+    ELA_VK_VALIDATION=0 ELA_VK_SPLITS=$sp run timeout 60 $E bench attn --backend vulkan \
+        --mode decode --n 131072 --hq 32 --hkv 8 --d 128 --dtype f16 | tail -1 || status=1
+  done
+}
 
 stage_sparse() {
   say "sparse parity test (validation layer on)"
@@ -105,7 +135,7 @@ stage_model() {
 
 for s in "${stages[@]}"; do
   case "$s" in
-    sparse|modelops|fixtures|matmul|model) "stage_$s" ;;
+    dense|sparse|modelops|fixtures|matmul|model) "stage_$s" ;;
     *) say "unknown stage $s"; status=1 ;;
   esac
 done

@@ -3,7 +3,10 @@
  * tile from the shared memory limit, shuffles or shared memory to sum a row's 8 lanes) and
  * splits the keys over workgroups when the query rows alone give too few (decode: L * G rows
  * per KV head), merging the splits by LSE in a second dispatch so one query still spreads over
- * the whole device. Records into the stream (vk_submit.c). */
+ * the whole device. With NV cooperative matrices (vk_ctx.coopmat), f16 q, k and v with head
+ * dims a multiple of 16 run on tensor cores (shaders/attn_dense_cm.comp: 64 rows per
+ * workgroup, the same partials and merge) once there are rows enough to fill its workgroups.
+ * Records into the stream (vk_submit.c). */
 #include <string.h>
 
 #include "vk_backend.h"
@@ -14,8 +17,10 @@
 #define MAX_D 256         /* largest head dim (registers per lane: d / T for q and O) */
 #define MAX_BC 32         /* keys per tile: the per-lane score array */
 #define MIN_SPLIT_KEYS 256 /* a split below this costs more to merge than it saves */
-#define MAX_SPLITS 64
+#define MAX_SPLITS 1024
 #define LOG2E 1.4426950408889634f
+#define CM_ROWS 64 /* rows per workgroup of the cooperative-matrix shader */
+#define CM_WG 128  /* its four 32-lane subgroups */
 
 /* Mirrors `Push` in shaders/attn_io.glsl. */
 typedef struct {
@@ -31,11 +36,36 @@ _Static_assert(sizeof(attn_push) <= 128, "push constants are limited to 128 byte
 
 typedef struct {
     uint32_t T, BR, WG, DP, BC;
+    int cm; /* the cooperative-matrix shader */
     uint32_t rows, tiles, splits, split_keys;
     VkDeviceSize scratch_bytes;
 } attn_plan;
 
 static uint32_t div_up(uint64_t a, uint64_t b) { return (uint32_t)((a + b - 1) / b); }
+
+static ela_status plan_splits(const vk_ctx *ctx, const ela_attn_dense_args *a, uint32_t q_pos0,
+                              attn_plan *p);
+
+/* Shared bytes of attn_dense_cm.comp with bc keys per tile: K and V tiles in f16, per 16-row
+ * subgroup 16 bc scores (f32) and probabilities (f16), a factor per row; rows padded by 16 bytes
+ * as the shader pads them. */
+static uint64_t cm_shared_bytes(uint64_t d, uint64_t bc) {
+    return 2 * bc * (d * 2 + 16) + CM_ROWS * ((bc + 4) * 4 + (bc + 8) * 2 + 4);
+}
+
+/* Keys per tile of the cooperative-matrix path (64 where shared memory allows, else 32, the
+ * least that holds the 64 staged Q rows), or 0 when it cannot run this call: it needs f16 q,
+ * k, v, d a multiple of 16 up to 256, and at least one full workgroup of rows (fewer rows, as
+ * in decode, are the FMA path's). */
+static uint32_t cm_tile_keys(const vk_ctx *ctx, const ela_attn_dense_args *a, uint32_t rows) {
+    if (!ctx->coopmat || a->q->dtype != ELA_F16 || a->k->dtype != ELA_F16 ||
+        a->v->dtype != ELA_F16 || a->d % 16 != 0 || a->d > MAX_D || rows < CM_ROWS)
+        return 0;
+    uint64_t smem = ctx->phys->props.limits.maxComputeSharedMemorySize;
+    if (cm_shared_bytes((uint64_t)a->d, 64) <= smem)
+        return 64;
+    return cm_shared_bytes((uint64_t)a->d, 32) <= smem ? 32 : 0;
+}
 
 static ela_status make_plan(const vk_ctx *ctx, const ela_attn_dense_args *a, uint32_t q_pos0,
                             attn_plan *p) {
@@ -44,6 +74,14 @@ static ela_status make_plan(const vk_ctx *ctx, const ela_attn_dense_args *a, uin
     int G = a->hq / a->hkv;
     p->rows = (uint32_t)(a->L * G);
     p->T = LANES;
+    p->BC = cm_tile_keys(ctx, a, p->rows);
+    if (p->BC) {
+        p->cm = 1;
+        p->BR = CM_ROWS;
+        p->WG = CM_WG;
+        p->DP = div_up((uint64_t)a->d, 4u * p->T) * 4u * p->T; /* the merge's partial pitch */
+        return plan_splits(ctx, a, q_pos0, p);
+    }
     /* Rows per workgroup: MAX_WG / T. A CPU device (lavapipe) runs every invocation, so there
      * it shrinks to the rows there are (decode: G); a GPU keeps all 128 invocations, which load
      * the K/V tiles (on an H100, decode with 16-row workgroups ran twice as fast as with 4). */
@@ -68,6 +106,14 @@ static ela_status make_plan(const vk_ctx *ctx, const ela_attn_dense_args *a, uin
     if (p->WG > lim->maxComputeWorkGroupSize[0] || p->WG > lim->maxComputeWorkGroupInvocations)
         return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: %s runs fewer than %u invocations per "
                        "workgroup", ctx->phys->info.name, p->WG);
+    return plan_splits(ctx, a, q_pos0, p);
+}
+
+/* Row tiles, key splits and the partials' scratch for the workgroup shape in p. */
+static ela_status plan_splits(const vk_ctx *ctx, const ela_attn_dense_args *a, uint32_t q_pos0,
+                              attn_plan *p) {
+    const VkPhysicalDeviceLimits *lim = &ctx->phys->props.limits;
+    int cpu = ctx->phys->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
     p->tiles = div_up(p->rows, p->BR);
     /* Keys the last row sees: no workgroup goes further. */
     uint64_t keys = (uint64_t)q_pos0 + (uint64_t)a->L < (uint64_t)a->n ? q_pos0 + (uint64_t)a->L
@@ -78,10 +124,10 @@ static ela_status make_plan(const vk_ctx *ctx, const ela_attn_dense_args *a, uin
     uint64_t target = cpu ? 32 : 256;
     uint64_t wgs = (uint64_t)p->tiles * (uint64_t)a->hkv;
     uint64_t splits = 1;
-    if (wgs < target) {
-        splits = (target + wgs - 1) / wgs;
+    if (wgs < target || ctx->force_splits) {
+        splits = ctx->force_splits ? ctx->force_splits : (target + wgs - 1) / wgs;
         uint64_t cap = keys / MIN_SPLIT_KEYS > 1 ? keys / MIN_SPLIT_KEYS : 1;
-        if (splits > cap)
+        if (splits > cap && !ctx->force_splits)
             splits = cap;
         if (splits > MAX_SPLITS)
             splits = MAX_SPLITS;
@@ -152,8 +198,9 @@ ela_status vk_attn_dense(void *vctx, const ela_attn_dense_args *a) {
     uint32_t spec[8] = {p.WG, (uint32_t)a->d, p.T, p.BC, dtype_code(a->q->dtype),
                         dtype_code(a->k->dtype), dtype_code(a->o->dtype), split};
     uint32_t mspec[8] = {MERGE_WG, (uint32_t)a->d, p.T, 0, 0, 0, dtype_code(a->o->dtype), 0};
-    const char *main_name = ctx->subgroup ? (ctx->storage16 ? "attn_dense_sg16" : "attn_dense_sg")
-                                          : (ctx->storage16 ? "attn_dense_16" : "attn_dense");
+    const char *main_name = p.cm            ? "attn_dense_cm"
+                            : ctx->subgroup ? (ctx->storage16 ? "attn_dense_sg16" : "attn_dense_sg")
+                                            : (ctx->storage16 ? "attn_dense_16" : "attn_dense");
     const char *merge_name = ctx->storage16 ? "attn_dense_merge_16" : "attn_dense_merge";
     VkPipeline main_pipe, merge_pipe = VK_NULL_HANDLE;
     if ((st = vk_pipeline_get(ctx, main_name, spec, 8, &main_pipe)) != ELA_OK ||

@@ -90,12 +90,15 @@ ELA_API const ela_backend_iface *ela_plugin_init(const ela_host_api *host);
     X(DestroyDescriptorPool)                                                                     \
     X(AllocateDescriptorSets)                                                                    \
     X(ResetDescriptorPool)                                                                       \
-    X(UpdateDescriptorSets)
+    X(UpdateDescriptorSets)                                                                      \
+    X(EnumerateDeviceExtensionProperties)
 
-/* Present only with the validation layer (VK_EXT_debug_utils); may stay NULL. */
+/* Present only with the validation layer (VK_EXT_debug_utils) or a device extension
+ * (VK_NV_cooperative_matrix); may stay NULL. */
 #define VK_OPTIONAL_FUNCS(X)                                                                     \
     X(CreateDebugUtilsMessengerEXT)                                                              \
-    X(DestroyDebugUtilsMessengerEXT)
+    X(DestroyDebugUtilsMessengerEXT)                                                             \
+    X(GetPhysicalDeviceCooperativeMatrixPropertiesNV)
 
 typedef struct {
     PFN_vkGetInstanceProcAddr GetInstanceProcAddr;
@@ -124,6 +127,9 @@ typedef struct {
     uint32_t queue_family;          /* a family with compute */
     uint32_t subgroup_size;         /* 0 when subgroup shuffles cannot be used in compute */
     int storage16;                  /* storageBuffer16BitAccess */
+    /* VK_NV_cooperative_matrix with 16x16x16 f16 x f16 -> f32 at subgroup scope, 32-lane
+     * subgroups, shaderFloat16 and the Vulkan memory model: the tensor-core attention path */
+    int coopmat;
     uint64_t max_alloc;             /* maxMemoryAllocationSize */
 } vk_physical;
 
@@ -166,6 +172,8 @@ typedef struct vk_ctx {
     int uma;        /* device buffers are host-visible + coherent and mapped */
     int storage16;  /* shaders read and write 16-bit types directly */
     int subgroup;   /* subgroup shuffles (over >= 8 lanes) can be used in compute */
+    int coopmat;    /* NV cooperative matrices (vk_physical.coopmat) are enabled */
+    uint32_t force_splits; /* ELA_VK_SPLITS: key splits of dense attention (tests, tuning) */
     uint32_t mem_device, mem_staging; /* memory type indices */
     VkDeviceSize align;               /* storage buffer offset alignment, >= 16 */
 

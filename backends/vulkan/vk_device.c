@@ -109,6 +109,59 @@ static int kind_rank(VkPhysicalDeviceType t) {
     }
 }
 
+static int has_device_ext(VkPhysicalDevice pd, const char *name) {
+    uint32_t n = 0;
+    if (vkf.EnumerateDeviceExtensionProperties(pd, NULL, &n, NULL) != VK_SUCCESS || n == 0)
+        return 0;
+    VkExtensionProperties *props = calloc(n, sizeof *props);
+    int found = 0;
+    if (props && vkf.EnumerateDeviceExtensionProperties(pd, NULL, &n, props) == VK_SUCCESS)
+        for (uint32_t i = 0; i < n && !found; i++)
+            found = strcmp(props[i].extensionName, name) == 0;
+    free(props);
+    return found;
+}
+
+/* The tensor-core attention path (shaders/attn_dense_cm.comp) needs NV cooperative matrices
+ * of 16x16x16 with f16 A and B and f32 C and D at subgroup scope, 32-lane subgroups (its lane
+ * layout), 16-bit storage, shaderFloat16 (f16 in shared memory) and the Vulkan memory model
+ * (which the extension's GLSL requires); Vulkan 1.2 for the feature structures. */
+static int describe_coopmat(VkPhysicalDevice pd, const vk_physical *d) {
+    if (d->props.apiVersion < VK_API_VERSION_1_2 || d->subgroup_size != 32 || !d->storage16 ||
+        !vkf.GetPhysicalDeviceCooperativeMatrixPropertiesNV ||
+        !has_device_ext(pd, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME))
+        return 0;
+    VkPhysicalDeviceCooperativeMatrixFeaturesNV cm = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
+    VkPhysicalDeviceShaderFloat16Int8Features f16 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES, .pNext = &cm};
+    VkPhysicalDeviceVulkanMemoryModelFeatures mm = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_MEMORY_MODEL_FEATURES, .pNext = &f16};
+    VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+                                    .pNext = &mm};
+    vkf.GetPhysicalDeviceFeatures2(pd, &f2);
+    if (!cm.cooperativeMatrix || !f16.shaderFloat16 || !mm.vulkanMemoryModel)
+        return 0;
+    uint32_t n = 0;
+    if (vkf.GetPhysicalDeviceCooperativeMatrixPropertiesNV(pd, &n, NULL) != VK_SUCCESS || n == 0)
+        return 0;
+    VkCooperativeMatrixPropertiesNV *props = calloc(n, sizeof *props);
+    int found = 0;
+    for (uint32_t i = 0; props && i < n; i++)
+        props[i].sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV;
+    if (props && vkf.GetPhysicalDeviceCooperativeMatrixPropertiesNV(pd, &n, props) == VK_SUCCESS)
+        for (uint32_t i = 0; i < n && !found; i++) {
+            const VkCooperativeMatrixPropertiesNV *c = &props[i];
+            found = c->MSize == 16 && c->NSize == 16 && c->KSize == 16 &&
+                    c->AType == VK_COMPONENT_TYPE_FLOAT16_NV &&
+                    c->BType == VK_COMPONENT_TYPE_FLOAT16_NV &&
+                    c->CType == VK_COMPONENT_TYPE_FLOAT32_NV &&
+                    c->DType == VK_COMPONENT_TYPE_FLOAT32_NV && c->scope == VK_SCOPE_SUBGROUP_NV;
+        }
+    free(props);
+    return found;
+}
+
 /* Fill d from pd; 0 when the device cannot run ela (Vulkan < 1.1 or no compute queue). */
 static int describe(VkPhysicalDevice pd, vk_physical *d) {
     memset(d, 0, sizeof *d);
@@ -155,6 +208,7 @@ static int describe(VkPhysicalDevice pd, vk_physical *d) {
         (sg.supportedOperations & need) == need && sg.subgroupSize >= 2 && sg.subgroupSize <= 128)
         d->subgroup_size = sg.subgroupSize;
     d->storage16 = s16.storageBuffer16BitAccess != VK_FALSE;
+    d->coopmat = describe_coopmat(pd, d);
     d->max_alloc = m3.maxMemoryAllocationSize ? m3.maxMemoryAllocationSize : (1ull << 30);
 
     ela_device_info *info = &d->info;
@@ -169,11 +223,12 @@ static int describe(VkPhysicalDevice pd, vk_physical *d) {
     if (d->props.apiVersion >= VK_API_VERSION_1_2)
         snprintf(driver, sizeof driver, " driver=%.32s %.48s", drv.driverName, drv.driverInfo);
     snprintf(info->details, sizeof info->details,
-             "vulkan=%u.%u.%u%s subgroup=%u%s fp16-storage=%s shared=%u KiB "
+             "vulkan=%u.%u.%u%s subgroup=%u%s fp16-storage=%s%s shared=%u KiB "
              "max-binding=%llu MiB",
              VK_API_VERSION_MAJOR(v), VK_API_VERSION_MINOR(v), VK_API_VERSION_PATCH(v), driver,
              sg.subgroupSize, d->subgroup_size ? "" : " (no shuffle: fallback)",
-             d->storage16 ? "yes" : "no", d->props.limits.maxComputeSharedMemorySize / 1024,
+             d->storage16 ? "yes" : "no", d->coopmat ? " coopmat=nv" : "",
+             d->props.limits.maxComputeSharedMemorySize / 1024,
              (unsigned long long)(d->props.limits.maxStorageBufferRange >> 20));
     return 1;
 }
@@ -328,7 +383,7 @@ ela_status vk_system(const vk_physical **devs, int *count) {
 
 /* ELA_VK_DISABLE: comma-separated features to switch off for testing the fallbacks:
  * uma (use staging copies), storage16 (16-bit data as 32-bit words), subgroup (one lane per
- * query row, no shuffles). */
+ * query row, no shuffles), coopmat (no cooperative matrices: attention on the FMA path). */
 static int disabled(const char *feature) {
     const char *env = getenv("ELA_VK_DISABLE");
     size_t len = strlen(feature);
@@ -401,6 +456,9 @@ ela_status vk_device_open(int device, vk_ctx **out) {
     ctx->storage16 = p->storage16 && !disabled("storage16");
     /* Attention sums a row's 8 lanes with subgroup shuffles when 8 lanes fit a subgroup. */
     ctx->subgroup = p->subgroup_size >= 8 && !disabled("subgroup");
+    ctx->coopmat = p->coopmat && ctx->storage16 && ctx->subgroup && !disabled("coopmat");
+    const char *splits = getenv("ELA_VK_SPLITS");
+    ctx->force_splits = splits && atoi(splits) > 0 ? (uint32_t)atoi(splits) : 0;
     /* Bindings start 16-byte aligned (or more, as the device asks): vector loads in shaders. */
     ctx->align = p->props.limits.minStorageBufferOffsetAlignment;
     if (ctx->align < 16)
@@ -418,6 +476,21 @@ ela_status vk_device_open(int device, vk_ctx **out) {
     VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .pNext = &s16};
     dci.queueCreateInfoCount = 1;
     dci.pQueueCreateInfos = &qci;
+    VkPhysicalDeviceCooperativeMatrixFeaturesNV cm = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
+    VkPhysicalDeviceShaderFloat16Int8Features f16 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES, .pNext = &cm};
+    VkPhysicalDeviceVulkanMemoryModelFeatures mm = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_MEMORY_MODEL_FEATURES, .pNext = &f16};
+    const char *cm_ext = VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME;
+    if (ctx->coopmat) {
+        cm.cooperativeMatrix = VK_TRUE;
+        f16.shaderFloat16 = VK_TRUE;
+        mm.vulkanMemoryModel = VK_TRUE;
+        s16.pNext = &mm;
+        dci.enabledExtensionCount = 1;
+        dci.ppEnabledExtensionNames = &cm_ext;
+    }
     VkResult r = vkf.CreateDevice(p->pd, &dci, NULL, &ctx->dev);
     if (r != VK_SUCCESS) {
         free(ctx);
