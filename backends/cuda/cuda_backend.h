@@ -97,6 +97,9 @@ ela_status cuda_xattn_estimate(void *ctx, const ela_xattn_estimate_args *args);
 ela_status cuda_router_eval(void *ctx, const ela_router_eval_args *args);
 ela_status cuda_attn_gather(void *ctx, const ela_attn_gather_args *args);
 ela_status cuda_decode_select(void *ctx, const ela_decode_select_args *args);
+/* Token Sparse Attention: token_select.cu, attn_token_sparse.cu. */
+ela_status cuda_token_select(void *ctx, const ela_token_select_args *args);
+ela_status cuda_attn_token_sparse(void *ctx, const ela_attn_token_sparse_args *args);
 /* Model ops, one file each: matmul.cu (+ matmul_gemv.cu, matmul_mma.cu), rms_norm.cu, rope.cu,
  * elementwise.cu (silu_mul, add), get_rows.cu, copy.cu. */
 ela_status cuda_matmul(void *ctx, const ela_matmul_args *args);

@@ -175,6 +175,8 @@ static int cuda_supports(void *ctx, ela_op op, const ela_dtype *dtypes, int n_dt
     case ELA_OP_ROUTER_EVAL:
     case ELA_OP_ATTN_GATHER:
     case ELA_OP_DECODE_SELECT:
+    case ELA_OP_TOKEN_SELECT:
+    case ELA_OP_ATTN_TOKEN_SPARSE:
     case ELA_OP_MATMUL:
     case ELA_OP_RMS_NORM:
     case ELA_OP_ROPE:
@@ -209,6 +211,8 @@ static const ela_backend_iface cuda_iface = {
     .router_eval = cuda_router_eval,
     .attn_gather = cuda_attn_gather,
     .decode_select = cuda_decode_select,
+    .token_select = cuda_token_select,
+    .attn_token_sparse = cuda_attn_token_sparse,
     .matmul = cuda_matmul,
     .rms_norm = cuda_rms_norm,
     .rope = cuda_rope,

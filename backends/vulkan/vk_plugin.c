@@ -100,6 +100,8 @@ static int vk_supports(void *ctx, ela_op op, const ela_dtype *dtypes, int n_dtyp
     case ELA_OP_ATTN_GATHER:
     case ELA_OP_XATTN_ESTIMATE:
     case ELA_OP_DECODE_SELECT:
+    case ELA_OP_TOKEN_SELECT:
+    case ELA_OP_ATTN_TOKEN_SPARSE:
     case ELA_OP_ROUTER_EVAL:
     case ELA_OP_MATMUL:
     case ELA_OP_RMS_NORM:
@@ -136,6 +138,8 @@ static const ela_backend_iface vk_iface = {
     .xattn_estimate = vk_xattn_estimate,
     .router_eval = vk_router_eval,
     .decode_select = vk_decode_select,
+    .token_select = vk_token_select,
+    .attn_token_sparse = vk_attn_token_sparse,
     .attn_gather = vk_attn_gather,
     .token_compress = vk_token_compress,
     .token_decompress = vk_token_decompress,

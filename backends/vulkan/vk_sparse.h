@@ -74,5 +74,8 @@ ela_status vk_attn_gather(void *ctx, const ela_attn_gather_args *args);
 ela_status vk_xattn_estimate(void *ctx, const ela_xattn_estimate_args *args);
 ela_status vk_router_eval(void *ctx, const ela_router_eval_args *args);
 ela_status vk_decode_select(void *ctx, const ela_decode_select_args *args);
+/* Token Sparse Attention: vk_token_select.c, vk_attn_token_sparse.c */
+ela_status vk_token_select(void *ctx, const ela_token_select_args *args);
+ela_status vk_attn_token_sparse(void *ctx, const ela_attn_token_sparse_args *args);
 
 #endif
