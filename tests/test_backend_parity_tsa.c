@@ -547,42 +547,11 @@ done:
 }
 
 /* ==== driver ================================================================================= */
-typedef struct {
-    const char *name;
-    int count;
-    void (*check)(int ci);
-} op_cases;
-
 int main(void) {
     test_seed();
-    if (!gpu_cfgs_open(ELA_TEST_WANT_VULKAN, ELA_TEST_WANT_CUDA)) {
-        gpu_cfgs_close();
-        return test_summary("test_backend_parity_tsa");
-    }
-    const op_cases ops[] = {
+    const gpu_op_cases ops[] = {
         {"token_select", (int)(sizeof tcases / sizeof tcases[0]), check_token_select},
         {"attn_token_sparse", (int)(sizeof acases / sizeof acases[0]), check_token_sparse},
     };
-    const char *only_op = getenv("ELA_TEST_OP");
-    const char *only = getenv("ELA_TEST_CASE");
-    int only_case = only && *only ? atoi(only) : -1;
-    const char *verbose_env = getenv("ELA_TEST_VERBOSE");
-    int verbose = verbose_env && *verbose_env && strcmp(verbose_env, "0") != 0;
-    for (size_t x = 0; x < sizeof ops / sizeof ops[0]; x++) {
-        if (only_op && *only_op && strcmp(only_op, ops[x].name) != 0)
-            continue;
-        double t_op = test_now();
-        for (int ci = 0; ci < ops[x].count; ci++) {
-            if (only_case >= 0 && ci != only_case)
-                continue;
-            double t0 = test_now();
-            ops[x].check(ci);
-            if (verbose)
-                printf("%s case %2d %6.2f s\n", ops[x].name, ci, test_now() - t0);
-        }
-        printf("%-18s %2d cases %7.2f s\n", ops[x].name, ops[x].count, test_now() - t_op);
-    }
-    gpu_cfgs_report();
-    gpu_cfgs_close();
-    return test_summary("test_backend_parity_tsa");
+    return gpu_run_ops("test_backend_parity_tsa", ops, (int)(sizeof ops / sizeof ops[0]));
 }

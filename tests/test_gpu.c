@@ -113,6 +113,35 @@ void gpu_cfgs_report(void) {
     }
 }
 
+int gpu_run_ops(const char *test, const gpu_op_cases *ops, int n_ops) {
+    if (!gpu_cfgs_open(ELA_TEST_WANT_VULKAN, ELA_TEST_WANT_CUDA)) {
+        gpu_cfgs_close();
+        return test_summary(test);
+    }
+    const char *only_op = getenv("ELA_TEST_OP");
+    const char *only = getenv("ELA_TEST_CASE");
+    int only_case = only && *only ? atoi(only) : -1;
+    const char *verbose_env = getenv("ELA_TEST_VERBOSE");
+    int verbose = verbose_env && *verbose_env && strcmp(verbose_env, "0") != 0;
+    for (int x = 0; x < n_ops; x++) {
+        if (only_op && *only_op && strcmp(only_op, ops[x].name) != 0)
+            continue;
+        double t_op = test_now();
+        for (int ci = 0; ci < ops[x].count; ci++) {
+            if (only_case >= 0 && ci != only_case)
+                continue;
+            double t0 = test_now();
+            ops[x].check(ci);
+            if (verbose)
+                printf("%s case %2d %6.2f s\n", ops[x].name, ci, test_now() - t0);
+        }
+        printf("%-18s %2d cases %7.2f s\n", ops[x].name, ops[x].count, test_now() - t_op);
+    }
+    gpu_cfgs_report();
+    gpu_cfgs_close();
+    return test_summary(test);
+}
+
 void gpu_cfgs_close(void) {
     for (int k = 0; k < gpu_n_cfgs; k++)
         ela_backend_close(gpu_cfgs[k].be);

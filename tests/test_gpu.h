@@ -40,6 +40,18 @@ extern int gpu_n_cfgs;
  * "skipped: no <kind> device (<reason>)". Returns 1 when at least one GPU
  * configuration is open, else 0 (the caller then only reports and closes). */
 int gpu_cfgs_open(int want_vulkan, int want_cuda);
+/* One op's cases: check(ci) runs case ci on every configuration. */
+typedef struct {
+    const char *name;
+    int count;
+    void (*check)(int ci);
+} gpu_op_cases;
+
+/* The whole test: opens the configurations, runs every case of each op (one op with
+ * ELA_TEST_OP=<name>, one case with ELA_TEST_CASE=<index>; ELA_TEST_VERBOSE=1 prints each
+ * case's time), reports and closes them; returns test_summary(test). */
+int gpu_run_ops(const char *test, const gpu_op_cases *ops, int n_ops);
+
 /* One line per configuration: runs, seconds, worst error / tolerance. */
 void gpu_cfgs_report(void);
 void gpu_cfgs_close(void);
