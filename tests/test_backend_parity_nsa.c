@@ -848,44 +848,13 @@ done:
 }
 
 /* ==== driver ================================================================================= */
-typedef struct {
-    const char *name;
-    int count;
-    void (*check)(int ci);
-} op_cases;
-
 int main(void) {
     test_seed();
-    if (!gpu_cfgs_open(ELA_TEST_WANT_VULKAN, ELA_TEST_WANT_CUDA)) {
-        gpu_cfgs_close();
-        return test_summary("test_backend_parity_nsa");
-    }
-    const op_cases ops[] = {
+    const gpu_op_cases ops[] = {
         {"nsa_select", (int)(sizeof scases / sizeof scases[0]), check_nsa_select},
         {"attn_nsa", (int)(sizeof acases / sizeof acases[0]), check_attn_nsa},
         {"decode_select_attend", (int)(sizeof dcases / sizeof dcases[0]),
          check_decode_select_attend},
     };
-    const char *only_op = getenv("ELA_TEST_OP");
-    const char *only = getenv("ELA_TEST_CASE");
-    int only_case = only && *only ? atoi(only) : -1;
-    const char *verbose_env = getenv("ELA_TEST_VERBOSE");
-    int verbose = verbose_env && *verbose_env && strcmp(verbose_env, "0") != 0;
-    for (size_t x = 0; x < sizeof ops / sizeof ops[0]; x++) {
-        if (only_op && *only_op && strcmp(only_op, ops[x].name) != 0)
-            continue;
-        double t_op = test_now();
-        for (int ci = 0; ci < ops[x].count; ci++) {
-            if (only_case >= 0 && ci != only_case)
-                continue;
-            double t0 = test_now();
-            ops[x].check(ci);
-            if (verbose)
-                printf("%s case %2d %6.2f s\n", ops[x].name, ci, test_now() - t0);
-        }
-        printf("%-22s %2d cases %7.2f s\n", ops[x].name, ops[x].count, test_now() - t_op);
-    }
-    gpu_cfgs_report();
-    gpu_cfgs_close();
-    return test_summary("test_backend_parity_nsa");
+    return gpu_run_ops("test_backend_parity_nsa", ops, (int)(sizeof ops / sizeof ops[0]));
 }
