@@ -51,7 +51,8 @@ stage_build() {
   run cmake -S . -B "$BUILD" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DELA_CUDA=ON -DELA_VULKAN=OFF \
       -DCMAKE_CUDA_ARCHITECTURES="$ARCHS" || { say "configure failed"; exit 1; }
   run cmake --build "$BUILD" -j"$JOBS" --target ela-cuda ela_cli test_backend_parity_cuda \
-    test_model_ops_gpu test_backend_parity_sparse || { say "build failed"; exit 1; }
+    test_model_ops_gpu test_backend_parity_sparse test_backend_parity_tsa \
+    test_backend_parity_nsa || { say "build failed"; exit 1; }
   # Registers and spills of every kernel, for the record.
   for cu in backends/cuda/attn_dense_mma.cu backends/cuda/attn_dense_decode.cu \
             backends/cuda/matmul_gemv.cu backends/cuda/matmul_mma.cu backends/cuda/attn_blocks.cu \
@@ -89,8 +90,10 @@ stage_sanitize() {
   ELA_TEST_ONLY=ops run timeout "$SAN_T" compute-sanitizer --tool memcheck --error-exitcode 9 \
     --leak-check no "$BUILD/bin/test_model_ops_gpu" || status=1
   # The sparse ops: every case, every configuration.
-  run timeout "$SAN_T" compute-sanitizer --tool memcheck --error-exitcode 9 --leak-check no \
-    "$BUILD/bin/test_backend_parity_sparse" || status=1
+  for t in sparse tsa nsa; do
+    run timeout "$SAN_T" compute-sanitizer --tool memcheck --error-exitcode 9 --leak-check no \
+      "$BUILD/bin/test_backend_parity_$t" || status=1
+  done
   for tool in racecheck synccheck; do
     # Small cases of each kernel: tensor-core prefill (117), CUDA-core decode with 4 row groups
     # (128), tensor-core decode with its per-warp cp.async rings (129); all configurations.

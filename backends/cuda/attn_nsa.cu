@@ -6,27 +6,21 @@
  * [0, ceil(n / B)) or equal to an earlier entry of its list; the lowest flagged list is read
  * back (one 4-byte copy and a wait per call) and, when there is one, named as the CPU backend
  * names it, before anything is written.
- * Attention (tiled, CUDA cores): a block of 128 threads per (query row i, KV head g) holds the
- * G query rows of g (pre-scaled into the exp2 domain) and their f32 accumulators in shared
- * memory. The list's blocks that hold a visible key (0 <= b, b B <= t) are compacted into
- * shared memory (any order: the softmax does not care); their keys, numbered e = slot B + offset
- * and cut at t, go by in tiles of 32: the tile's K and V rows are copied to shared memory as f32
- * (every load in flight at once), warp w scores keys w, w + 4, ... (lanes split d, each K row
- * serves the G heads), a thread per head runs the online softmax of the tile, and thread c adds
- * column c of P V for the G heads. o = gate O / l, or 0 for a row that sees no key.
+ * Attention (tiled, CUDA cores; attn_list.cuh, as attn_gather): a block of 128 threads per
+ * (query row i, KV head g, split of the keys). The list's blocks that hold a visible key
+ * (0 <= b, b B <= t) are compacted into shared memory (any order: the softmax does not care);
+ * their keys, numbered e = slot B + offset and cut at t, go by in tiles of 32. o = gate O / l,
+ * or 0 for a row that sees no key. With few rows (decode: Hkv blocks) the keys are split over
+ * blocks and merged by LSE with attn_dense's merge kernel, the gate applied to each partial.
  * Bound: 2 top B d elements of K and V per (row, KV head): 128 KiB at B 16, top 16, d 128, bf16,
  * mostly L2 hits (neighbouring rows list mostly the same blocks). Tensor cores are left for
  * later; this is the correct tiled kernel. */
 #include <stdlib.h>
 #include <string.h>
 
-#include "attn_dense_device.cuh"
 #include "attn_host.h"
+#include "attn_list.cuh"
 #include "cuda_check.h"
-
-#define AN_THREADS 128
-#define AN_TILE 32
-#define AN_HEADS 8 /* heads per register chunk */
 
 typedef struct {
     cuda_attn_params a;
@@ -36,7 +30,7 @@ typedef struct {
     int64_t nkb;
 } an_params;
 
-/* grid (L * top * hkv / AN_THREADS): flags[0] = the lowest list (i hkv + g) with a bad entry. */
+/* grid (L * top * hkv / 256): flags[0] = the lowest list (i hkv + g) with a bad entry. */
 __global__ void an_check(const an_params p, int64_t entries, unsigned *flag) {
     const int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (e >= entries)
@@ -52,34 +46,26 @@ __global__ void an_check(const an_params p, int64_t entries, unsigned *flag) {
         atomicMin(flag, (unsigned)item);
 }
 
-/* grid (L * hkv) */
-__global__ void __launch_bounds__(AN_THREADS) an_attn(const an_params np) {
+/* grid (L * hkv, splits): split s takes keys [s split_keys, (s + 1) split_keys) of the row's
+ * visible blocks' keys, numbered e = slot B + offset. */
+__global__ void __launch_bounds__(AL_THREADS) an_attn(const an_params np) {
     extern __shared__ float an_smem[];
     const cuda_attn_params &p = np.a;
-    const int G = p.G, d = p.d;
-    float *sq = an_smem, *sacc = sq + G * d, *sp = sacc + G * d;
-    float *sm = sp + G * AN_TILE, *sl = sm + G, *salpha = sl + G;
-    float *sk = salpha + G, *sv = sk + AN_TILE * d;
-    int *skey = (int *)(sv + AN_TILE * d), *slist = skey + AN_TILE;
+    const al_smem sm = al_carve(an_smem, p.G, p.d);
+    int *slist = sm.skey + AL_TILE; /* the row's visible blocks, compacted */
+    float *gain = (float *)(slist + np.top);
     __shared__ int s_nb;
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int tid = threadIdx.x;
     const int64_t i = blockIdx.x / p.hkv;
-    const int g = blockIdx.x % p.hkv;
+    const int g = blockIdx.x % p.hkv, s = blockIdx.y;
     const int64_t t = p.q_pos0 + i;
-    const int qes = attn_dtype_size(p.tq), kes = attn_dtype_size(p.tkv);
     const char *kg = p.k + (int64_t)g * p.k_s0, *vg = p.v + (int64_t)g * p.v_s0;
-
-    for (int e = tid; e < G * d; e += AN_THREADS) {
-        const int r = e / d, c = e % d;
-        const char *qrow = p.q + i * p.q_s0 + (int64_t)(g * G + r) * p.q_s1;
-        sq[e] = attn_load(qrow + (int64_t)c * qes, p.tq) * p.scale_log2;
-        sacc[e] = 0.0f;
-    }
-    for (int r = tid; r < G; r += AN_THREADS) {
-        sm[r] = -INFINITY;
-        sl[r] = 0.0f;
-    }
-    if (tid == 0) { /* the blocks holding a visible key (entries checked on the host side) */
+    al_begin(p, sm, i, g);
+    for (int r = tid; r < p.G; r += AL_THREADS)
+        gain[r] = np.gate ? *(const float *)(np.gate + i * np.g_s0 + (int64_t)(g * p.G + r) *
+                                                           np.g_s1)
+                          : 1.0f;
+    if (tid == 0) { /* the blocks holding a visible key (entries checked before the launch) */
         const char *list = np.blocks + i * np.b_s0 + (int64_t)g * np.b_s1;
         int nb = 0;
         for (int x = 0; x < np.top; x++) {
@@ -90,104 +76,19 @@ __global__ void __launch_bounds__(AN_THREADS) an_attn(const an_params np) {
         s_nb = nb;
     }
     __syncthreads();
-    const int64_t total = (int64_t)s_nb * np.B;
-    for (int64_t e0 = 0; e0 < total; e0 += AN_TILE) {
-        const int nk = total - e0 < AN_TILE ? (int)(total - e0) : AN_TILE;
-        __syncthreads(); /* the last tile's rows, sp and skey are consumed */
-        if (tid < AN_TILE) {
-            int key = -1;
-            if (tid < nk) {
-                const int64_t e = e0 + tid, j = (int64_t)slist[e / np.B] * np.B + e % np.B;
-                key = j <= t ? (int)j : -1;
-            }
-            skey[tid] = key;
+    const int64_t total = (int64_t)s_nb * np.B, k0 = (int64_t)s * p.split_keys;
+    const int64_t k1 = k0 + p.split_keys < total ? k0 + p.split_keys : total;
+    for (int64_t e0 = k0; e0 < k1; e0 += AL_TILE) {
+        const int nk = k1 - e0 < AL_TILE ? (int)(k1 - e0) : AL_TILE;
+        __syncthreads(); /* the last tile's rows, scores and keys are consumed */
+        if (tid < nk) {
+            const int64_t e = e0 + tid, j = (int64_t)slist[e / np.B] * np.B + e % np.B;
+            sm.skey[tid] = j <= t && j < p.n ? (int)j : -1;
         }
         __syncthreads();
-        for (int e = tid; e < nk * d; e += AN_THREADS) {
-            const int j = e / d, c = e % d;
-            const int key = skey[j];
-            float kx = 0.0f, vx = 0.0f;
-            if (key >= 0) {
-                kx = attn_load(kg + (int64_t)key * p.k_s1 + (int64_t)c * kes, p.tkv);
-                vx = attn_load(vg + (int64_t)key * p.v_s1 + (int64_t)c * kes, p.tkv);
-            }
-            sk[e] = kx;
-            sv[e] = vx;
-        }
-        __syncthreads();
-        for (int jj = warp; jj < nk; jj += AN_THREADS / 32) {
-            const bool hidden = skey[jj] < 0;
-            for (int r0 = 0; r0 < G; r0 += AN_HEADS) {
-                float part[AN_HEADS];
-#pragma unroll
-                for (int rr = 0; rr < AN_HEADS; rr++)
-                    part[rr] = 0.0f;
-                for (int c = lane; c < d; c += 32) {
-                    const float kv = sk[jj * d + c];
-#pragma unroll
-                    for (int rr = 0; rr < AN_HEADS; rr++)
-                        if (r0 + rr < G)
-                            part[rr] += sq[(r0 + rr) * d + c] * kv;
-                }
-#pragma unroll
-                for (int rr = 0; rr < AN_HEADS; rr++)
-                    if (r0 + rr < G) { /* uniform over the warp */
-                        const float v = attn_warp_sum(part[rr]);
-                        if (lane == 0)
-                            sp[(r0 + rr) * AN_TILE + jj] = hidden ? -INFINITY : v;
-                    }
-            }
-        }
-        __syncthreads();
-        for (int r = tid; r < G; r += AN_THREADS) {
-            float *pr = sp + r * AN_TILE;
-            float mx = -INFINITY;
-            for (int j = 0; j < nk; j++)
-                mx = fmaxf(mx, pr[j]);
-            const float m_old = sm[r], m_new = fmaxf(m_old, mx);
-            const float m_use = m_new == -INFINITY ? 0.0f : m_new;
-            const float alpha = exp2f(m_old - m_use);
-            float sum = 0.0f;
-            for (int j = 0; j < nk; j++) {
-                pr[j] = exp2f(pr[j] - m_use);
-                sum += pr[j];
-            }
-            sl[r] = sl[r] * alpha + sum;
-            sm[r] = m_new;
-            salpha[r] = alpha;
-        }
-        __syncthreads();
-        for (int c = tid; c < d; c += AN_THREADS) {
-            for (int r0 = 0; r0 < G; r0 += AN_HEADS) {
-                float acc[AN_HEADS];
-#pragma unroll
-                for (int rr = 0; rr < AN_HEADS; rr++)
-                    acc[rr] = 0.0f;
-                for (int j = 0; j < nk; j++) {
-                    const float vv = sv[j * d + c];
-#pragma unroll
-                    for (int rr = 0; rr < AN_HEADS; rr++)
-                        if (r0 + rr < G)
-                            acc[rr] += sp[(r0 + rr) * AN_TILE + j] * vv;
-                }
-#pragma unroll
-                for (int rr = 0; rr < AN_HEADS; rr++)
-                    if (r0 + rr < G) {
-                        float *o = sacc + (r0 + rr) * d + c;
-                        *o = *o * salpha[r0 + rr] + acc[rr];
-                    }
-            }
-        }
+        al_tile(p, sm, kg, vg, nk);
     }
-    __syncthreads();
-    const int oes = attn_dtype_size(p.to);
-    for (int e = tid; e < G * d; e += AN_THREADS) {
-        const int r = e / d, c = e % d, h = g * G + r;
-        const float gamma = np.gate ? *(const float *)(np.gate + i * np.g_s0 + (int64_t)h * np.g_s1)
-                                    : 1.0f;
-        const float l = sl[r], f = l > 0.0f ? gamma / l : 0.0f;
-        attn_store(p.o + i * p.o_s0 + (int64_t)h * p.o_s1 + (int64_t)c * oes, p.to, sacc[e] * f);
-    }
+    al_finish(p, sm, i, g, s, gain);
 }
 
 /* Full mode: o[i, h, :] *= gate[i, h], in place (grid L * hq). */
@@ -278,10 +179,9 @@ extern "C" ela_status cuda_attn_nsa(void *vctx, const ela_attn_nsa_args *na) {
     np.blocks = cuda_tensor_ptr(na->blocks);
     np.b_s0 = na->blocks->strides[0], np.b_s1 = na->blocks->strides[1];
     np.b_s2 = na->blocks->strides[2];
-    const cuda_attn_params *p = &np.a;
-    const size_t smem = ((size_t)2 * p->G * p->d + (size_t)p->G * AN_TILE + 3 * (size_t)p->G +
-                         2 * (size_t)AN_TILE * p->d) * sizeof(float) +
-                        ((size_t)AN_TILE + (size_t)na->top) * sizeof(int);
+    cuda_attn_params *p = &np.a;
+    /* + the compacted list and a gate per head */
+    const size_t smem = al_smem_bytes(p->G, p->d, na->top + p->G);
     if (smem > ctx->props.sharedMemPerBlockOptin)
         return cuda_fail(ELA_ERR_UNSUPPORTED, "cuda: attn_nsa: %d query heads per KV head at d = %d "
                          "with top %d need %zu bytes of shared memory, %s has %zu per block",
@@ -315,12 +215,37 @@ extern "C" ela_status cuda_attn_nsa(void *vctx, const ela_attn_nsa_args *na) {
     if (host_flag != 0xffffffffu)
         return an_report(ctx, &np, (int64_t)host_flag);
 
+    /* Few rows (decode): the keys split over blocks, as attn_gather does. */
+    const int64_t blocks = at->L * at->hkv, fill = 4ll * ctx->props.multiProcessorCount;
+    cuda_attn_plan_splits(ctx, p, (int64_t)na->top * na->block,
+                          blocks >= fill ? 1 : (fill + blocks - 1) / blocks, AL_TILE, 2 * AL_TILE);
+    void *part = NULL;
+    if (p->splits > 1) {
+        size_t rows = (size_t)p->splits * (size_t)p->hq * (size_t)p->L;
+        if ((st = cuda_scratch_alloc(ctx, rows * ((size_t)p->d + 2) * sizeof(float), &part)) !=
+            ELA_OK)
+            return st;
+        p->part_o = (float *)part;
+        p->part_ml = p->part_o + rows * (size_t)p->d;
+    }
     ctx->generation++;
-    if (smem > 48 * 1024 &&
-        (err = cudaFuncSetAttribute(an_attn, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    (int)smem)) != cudaSuccess)
-        return cuda_fail_err(err, "cudaFuncSetAttribute");
-    an_attn<<<(unsigned)(at->L * at->hkv), AN_THREADS, smem, ctx->stream>>>(np);
-    CUDA_LAUNCHED("attn_nsa kernel");
+    what = "cudaFuncSetAttribute";
+    if (smem > 48 * 1024)
+        err = cudaFuncSetAttribute(an_attn, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)smem);
+    if (err == cudaSuccess) {
+        an_attn<<<dim3((unsigned)blocks, (unsigned)p->splits, 1), AL_THREADS, smem,
+                  ctx->stream>>>(np);
+        err = cudaGetLastError();
+        what = "attn_nsa kernel";
+    }
+    if (err == cudaSuccess && p->splits > 1) {
+        err = cuda_attn_merge_launch(p, ctx->stream);
+        what = "attn_nsa merge kernel";
+    }
+    if (part)
+        cuda_scratch_free(ctx, part);
+    if (err != cudaSuccess)
+        return cuda_fail_err(err, what);
     return ELA_OK;
 }
