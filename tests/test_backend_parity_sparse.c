@@ -171,12 +171,7 @@ static void check_blocks(int ci) {
             p.q_pos0 = c->q_pos0;
             double t0 = test_now();
             st = ela_attn_blocks(cfg->be, tq, tk, tv, to, tl, modes, tm, &p);
-            if (st == ELA_OK)
-                st = ela_backend_synchronize(cfg->be);
-            cfg->seconds += test_now() - t0;
-            cfg->runs++;
-            CHECKF(st == ELA_OK, "attn_blocks case %d [%s] on %s: %s (%s)", ci, what, cfg->name,
-                   ela_status_str(st), ela_last_error());
+            st = gpu_call_done(cfg, st, t0, "attn_blocks", ci, what);
         }
         if (st == ELA_OK) {
             st = ela_tensor_read_f32(to, o, nq);
@@ -316,12 +311,7 @@ static void check_gather(int ci) {
             p.q_pos0 = c->q_pos0;
             double t0 = test_now();
             st = ela_attn_gather(cfg->be, tq, tk, tv, ti, to, tl, &p);
-            if (st == ELA_OK)
-                st = ela_backend_synchronize(cfg->be);
-            cfg->seconds += test_now() - t0;
-            cfg->runs++;
-            CHECKF(st == ELA_OK, "attn_gather case %d [%s] on %s: %s (%s)", ci, what, cfg->name,
-                   ela_status_str(st), ela_last_error());
+            st = gpu_call_done(cfg, st, t0, "attn_gather", ci, what);
         }
         if (st == ELA_OK) {
             st = ela_tensor_read_f32(to, o, nq);
@@ -506,12 +496,7 @@ static void check_xattn(int ci) {
             double t0 = test_now();
             st = ela_xattn_estimate(cfg->be, tq, tk, heads, n_heads, &xp, &p, tm,
                                     c->kept ? &kept : NULL);
-            if (st == ELA_OK)
-                st = ela_backend_synchronize(cfg->be);
-            cfg->seconds += test_now() - t0;
-            cfg->runs++;
-            CHECKF(st == ELA_OK, "xattn_estimate case %d [%s] on %s: %s (%s)", ci, what,
-                   cfg->name, ela_status_str(st), ela_last_error());
+            st = gpu_call_done(cfg, st, t0, "xattn_estimate", ci, what);
         }
         if (st == ELA_OK) {
             st = ela_tensor_read(tm, got, (size_t)nm);
@@ -597,40 +582,10 @@ static void dcase_str(const dcase *c, char *buf, size_t size) {
              ds_names[c->data], c->strided ? " strided" : "");
 }
 
-static int cmp_desc(const void *x, const void *y) {
-    double a = *(const double *)x, b = *(const double *)y;
-    return a > b ? -1 : a < b;
-}
-
-/* Smallest gap between neighbours in a head's top k_mid + 1 candidate logits, in units of the
- * f32 error bound of a logit ((d + 2) 2^-24 scale max sum |q_c k_c|); +inf when nothing is
- * ranked. */
+/* The reference ranking's margin, in units of the f32 error bound of a logit. */
 static double ds_gap(const dcase *c, const double *logits, const double *q, const double *k) {
-    int64_t kb = c->budget < c->n ? c->budget : c->n, k_mid = 0, n_rec = 0, s = 0;
-    if (c->budget >= c->n)
-        return INFINITY;
-    ref_decode_select_split(kb, c->recent, c->sinks, &k_mid, &n_rec, &s);
-    const int64_t lo = s, nc = c->n - n_rec - s, d = c->d, G = c->hq / c->hkv;
-    double *v = malloc((size_t)(nc > 0 ? nc : 1) * sizeof *v), gap = INFINITY, big = 0.0;
-    if (!v)
-        return 0.0;
-    for (int h = 0; h < c->hq; h++)
-        for (int64_t j = 0; j < c->n; j++) {
-            double sum = 0.0;
-            for (int64_t x = 0; x < d; x++)
-                sum += fabs(q[h * d + x] * k[((h / G) * c->n + j) * d + x]);
-            big = sum > big ? sum : big;
-        }
-    double bound = (double)(d + 2) * ldexp(1.0, -24) * big / sqrt((double)d);
-    for (int h = 0; h < c->hq && k_mid > 0; h++) {
-        for (int64_t j = 0; j < nc; j++)
-            v[j] = logits[(int64_t)h * c->n + lo + j];
-        qsort(v, (size_t)nc, sizeof *v, cmp_desc);
-        for (int64_t r = 0; r < k_mid && r + 1 < nc; r++)
-            gap = v[r] - v[r + 1] < gap ? v[r] - v[r + 1] : gap;
-    }
-    free(v);
-    return gap / bound;
+    return ref_decode_select_margin(c->hq, c->hkv, c->n, c->d, c->budget, c->recent, c->sinks,
+                                    logits, q, k);
 }
 
 static void check_decode_select(int ci) {
@@ -710,12 +665,7 @@ static void check_decode_select(int ci) {
             p.scale = c->data == DS_INT ? 1.0f : 0.0f;
             double t0 = test_now();
             st = ela_decode_select(cfg->be, tq, tk, &dp, &p, ti, &count);
-            if (st == ELA_OK)
-                st = ela_backend_synchronize(cfg->be);
-            cfg->seconds += test_now() - t0;
-            cfg->runs++;
-            CHECKF(st == ELA_OK, "decode_select case %d [%s] on %s: %s (%s)", ci, what, cfg->name,
-                   ela_status_str(st), ela_last_error());
+            st = gpu_call_done(cfg, st, t0, "decode_select", ci, what);
         }
         if (st == ELA_OK) {
             st = ela_tensor_read(ti, got, (size_t)kb * 4);
@@ -882,10 +832,7 @@ static void check_router(int ci) {
                                      tw[5], tw[6], tw[7], tw[8], tw[9]};
             double t0 = test_now();
             st = ela_router_eval(cfg->be, tk, &rw, full, z);
-            cfg->seconds += test_now() - t0;
-            cfg->runs++;
-            CHECKF(st == ELA_OK, "router_eval case %d [%s] on %s: %s (%s)", ci, what, cfg->name,
-                   ela_status_str(st), ela_last_error());
+            st = gpu_call_done(cfg, st, t0, "router_eval", ci, what);
         }
         ela_tensor_free(tk);
         for (int i = 0; i < 10; i++)

@@ -242,12 +242,7 @@ static void check_token_select(int ci) {
             ela_tsa_params p = {c->window, c->pool, c->coverage, c->min_keep};
             double t0 = test_now();
             st = ela_token_select(cfg->be, tq, tk, &p, ti, &n_sel);
-            if (st == ELA_OK)
-                st = ela_backend_synchronize(cfg->be);
-            cfg->seconds += test_now() - t0;
-            cfg->runs++;
-            CHECKF(st == ELA_OK, "token_select case %d [%s] on %s: %s (%s)", ci, what, cfg->name,
-                   ela_status_str(st), ela_last_error());
+            st = gpu_call_done(cfg, st, t0, "token_select", ci, what);
         }
         if (st == ELA_OK) {
             st = ela_tensor_read(ti, got, (size_t)ni * 4);
@@ -496,12 +491,7 @@ static void check_token_sparse(int ci) {
             p.causal = c->causal;
             double t0 = test_now();
             st = ela_attn_token_sparse(cfg->be, tq, tk, tv, ti, n_sel, to, &p);
-            if (st == ELA_OK)
-                st = ela_backend_synchronize(cfg->be);
-            cfg->seconds += test_now() - t0;
-            cfg->runs++;
-            CHECKF(st == ELA_OK, "attn_token_sparse case %d [%s] on %s: %s (%s)", ci, what,
-                   cfg->name, ela_status_str(st), ela_last_error());
+            st = gpu_call_done(cfg, st, t0, "attn_token_sparse", ci, what);
         }
         if (st == ELA_OK) {
             st = ela_tensor_read_f32(to, o, nq);

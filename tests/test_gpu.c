@@ -113,6 +113,17 @@ void gpu_cfgs_report(void) {
     }
 }
 
+ela_status gpu_call_done(gpu_cfg *cfg, ela_status st, double t0, const char *op, int ci,
+                         const char *what) {
+    if (st == ELA_OK)
+        st = ela_backend_synchronize(cfg->be);
+    cfg->seconds += test_now() - t0;
+    cfg->runs++;
+    CHECKF(st == ELA_OK, "%s case %d [%s] on %s: %s (%s)", op, ci, what, cfg->name,
+           ela_status_str(st), ela_last_error());
+    return st;
+}
+
 int gpu_run_ops(const char *test, const gpu_op_cases *ops, int n_ops) {
     if (!gpu_cfgs_open(ELA_TEST_WANT_VULKAN, ELA_TEST_WANT_CUDA)) {
         gpu_cfgs_close();

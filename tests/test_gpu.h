@@ -40,6 +40,12 @@ extern int gpu_n_cfgs;
  * "skipped: no <kind> device (<reason>)". Returns 1 when at least one GPU
  * configuration is open, else 0 (the caller then only reports and closes). */
 int gpu_cfgs_open(int want_vulkan, int want_cuda);
+/* After an op call on configuration cfg that returned st and started at t0 (test_now()):
+ * waits for the device, counts the time and the run, and checks the status, naming op, case ci
+ * and `what`. Returns the status after the wait. */
+ela_status gpu_call_done(gpu_cfg *cfg, ela_status st, double t0, const char *op, int ci,
+                         const char *what);
+
 /* One op's cases: check(ci) runs case ci on every configuration. */
 typedef struct {
     const char *name;

@@ -106,3 +106,39 @@ int ref_decode_select(int hq, int hkv, int64_t n, int64_t d, const double *q, co
     free(P);
     return o == kb ? 0 : -1;
 }
+
+static int cmp_desc(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return a > b ? -1 : a < b;
+}
+
+double ref_decode_select_margin(int hq, int hkv, int64_t n, int64_t d, int64_t budget,
+                                float recent, int sinks, const double *logits, const double *q,
+                                const double *k) {
+    int64_t k_mid = 0, n_rec = 0, s = 0;
+    if (budget >= n)
+        return INFINITY;
+    ref_decode_select_split(budget, recent, sinks, &k_mid, &n_rec, &s);
+    const int64_t lo = s, nc = n - n_rec - s;
+    const int G = hq / hkv;
+    double *v = malloc((size_t)(nc > 0 ? nc : 1) * sizeof *v), gap = INFINITY, big = 0.0;
+    if (!v)
+        return 0.0;
+    for (int h = 0; h < hq; h++)
+        for (int64_t j = 0; j < n; j++) {
+            double sum = 0.0;
+            for (int64_t x = 0; x < d; x++)
+                sum += fabs(q[h * d + x] * k[((h / G) * n + j) * d + x]);
+            big = sum > big ? sum : big;
+        }
+    double bound = (double)(d + 2) * ldexp(1.0, -24) * big / sqrt((double)d);
+    for (int h = 0; h < hq && k_mid > 0; h++) {
+        for (int64_t j = 0; j < nc; j++)
+            v[j] = logits[(int64_t)h * n + lo + j];
+        qsort(v, (size_t)nc, sizeof *v, cmp_desc);
+        for (int64_t r = 0; r < k_mid && r + 1 < nc; r++)
+            gap = v[r] - v[r + 1] < gap ? v[r] - v[r + 1] : gap;
+    }
+    free(v);
+    return gap / bound;
+}

@@ -20,4 +20,12 @@ int ref_decode_select(int hq, int hkv, int64_t n, int64_t d, const double *q, co
                       double scale, int64_t budget, float recent, int sinks, int64_t *idx,
                       int64_t *count, double *logits);
 
+/* How clear the reference's ranking is: the smallest gap between neighbours in a head's top
+ * k_mid + 1 candidate logits (packed [hq, n], as ref_decode_select writes them), in units of
+ * the f32 error bound of a logit, (d + 2) 2^-24 max_j sum_c |q_c k_c| / sqrt(d); +inf when
+ * nothing is ranked (budget >= n), 0 when out of memory. */
+double ref_decode_select_margin(int hq, int hkv, int64_t n, int64_t d, int64_t budget,
+                                float recent, int sinks, const double *logits, const double *q,
+                                const double *k);
+
 #endif
