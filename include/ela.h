@@ -350,9 +350,9 @@ ELA_API ela_status ela_decode_select(ela_backend *backend, const ela_tensor *q, 
  * of the decode query over all n keys, as ela_attn_dense with causal = 1 and q_pos0 = n - 1, and
  * idx, *count = the selection ela_decode_select makes for the same q and k. q, o [1, Hq, d];
  * k, v [Hkv, n, d]; dtypes as in ela_attn_dense; sparams, idx and count as in
- * ela_decode_select; of params (may be NULL) only the scale is used. Backends that lack it
- * (ela_backend_supports with ELA_OP_DECODE_SELECT_ATTEND and dtypes q, k, o) run the two ops;
- * ela_decode_attention picks whichever the backend has. */
+ * ela_decode_select; of params (may be NULL) only the scale is used. On a backend without a
+ * fused kernel for these dtypes (ela_backend_supports with ELA_OP_DECODE_SELECT_ATTEND and
+ * dtypes q, k, o is 0) the op runs ela_attn_dense, then ela_decode_select (K read twice). */
 ELA_API ela_status ela_decode_select_attend(ela_backend *backend, const ela_tensor *q,
                                             const ela_tensor *k, const ela_tensor *v,
                                             ela_tensor *o,

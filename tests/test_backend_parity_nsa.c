@@ -52,7 +52,7 @@ static int64_t rand_below(test_rng *rng, int64_t n) {
 }
 
 /* One line per (op, configuration) the first time the configuration lacks the op. */
-enum { OP_SELECT, OP_ATTN, OP_DSA, OP_COUNT };
+enum { OP_SELECT, OP_ATTN, OP_COUNT };
 static int skipped[OP_COUNT][GPU_MAX_CFGS];
 
 static int cfg_supports(int kc, int op, ela_op which, const ela_dtype *dt, int n_dt) {
@@ -60,7 +60,7 @@ static int cfg_supports(int kc, int op, ela_op which, const ela_dtype *dt, int n
         return 1;
     CHECKF(kc != 0, "the cpu backend lacks op %d", (int)which);
     if (!skipped[op][kc]) {
-        static const char *const names[] = {"nsa_select", "attn_nsa", "decode_select_attend"};
+        static const char *const names[] = {"nsa_select", "attn_nsa"};
         printf("skipped: %s on %s (not supported for %s/%s%s%s)\n", names[op], gpu_cfgs[kc].name,
                ela_dtype_name(dt[0]), ela_dtype_name(dt[1]), n_dt > 2 ? "/" : "",
                n_dt > 2 ? ela_dtype_name(dt[2]) : "");
@@ -710,12 +710,7 @@ static void check_decode_select_attend(int ci) {
     }
     for (int kc = 0; kc < gpu_n_cfgs; kc++) {
         gpu_cfg *cfg = &gpu_cfgs[kc];
-        ela_dtype dt[3] = {c->tq, c->tkv, c->to};
-        if (!cfg_supports(kc, OP_DSA, ELA_OP_DECODE_SELECT_ATTEND, dt, 3)) {
-            if (kc == 0)
-                break;
-            continue;
-        }
+        /* every backend runs it: fused, or attn_dense + decode_select composed in the core */
         ela_tensor *tq = NULL, *tk = NULL, *tv = NULL, *to = NULL, *ti = NULL;
         int64_t ox[3] = {1, c->hq, c->d}, ix[1] = {kb};
         ela_status st = gpu_upload_qkv(cfg->be, 1, n, c->d, c->hq, c->hkv, c->tq, c->tkv,

@@ -100,10 +100,9 @@ ela_status cuda_decode_select(void *ctx, const ela_decode_select_args *args);
 /* Token Sparse Attention: token_select.cu, attn_token_sparse.cu. */
 ela_status cuda_token_select(void *ctx, const ela_token_select_args *args);
 ela_status cuda_attn_token_sparse(void *ctx, const ela_attn_token_sparse_args *args);
-/* SSA/NSA and the fused LessIsMore layer: nsa_select.cu, attn_nsa.cu, decode_select_attend.cu. */
+/* SSA/NSA: nsa_select.cu, attn_nsa.cu. */
 ela_status cuda_nsa_select(void *ctx, const ela_nsa_select_args *args);
 ela_status cuda_attn_nsa(void *ctx, const ela_attn_nsa_args *args);
-ela_status cuda_decode_select_attend(void *ctx, const ela_decode_select_attend_args *args);
 /* Model ops, one file each: matmul.cu (+ matmul_gemv.cu, matmul_mma.cu), rms_norm.cu, rope.cu,
  * elementwise.cu (silu_mul, add), get_rows.cu, copy.cu. */
 ela_status cuda_matmul(void *ctx, const ela_matmul_args *args);

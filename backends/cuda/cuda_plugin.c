@@ -179,7 +179,6 @@ static int cuda_supports(void *ctx, ela_op op, const ela_dtype *dtypes, int n_dt
     case ELA_OP_ATTN_TOKEN_SPARSE:
     case ELA_OP_NSA_SELECT:
     case ELA_OP_ATTN_NSA:
-    case ELA_OP_DECODE_SELECT_ATTEND:
     case ELA_OP_MATMUL:
     case ELA_OP_RMS_NORM:
     case ELA_OP_ROPE:
@@ -218,7 +217,6 @@ static const ela_backend_iface cuda_iface = {
     .attn_token_sparse = cuda_attn_token_sparse,
     .nsa_select = cuda_nsa_select,
     .attn_nsa = cuda_attn_nsa,
-    .decode_select_attend = cuda_decode_select_attend,
     .matmul = cuda_matmul,
     .rms_norm = cuda_rms_norm,
     .rope = cuda_rope,

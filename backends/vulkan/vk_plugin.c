@@ -104,7 +104,6 @@ static int vk_supports(void *ctx, ela_op op, const ela_dtype *dtypes, int n_dtyp
     case ELA_OP_ATTN_TOKEN_SPARSE:
     case ELA_OP_NSA_SELECT:
     case ELA_OP_ATTN_NSA:
-    case ELA_OP_DECODE_SELECT_ATTEND:
     case ELA_OP_ROUTER_EVAL:
     case ELA_OP_MATMUL:
     case ELA_OP_RMS_NORM:
@@ -145,7 +144,6 @@ static const ela_backend_iface vk_iface = {
     .attn_token_sparse = vk_attn_token_sparse,
     .nsa_select = vk_nsa_select,
     .attn_nsa = vk_attn_nsa,
-    .decode_select_attend = vk_decode_select_attend,
     .attn_gather = vk_attn_gather,
     .token_compress = vk_token_compress,
     .token_decompress = vk_token_decompress,

@@ -77,9 +77,8 @@ ela_status vk_decode_select(void *ctx, const ela_decode_select_args *args);
 /* Token Sparse Attention: vk_token_select.c, vk_attn_token_sparse.c */
 ela_status vk_token_select(void *ctx, const ela_token_select_args *args);
 ela_status vk_attn_token_sparse(void *ctx, const ela_attn_token_sparse_args *args);
-/* SSA/NSA and the LessIsMore layer: vk_nsa_select.c, vk_attn_nsa.c, vk_decode_select_attend.c */
+/* SSA/NSA: vk_nsa_select.c, vk_attn_nsa.c */
 ela_status vk_nsa_select(void *ctx, const ela_nsa_select_args *args);
 ela_status vk_attn_nsa(void *ctx, const ela_attn_nsa_args *args);
-ela_status vk_decode_select_attend(void *ctx, const ela_decode_select_attend_args *args);
 
 #endif

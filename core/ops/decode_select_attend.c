@@ -1,7 +1,9 @@
 /* decode_select_attend (DESIGN.md 4.1 + 4.7, PAPERS.md 3.2): a LessIsMore selection layer as one
  * op, the dense decode attention and the token selection from one pass over K. Validates like
  * attn_dense (the q/k/v/o quartet, op_check_attention) with one query row, and like
- * decode_select (budget parameters, i32 index output, count), then calls the backend. */
+ * decode_select (budget parameters, i32 index output, count), then calls the backend's fused
+ * kernel, or where it has none for these dtypes runs attn_dense and decode_select (which reads
+ * K again): the composition lives here once, not in every backend. */
 #include <stdint.h>
 
 #include "core/error.h"
@@ -35,8 +37,13 @@ ela_status ela_decode_select_attend(ela_backend *be, const ela_tensor *q, const 
     a.idx = idx;
     a.count = count;
     ela_dtype dtypes[3] = {q->dtype, k->dtype, o->dtype};
-    if ((st = op_check_backend(be, ELA_OP_DECODE_SELECT_ATTEND,
-                               be->iface->decode_select_attend != NULL, dtypes, 3)) != ELA_OK)
+    if (be->iface->decode_select_attend &&
+        ela_backend_supports(be, ELA_OP_DECODE_SELECT_ATTEND, dtypes, 3))
+        return be->iface->decode_select_attend(be->ctx, &a);
+    ela_attn_params pd = p;
+    pd.causal = 1;
+    pd.q_pos0 = a.attn.n - 1;
+    if ((st = ela_attn_dense(be, q, k, v, o, NULL, &pd)) != ELA_OK)
         return st;
-    return be->iface->decode_select_attend(be->ctx, &a);
+    return ela_decode_select(be, q, k, sparams, &pd, idx, count);
 }

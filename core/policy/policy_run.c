@@ -438,16 +438,9 @@ ela_status ela_decode_attention(ela_backend *be, const ela_decode_policy *pol,
         return ela_fail(ELA_ERR_INVALID_ARG, "ela_decode_attention: lessismore needs the "
                         "selection tensor and count");
     if (role == ELA_DECODE_LAYER_SELECT) {
-        /* One pass over K where the backend fuses the layer; else attention, then selection
-         * (which reads K again). */
-        ela_dtype dtypes[3] = {ela_tensor_dtype(q), ela_tensor_dtype(k), ela_tensor_dtype(o)};
-        if (ela_backend_supports(be, ELA_OP_DECODE_SELECT_ATTEND, dtypes, 3))
-            return ela_decode_select_attend(be, q, k, v, o, &pol->select, &p, selection,
-                                            selected);
-        ela_status st = ela_attn_dense(be, q, k, v, o, NULL, &p);
-        if (st == ELA_OK)
-            st = ela_decode_select(be, q, k, &pol->select, &p, selection, selected);
-        return st;
+        /* One pass over K where the backend fuses the layer (ela_decode_select_attend runs the
+         * two ops where it does not). */
+        return ela_decode_select_attend(be, q, k, v, o, &pol->select, &p, selection, selected);
     }
     if (*selected < 1 || *selected > ela_tensor_extent(selection, 0))
         return ela_fail(ELA_ERR_INVALID_ARG, "ela_decode_attention: sparse layer before any "
