@@ -300,9 +300,7 @@ ela_status vk_attn_blocks(void *vctx, const ela_attn_blocks_args *a) {
                                                  at->lse ? bl.info : dummy,
                                                  {ctx->scratch.buf, scratch_off, scratch_bytes}};
     vk_set_write(ctx, set, infos);
-    uint32_t kv_vec4 = at->d % 4 == 0 &&
-                       (bk.elem | bk.stride[0] | bk.stride[1] | bv.elem | bv.stride[0] |
-                        bv.stride[1]) % 4 == 0;
+    uint32_t kv_vec4 = vk_vec4_rows(at->d, &bk, &bv);
     vk_attn_push push = {
         bq.elem, bq.stride[0], bq.stride[1],
         bk.elem, bk.stride[0], bk.stride[1],

@@ -160,14 +160,6 @@ static void dispatch_rows(vk_ctx *ctx, attn_push *push, uint32_t count, uint32_t
     }
 }
 
-/* K and V load 4 columns as one vector when every row starts on a multiple of 4 elements
- * (bindings are 16-byte aligned, so that is 16 bytes for f32, 8 for 16-bit data). */
-static uint32_t vec4_rows(const ela_attn_dense_args *a, const vk_tensor_binding *k,
-                          const vk_tensor_binding *v) {
-    uint32_t bits = k->elem | k->stride[0] | k->stride[1] | v->elem | v->stride[0] | v->stride[1];
-    return a->d % 4 == 0 && bits % 4 == 0;
-}
-
 static uint32_t dtype_code(ela_dtype dt) { return dt == ELA_F16 ? 1u : dt == ELA_BF16 ? 2u : 0u; }
 
 ela_status vk_attn_dense(void *vctx, const ela_attn_dense_args *a) {
@@ -229,7 +221,7 @@ ela_status vk_attn_dense(void *vctx, const ela_attn_dense_args *a) {
         bo.elem, bo.stride[0], bo.stride[1],
         a->lse ? bl.elem : 0, a->lse ? bl.stride[0] : 0, a->lse ? bl.stride[1] : 0,
         p.rows, (uint32_t)(a->hq / a->hkv), (uint32_t)a->n, q_pos0, p.split_keys, p.splits,
-        a->lse != NULL, 0, 0, vec4_rows(a, &bk, &bv), a->scale * LOG2E,
+        a->lse != NULL, 0, 0, vk_vec4_rows(a->d, &bk, &bv), a->scale * LOG2E,
     };
     if ((st = vk_group_begin(ctx)) != ELA_OK)
         return st;

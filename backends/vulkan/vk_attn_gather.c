@@ -107,8 +107,7 @@ ela_status vk_attn_gather(void *vctx, const ela_attn_gather_args *ga) {
     vk_set_write(ctx, set, infos);
     /* Not causal: every row sees every listed key, as a row past the last key would. */
     uint32_t q_pos0 = a->causal ? (uint32_t)a->q_pos0 : (uint32_t)a->n;
-    uint32_t kv_vec4 = a->d % 4 == 0 && (bk.stride[1] | bv.stride[1] | bk.elem | bv.elem |
-                                         bk.stride[0] | bv.stride[0]) % 4 == 0;
+    uint32_t kv_vec4 = vk_vec4_rows(a->d, &bk, &bv);
     vk_attn_push push = {
         bq.elem, bq.stride[0], bq.stride[1],
         bk.elem, bk.stride[0], bk.stride[1],

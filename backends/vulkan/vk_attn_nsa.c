@@ -182,8 +182,7 @@ ela_status vk_attn_nsa(void *vctx, const ela_attn_nsa_args *na) {
     VkDescriptorBufferInfo infos[VK_BINDINGS] = {bq.info, bk.info, bv.info, bo.info, dummy,
                                                  {ctx->scratch.buf, scratch_off, scratch_bytes}};
     vk_set_write(ctx, set, infos);
-    uint32_t kv_vec4 = a->d % 4 == 0 && (bk.stride[1] | bv.stride[1] | bk.elem | bv.elem |
-                                         bk.stride[0] | bv.stride[0]) % 4 == 0;
+    uint32_t kv_vec4 = vk_vec4_rows(a->d, &bk, &bv);
     vk_attn_push push = {
         bq.elem, bq.stride[0], bq.stride[1],
         bk.elem, bk.stride[0], bk.stride[1],

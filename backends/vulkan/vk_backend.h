@@ -266,6 +266,10 @@ typedef struct {
 size_t vk_dtype_size(ela_dtype dt);
 ela_status vk_bind_tensor(vk_ctx *ctx, const ela_tensor *t, const char *op, const char *name,
                           vk_tensor_binding *out);
+/* 1 when the [Hkv, n, d] rows of k (and of v, unless NULL) all start on a multiple of 4
+ * elements and d % 4 == 0, so shaders load 4 columns as one vector (bindings are 16-byte
+ * aligned: 16 bytes for f32, 8 for 16-bit data); the push constants' kv_vec4. */
+uint32_t vk_vec4_rows(int64_t d, const vk_tensor_binding *k, const vk_tensor_binding *v);
 
 ela_status vk_attn_dense(void *ctx, const ela_attn_dense_args *args);
 

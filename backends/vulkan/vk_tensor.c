@@ -57,3 +57,10 @@ ela_status vk_bind_tensor(vk_ctx *ctx, const ela_tensor *t, const char *op, cons
     }
     return ELA_OK;
 }
+
+uint32_t vk_vec4_rows(int64_t d, const vk_tensor_binding *k, const vk_tensor_binding *v) {
+    uint32_t bits = k->elem | k->stride[0] | k->stride[1];
+    if (v)
+        bits |= v->elem | v->stride[0] | v->stride[1];
+    return d % 4 == 0 && bits % 4 == 0;
+}

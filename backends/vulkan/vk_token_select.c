@@ -124,7 +124,7 @@ ela_status vk_token_select(void *vctx, const ela_token_select_args *a) {
     VkDescriptorBufferInfo infos[VK_BINDINGS] = {bq.info, bk.info, dummy, bi.info, dummy,
                                                  {ctx->scratch.buf, scratch_off, scratch_bytes}};
     vk_set_write(ctx, set, infos);
-    uint32_t kv_vec4 = a->d % 4 == 0 && (bk.elem | bk.stride[0] | bk.stride[1]) % 4 == 0;
+    uint32_t kv_vec4 = vk_vec4_rows(a->d, &bk, NULL);
     vk_attn_push push = {
         bq.elem, bq.stride[0], bq.stride[1],
         bk.elem, bk.stride[0], bk.stride[1],

@@ -88,7 +88,7 @@ ela_status vk_xattn_estimate(void *vctx, const ela_xattn_estimate_args *a) {
     float scale_log2e = (float)((double)a->scale / (double)S * 1.4426950408889634);
     uint32_t threshold;
     memcpy(&threshold, &a->threshold, sizeof threshold);
-    uint32_t kv_vec4 = a->d % 4 == 0 && (bk.elem | bk.stride[0] | bk.stride[1]) % 4 == 0;
+    uint32_t kv_vec4 = vk_vec4_rows(a->d, &bk, NULL);
     vk_attn_push push = {
         bq.elem, bq.stride[0], bq.stride[1],
         bk.elem, bk.stride[0], bk.stride[1],
