@@ -16,11 +16,16 @@
 #define MERGE_WG 64       /* invocations per merge workgroup, over the d columns */
 #define MAX_D 256         /* largest head dim (registers per lane: d / T for q and O) */
 #define MAX_BC 32         /* keys per tile: the per-lane score array */
+#define GPU_SHARED_SHARE 4 /* a GPU's tiles take at most this fraction of its shared memory */
 #define MIN_SPLIT_KEYS 256 /* a split below this costs more to merge than it saves */
 #define MAX_SPLITS 1024
 #define LOG2E 1.4426950408889634f
 #define CM_ROWS 64 /* rows per workgroup of the cooperative-matrix shader */
 #define CM_WG 128  /* its four 32-lane subgroups */
+/* Its keys per tile: on an H100 (d 128, 32K) 32-key tiles ran at 40 TFLOP/s, 16-key tiles
+ * (half the shared memory, twice the barriers) at 32.5; 64 do not fit 48 KiB. The shader's Q
+ * staging needs 2 CM_BC >= CM_ROWS. */
+#define CM_BC 32
 
 /* Mirrors `Push` in shaders/attn_io.glsl. */
 typedef struct {
@@ -53,18 +58,15 @@ static uint64_t cm_shared_bytes(uint64_t d, uint64_t bc) {
     return 2 * bc * (d * 2 + 16) + CM_ROWS * ((bc + 4) * 4 + (bc + 8) * 2 + 4);
 }
 
-/* Keys per tile of the cooperative-matrix path (64 where shared memory allows, else 32, the
- * least that holds the 64 staged Q rows), or 0 when it cannot run this call: it needs f16 q,
- * k, v, d a multiple of 16 up to 256, and at least one full workgroup of rows (fewer rows, as
- * in decode, are the FMA path's). */
+/* Keys per tile of the cooperative-matrix path (CM_BC), or 0 when it cannot run this call: it
+ * needs f16 q, k, v, d a multiple of 16 up to 256 (whose tile fits 48 KiB of shared memory),
+ * and at least one full workgroup of rows (fewer rows, as in decode, are the FMA path's). */
 static uint32_t cm_tile_keys(const vk_ctx *ctx, const ela_attn_dense_args *a, uint32_t rows) {
     if (!ctx->coopmat || a->q->dtype != ELA_F16 || a->k->dtype != ELA_F16 ||
         a->v->dtype != ELA_F16 || a->d % 16 != 0 || a->d > MAX_D || rows < CM_ROWS)
         return 0;
     uint64_t smem = ctx->phys->props.limits.maxComputeSharedMemorySize;
-    if (cm_shared_bytes((uint64_t)a->d, 64) <= smem)
-        return 64;
-    return cm_shared_bytes((uint64_t)a->d, 32) <= smem ? 32 : 0;
+    return cm_shared_bytes((uint64_t)a->d, CM_BC) <= smem ? CM_BC : 0;
 }
 
 static ela_status make_plan(const vk_ctx *ctx, const ela_attn_dense_args *a, uint32_t q_pos0,
@@ -96,12 +98,22 @@ static ela_status make_plan(const vk_ctx *ctx, const ela_attn_dense_args *a, uin
      * dots when they are summed through shared memory. */
     uint64_t per_key = 4ull * (2ull * p->DP + p->BR + (ctx->subgroup ? 0 : p->WG));
     uint64_t bc = lim->maxComputeSharedMemorySize / per_key;
-    if (bc > MAX_BC)
-        bc = MAX_BC;
     if (bc < 1)
         return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: attn_dense: d = %lld needs %llu bytes of "
                        "shared memory, %s has %u", (long long)a->d, (unsigned long long)per_key,
                        ctx->phys->info.name, lim->maxComputeSharedMemorySize);
+    /* A GPU gets tiles of at most GPU_SHARED_SHARE of the limit, rounded down to a power of
+     * two, so that several workgroups share an SM: on an H100 through the NVIDIA driver
+     * (48 KiB limit, d 128, f16, Hq 32, Hkv 8), 32-key tiles (35 KB) ran decode at 128K keys at
+     * 0.22 TB/s and prefill at 32K at 4.7 TFLOP/s, 16 keys at 0.38 and 7.6, 8 keys at 0.37 and
+     * 11.4. A CPU device (lavapipe) takes the largest tile. */
+    uint64_t gpu_bc = lim->maxComputeSharedMemorySize / GPU_SHARED_SHARE / per_key;
+    if (!cpu && gpu_bc < bc)
+        bc = gpu_bc > 1 ? gpu_bc : 1;
+    if (bc > MAX_BC)
+        bc = MAX_BC;
+    while (!cpu && (bc & (bc - 1)) != 0)
+        bc &= bc - 1;
     p->BC = (uint32_t)bc;
     if (p->WG > lim->maxComputeWorkGroupSize[0] || p->WG > lim->maxComputeWorkGroupInvocations)
         return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: %s runs fewer than %u invocations per "
