@@ -3,8 +3,9 @@
 # NVIDIA ICD, build (Release, Vulkan plugin, carried glslangValidator and headers), then stages:
 #   dense     the dense-attention parity test under the carried Khronos validation layer, then
 #             `ela bench attn --backend vulkan` (f16, d 128, Hq 32, Hkv 8: causal prefill at 8K
-#             and 32K, decode at 32K and 128K keys) on the cooperative-matrix path and with it
-#             switched off (ELA_VK_DISABLE=coopmat), validation off; with DECODE_SPLITS="16 64
+#             and 32K, decode at 32K and 128K keys) on the default paths (cooperative-matrix
+#             prefill, register decode) and on the tiled FMA shader (ELA_VK_DISABLE=
+#             coopmat,decode), validation off; with DECODE_SPLITS="16 64
 #             ..." also decode at 128K keys with each key split count forced (ELA_VK_SPLITS)
 #   sparse    the sparse parity test under the carried Khronos validation layer, then
 #             `ela bench sparse --backend vulkan` (validation off)
@@ -15,6 +16,8 @@
 #             the device's copy bandwidth in the same run: test_model_ops_gpu ELA_TEST_BENCH=1)
 #   model     `ela bench model --backend vulkan` on random Qwen2.5-0.5B-shaped models
 #             (tools/make_random_gguf.py, q8_0 and f16): prompt and decode tokens/s, GB/s
+#   commands  each line of ELA_COMMANDS, `[VAR=value ...] ela ARGS...` with the ela just built
+#             (experiments: ELA_COMMANDS=$'ELA_VK_SPLITS=8 ela bench attn --mode decode ...')
 # usage: tools/vulkan_device_run.sh [STAGE...]   (default: dense sparse modelops fixtures matmul
 # model)
 # Output in $OUT: run.log, bench-*.json, matmul.txt, model-*.txt. Make the carried kit first with
@@ -73,7 +76,7 @@ stage_dense() {
     || status=1
   say "bench attn (validation off): cooperative matrices, then the FMA path"
   for path in coopmat fma; do
-    dis=""; [ "$path" = fma ] && dis=coopmat
+    dis=""; [ "$path" = fma ] && dis=coopmat,decode
     for n in 8192 32768; do
       ELA_VK_VALIDATION=0 ELA_VK_DISABLE=$dis run timeout 60 $E bench attn --backend vulkan \
           --mode prefill --n $n --hq 32 --hkv 8 --d 128 --dtype f16 --iters 3 \
@@ -133,9 +136,18 @@ stage_model() {
   done
 }
 
+stage_commands() {
+  say "ela commands from ELA_COMMANDS (one per line, validation off)"
+  while IFS= read -r line; do
+    [ -z "$line" ] && continue
+    # shellcheck disable=SC2086 # each line is one ela command line, env assignments first
+    ELA_VK_VALIDATION=0 PATH="$PWD/$B/bin:$PATH" run timeout 120 env $line || status=1
+  done <<< "${ELA_COMMANDS:-}"
+}
+
 for s in "${stages[@]}"; do
   case "$s" in
-    dense|sparse|modelops|fixtures|matmul|model) "stage_$s" ;;
+    dense|sparse|modelops|fixtures|matmul|model|commands) "stage_$s" ;;
     *) say "unknown stage $s"; status=1 ;;
   esac
 done

@@ -6,6 +6,9 @@
  * the whole device. With NV cooperative matrices (vk_ctx.coopmat), f16 q, k and v with head
  * dims a multiple of 16 run on tensor cores (shaders/attn_dense_cm.comp: 64 rows per
  * workgroup, the same partials and merge) once there are rows enough to fill its workgroups.
+ * Decode (at most DEC_MAX_ROWS rows per KV head) runs shaders/attn_dense_decode.comp where
+ * subgroup shuffles are available and K/V rows are 16-byte aligned: keys straight into
+ * registers, no shared tiles, the same partials and merge.
  * Records into the stream (vk_submit.c). */
 #include <string.h>
 
@@ -26,6 +29,10 @@
  * (half the shared memory, twice the barriers) at 32.5; 64 do not fit 48 KiB. The shader's Q
  * staging needs 2 CM_BC >= CM_ROWS. */
 #define CM_BC 32
+#define DEC_MAX_ROWS 16 /* rows per KV head up to which decode uses attn_dense_decode.comp */
+#define DEC_NSG 4       /* its subgroups per workgroup */
+#define DEC_MAX_LPK 16  /* its lanes per key row at most (and half the subgroup) */
+#define DEC_REGS 64     /* its q (and O) floats per lane: rows per workgroup x elements */
 
 /* Mirrors `Push` in shaders/attn_io.glsl. */
 typedef struct {
@@ -41,7 +48,9 @@ _Static_assert(sizeof(attn_push) <= 128, "push constants are limited to 128 byte
 
 typedef struct {
     uint32_t T, BR, WG, DP, BC;
-    int cm; /* the cooperative-matrix shader */
+    int cm;     /* the cooperative-matrix shader */
+    int decode; /* attn_dense_decode.comp: BR rows, LPK lanes per key, U key steps per batch */
+    uint32_t LPK, U, NSG;
     uint32_t rows, tiles, splits, split_keys;
     VkDeviceSize scratch_bytes;
 } attn_plan;
@@ -69,13 +78,56 @@ static uint32_t cm_tile_keys(const vk_ctx *ctx, const ela_attn_dense_args *a, ui
     return cm_shared_bytes((uint64_t)a->d, CM_BC) <= smem ? CM_BC : 0;
 }
 
-static ela_status make_plan(const vk_ctx *ctx, const ela_attn_dense_args *a, uint32_t q_pos0,
-                            attn_plan *p) {
+/* The decode shader's shape, or 0 when it cannot run this call: it needs subgroup shuffles,
+ * few rows, d * element size a multiple of 16 bytes and K/V rows on 16-byte boundaries. A key
+ * row of `chunks` 16-byte pieces spreads over LPK lanes (a power of two, at most half the
+ * subgroup, so that every device runs the merge of a subgroup's key slots),
+ * and a workgroup takes as many rows as DEC_REGS floats of q per lane allow. */
+static int decode_shape(const vk_ctx *ctx, const ela_attn_dense_args *a,
+                        const vk_tensor_binding *bk, const vk_tensor_binding *bv, attn_plan *p) {
+    const VkPhysicalDeviceLimits *lim = &ctx->phys->props.limits;
+    uint32_t vec = a->k->dtype == ELA_F32 ? 4 : 8; /* elements per 16 bytes */
+    uint32_t align = bk->elem | bk->stride[0] | bk->stride[1] | bv->elem | bv->stride[0] |
+                     bv->stride[1];
+    if (!ctx->decode || p->rows > DEC_MAX_ROWS || a->d % vec != 0 || align % vec != 0)
+        return 0;
+    uint32_t sg = ctx->phys->subgroup_size, chunks = (uint32_t)a->d / vec;
+    p->LPK = 1;
+    while (2 * p->LPK <= DEC_MAX_LPK && 4 * p->LPK <= sg && 2 * p->LPK <= chunks)
+        p->LPK *= 2;
+    uint32_t epl = div_up(chunks, p->LPK) * vec;
+    p->BR = epl < DEC_REGS ? DEC_REGS / epl : 1;
+    if (p->BR > p->rows)
+        p->BR = p->rows;
+    /* Key steps in flight: fewer where rows take the registers; two on a CPU device, where
+     * nothing is in flight and each step is compile time (lavapipe). */
+    int cpu = ctx->phys->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    p->U = cpu || p->BR > 4 ? 2 : 4;
+    p->NSG = DEC_NSG;
+    while (p->NSG > 1 && (p->NSG * sg > lim->maxComputeWorkGroupInvocations ||
+                          p->NSG * sg > lim->maxComputeWorkGroupSize[0]))
+        p->NSG /= 2;
+    p->WG = p->NSG * sg;
+    uint64_t shared = 4ull * p->NSG * p->BR * ((uint64_t)a->d + 2);
+    if (p->WG > lim->maxComputeWorkGroupInvocations || shared > lim->maxComputeSharedMemorySize)
+        return 0;
+    p->decode = 1;
+    p->T = LANES; /* the merge's partial pitch is attn_dense.comp's */
+    p->DP = div_up((uint64_t)a->d, 4u * p->T) * 4u * p->T;
+    p->BC = p->U * (sg / p->LPK); /* keys per subgroup batch: splits are multiples of it */
+    return 1;
+}
+
+static ela_status make_plan(const vk_ctx *ctx, const ela_attn_dense_args *a,
+                            const vk_tensor_binding *bk, const vk_tensor_binding *bv,
+                            uint32_t q_pos0, attn_plan *p) {
     const VkPhysicalDeviceLimits *lim = &ctx->phys->props.limits;
     memset(p, 0, sizeof *p);
     int G = a->hq / a->hkv;
     p->rows = (uint32_t)(a->L * G);
     p->T = LANES;
+    if (decode_shape(ctx, a, bk, bv, p))
+        return plan_splits(ctx, a, q_pos0, p);
     p->BC = cm_tile_keys(ctx, a, p->rows);
     if (p->BC) {
         p->cm = 1;
@@ -194,20 +246,23 @@ ela_status vk_attn_dense(void *vctx, const ela_attn_dense_args *a) {
     /* Not causal: every row sees every key, the same as a query past the last key. */
     uint32_t q_pos0 = !a->causal || a->q_pos0 >= a->n ? (uint32_t)a->n : (uint32_t)a->q_pos0;
     attn_plan p;
-    if ((st = make_plan(ctx, a, q_pos0, &p)) != ELA_OK)
+    if ((st = make_plan(ctx, a, &bk, &bv, q_pos0, &p)) != ELA_OK)
         return st;
 
     /* Pipelines first: creating one can fail, and nothing is recorded yet. */
     uint32_t split = p.splits > 1;
-    uint32_t spec[8] = {p.WG, (uint32_t)a->d, p.T, p.BC, dtype_code(a->q->dtype),
-                        dtype_code(a->k->dtype), dtype_code(a->o->dtype), split};
+    uint32_t spec[10] = {p.WG, (uint32_t)a->d, p.decode ? p.LPK : p.T, p.decode ? p.BR : p.BC,
+                         dtype_code(a->q->dtype), dtype_code(a->k->dtype),
+                         dtype_code(a->o->dtype), split, p.NSG, p.U};
     uint32_t mspec[8] = {MERGE_WG, (uint32_t)a->d, p.T, 0, 0, 0, dtype_code(a->o->dtype), 0};
-    const char *main_name = p.cm            ? "attn_dense_cm"
-                            : ctx->subgroup ? (ctx->storage16 ? "attn_dense_sg16" : "attn_dense_sg")
-                                            : (ctx->storage16 ? "attn_dense_16" : "attn_dense");
+    const char *main_name =
+        p.decode        ? (ctx->storage16 ? "attn_dense_decode_16" : "attn_dense_decode")
+        : p.cm          ? "attn_dense_cm"
+        : ctx->subgroup ? (ctx->storage16 ? "attn_dense_sg16" : "attn_dense_sg")
+                        : (ctx->storage16 ? "attn_dense_16" : "attn_dense");
     const char *merge_name = ctx->storage16 ? "attn_dense_merge_16" : "attn_dense_merge";
     VkPipeline main_pipe, merge_pipe = VK_NULL_HANDLE;
-    if ((st = vk_pipeline_get(ctx, main_name, spec, 8, &main_pipe)) != ELA_OK ||
+    if ((st = vk_pipeline_get(ctx, main_name, spec, p.decode ? 10 : 8, &main_pipe)) != ELA_OK ||
         (split && (st = vk_pipeline_get(ctx, merge_name, mspec, 8, &merge_pipe)) != ELA_OK))
         return st;
 
