@@ -125,7 +125,9 @@ static int has_device_ext(VkPhysicalDevice pd, const char *name) {
 /* The tensor-core attention path (shaders/attn_dense_cm.comp) needs NV cooperative matrices
  * of 16x16x16 with f16 A and B and f32 C and D at subgroup scope, 32-lane subgroups (its lane
  * layout), 16-bit storage, shaderFloat16 (f16 in shared memory) and the Vulkan memory model
- * (which the extension's GLSL requires); Vulkan 1.2 for the feature structures. */
+ * at device scope (the extension's GLSL requires the model; enabling it without device scope
+ * makes every other shader's device-scope barrier invalid); Vulkan 1.2 for the feature
+ * structures. */
 static int describe_coopmat(VkPhysicalDevice pd, const vk_physical *d) {
     if (d->props.apiVersion < VK_API_VERSION_1_2 || d->subgroup_size != 32 || !d->storage16 ||
         !vkf.GetPhysicalDeviceCooperativeMatrixPropertiesNV ||
@@ -140,7 +142,8 @@ static int describe_coopmat(VkPhysicalDevice pd, const vk_physical *d) {
     VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
                                     .pNext = &mm};
     vkf.GetPhysicalDeviceFeatures2(pd, &f2);
-    if (!cm.cooperativeMatrix || !f16.shaderFloat16 || !mm.vulkanMemoryModel)
+    if (!cm.cooperativeMatrix || !f16.shaderFloat16 || !mm.vulkanMemoryModel ||
+        !mm.vulkanMemoryModelDeviceScope)
         return 0;
     uint32_t n = 0;
     if (vkf.GetPhysicalDeviceCooperativeMatrixPropertiesNV(pd, &n, NULL) != VK_SUCCESS || n == 0)
@@ -489,6 +492,9 @@ ela_status vk_device_open(int device, vk_ctx **out) {
         cm.cooperativeMatrix = VK_TRUE;
         f16.shaderFloat16 = VK_TRUE;
         mm.vulkanMemoryModel = VK_TRUE;
+        /* With the memory model on, the other shaders' device-scope barriers and atomics need
+         * this too (VUID-RuntimeSpirv-vulkanMemoryModel-06265). */
+        mm.vulkanMemoryModelDeviceScope = VK_TRUE;
         s16.pNext = &mm;
         dci.enabledExtensionCount = 1;
         dci.ppEnabledExtensionNames = &cm_ext;
