@@ -19,7 +19,6 @@
 #define MERGE_WG 64       /* invocations per merge workgroup, over the d columns */
 #define MAX_D 256         /* largest head dim (registers per lane: d / T for q and O) */
 #define MAX_BC 32         /* keys per tile: the per-lane score array */
-#define GPU_SHARED_SHARE 4 /* a GPU's tiles take at most this fraction of its shared memory */
 #define MIN_SPLIT_KEYS 256 /* a split below this costs more to merge than it saves */
 #define MAX_SPLITS 1024
 #define LOG2E 1.4426950408889634f
@@ -149,23 +148,11 @@ static ela_status make_plan(const vk_ctx *ctx, const ela_attn_dense_args *a,
     /* Shared floats per key of a tile: K and V rows, a score per row, and the per-lane partial
      * dots when they are summed through shared memory. */
     uint64_t per_key = 4ull * (2ull * p->DP + p->BR + (ctx->subgroup ? 0 : p->WG));
-    uint64_t bc = lim->maxComputeSharedMemorySize / per_key;
+    uint64_t bc = vk_attn_tile_keys(ctx, per_key, 0, MAX_BC);
     if (bc < 1)
         return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: attn_dense: d = %lld needs %llu bytes of "
                        "shared memory, %s has %u", (long long)a->d, (unsigned long long)per_key,
                        ctx->phys->info.name, lim->maxComputeSharedMemorySize);
-    /* A GPU gets tiles of at most GPU_SHARED_SHARE of the limit, rounded down to a power of
-     * two, so that several workgroups share an SM: on an H100 through the NVIDIA driver
-     * (48 KiB limit, d 128, f16, Hq 32, Hkv 8), 32-key tiles (35 KB) ran decode at 128K keys at
-     * 0.22 TB/s and prefill at 32K at 4.7 TFLOP/s, 16 keys at 0.38 and 7.6, 8 keys at 0.37 and
-     * 11.4. A CPU device (lavapipe) takes the largest tile. */
-    uint64_t gpu_bc = lim->maxComputeSharedMemorySize / GPU_SHARED_SHARE / per_key;
-    if (!cpu && gpu_bc < bc)
-        bc = gpu_bc > 1 ? gpu_bc : 1;
-    if (bc > MAX_BC)
-        bc = MAX_BC;
-    while (!cpu && (bc & (bc - 1)) != 0)
-        bc &= bc - 1;
     p->BC = (uint32_t)bc;
     if (p->WG > lim->maxComputeWorkGroupSize[0] || p->WG > lim->maxComputeWorkGroupInvocations)
         return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: %s runs fewer than %u invocations per "

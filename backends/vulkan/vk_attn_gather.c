@@ -45,9 +45,7 @@ ela_status vk_attn_gather(void *vctx, const ela_attn_gather_args *ga) {
     uint32_t WG = BR * T;
     uint32_t DP = vk_div_up((uint64_t)a->d, 4u * T) * 4u * T;
     uint64_t per_key = 4ull * (2ull * DP + BR + 1 + (ctx->subgroup ? 0 : WG));
-    uint64_t bc = lim->maxComputeSharedMemorySize / per_key;
-    if (bc > MAX_BC)
-        bc = MAX_BC;
+    uint64_t bc = vk_attn_tile_keys(ctx, per_key, 0, MAX_BC);
     if (bc < 1 || WG > lim->maxComputeWorkGroupSize[0] || WG > lim->maxComputeWorkGroupInvocations)
         return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: attn_gather: d = %lld does not fit %s's "
                        "shared memory or workgroup size", (long long)a->d, ctx->phys->info.name);

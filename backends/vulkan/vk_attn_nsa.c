@@ -138,10 +138,7 @@ ela_status vk_attn_nsa(void *vctx, const ela_attn_nsa_args *na) {
     const uint32_t DP = vk_div_up((uint64_t)a->d, 4u * T) * 4u * T;
     const uint64_t fixed = 4ull * ((uint64_t)na->top + 1);
     const uint64_t per_key = 4ull * (2ull * DP + BR + 1 + (ctx->subgroup ? 0 : WG));
-    uint64_t bc = lim->maxComputeSharedMemorySize > fixed
-                      ? (lim->maxComputeSharedMemorySize - fixed) / per_key : 0;
-    if (bc > MAX_BC)
-        bc = MAX_BC;
+    uint64_t bc = vk_attn_tile_keys(ctx, per_key, fixed, MAX_BC);
     if (bc < 1 || WG > lim->maxComputeWorkGroupSize[0] || WG > lim->maxComputeWorkGroupInvocations)
         return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: attn_nsa: d = %lld with top %d does not fit "
                        "%s's shared memory or workgroup size", (long long)a->d, na->top,

@@ -271,6 +271,11 @@ ela_status vk_bind_tensor(vk_ctx *ctx, const ela_tensor *t, const char *op, cons
  * elements and d % 4 == 0, so shaders load 4 columns as one vector (bindings are 16-byte
  * aligned: 16 bytes for f32, 8 for 16-bit data); the push constants' kv_vec4. */
 uint32_t vk_vec4_rows(int64_t d, const vk_tensor_binding *k, const vk_tensor_binding *v);
+/* Keys per shared K/V tile of the FMA attention shaders, per_key shared bytes each after
+ * `fixed` bytes of other shared data: as many as fit, at most max_bc; on a GPU at most a
+ * quarter of the shared memory and a power of two (several workgroups per SM: vk_attn_tile.c).
+ * 0 when not even one key fits. */
+uint32_t vk_attn_tile_keys(const vk_ctx *ctx, uint64_t per_key, uint64_t fixed, uint32_t max_bc);
 
 ela_status vk_attn_dense(void *ctx, const ela_attn_dense_args *args);
 
