@@ -4,12 +4,12 @@
  * Work items: the query heads of one KV head that run the same mode (same kind, same streaming
  * window, same mask) form a class; an item is up to ROWS_TARGET rows = (consecutive queries of
  * one 128-row query block) x (the class's heads), so each 64-key tile of K and V is converted
- * to f32 once for all of them, exactly as in the dense driver (attn_dense.c). With every head
- * DENSE the items are the dense driver's groups and the arithmetic is the same. An item walks
- * the key blocks its mode allows (a 128-key block is two 64-key tiles of the kernel table's
- * qk -> softmax -> pv); a skipped block costs one integer test. Items are sorted by cost
- * (rows x visited key tiles) and handed out largest first under dynamic scheduling, so dense
- * heads' long rows start early and cheap streaming items fill the gaps.
+ * to f32 once for all of them, exactly as in the dense driver (attn_dense.c: the same group
+ * size and the same tile runner, attn_tile.c). With every head DENSE the items are the dense
+ * driver's groups and the arithmetic is the same. An item walks the key blocks its mode allows
+ * (a 128-key block is two 64-key tiles); a skipped block costs one integer test. Items are
+ * sorted by cost (rows x visited key tiles) and handed out largest first under dynamic
+ * scheduling, so dense heads' long rows start early and cheap streaming items fill the gaps.
  * Bound: the dense driver's, over the visited tiles only. Measured at L = n = 32K, Hq 32, Hkv 8,
  * d 128, f16 on 16 Xeon AVX-512 cores: all DENSE 7.4 s (ela_attn_dense 8.0 s), all
  * STREAMING(1, 16) 0.86 s, half of the KV heads each 3.8 s. */
@@ -20,6 +20,7 @@
 #include <omp.h>
 #endif
 
+#include "attn_tile.h"
 #include "backend.h"
 #include "core/alloc.h"
 #include "core/dtype.h"
@@ -28,7 +29,7 @@
 #define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
 #define BLOCK ELA_BLOCK
-#define ROWS_TARGET 64 /* rows per item, as in the dense driver */
+#define ROWS_TARGET 256 /* rows per item, as in the dense driver */
 
 typedef struct {
     int64_t i0, i1; /* query rows, inside one 128-row block */
@@ -137,10 +138,11 @@ static void run_item(const plan *p, scratch *s, const item *it) {
         s->m[r] = -INFINITY;
         s->l[r] = 0.0f;
     }
-    int64_t M = (a->q_pos0 + i0) / BLOCK, min_pos = a->q_pos0 + i0, end = key_end(p, i1);
+    int64_t M = (a->q_pos0 + i0) / BLOCK, end = key_end(p, i1);
     int64_t last = M < p->a->nkb - 1 ? M : p->a->nkb - 1;
     const uint8_t *mrow = mask_row(p, md, M);
     const char *kh = p->k + g * a->k->strides[0], *vh = p->v + g * a->v->strides[0];
+    cpu_attn_tile tile = {s->Q, s->K, s->V, s->O, s->S, s->m, s->l, s->alpha, s->pos, R, dp};
     for (int64_t J = 0; J <= last; J++) {
         if (!block_allowed(md, mrow, M, J))
             continue;
@@ -148,16 +150,7 @@ static void run_item(const plan *p, scratch *s, const item *it) {
             int64_t nk = end - j0 < CPU_ATTN_BK ? end - j0 : CPU_ATTN_BK;
             kern->load_rows(s->K, dp, kh + j0 * k_1, k_1, a->k->dtype, nk, d);
             kern->load_rows(s->V, dp, vh + j0 * v_1, v_1, a->v->dtype, nk, d);
-            kern->qk(s->S, s->Q, s->K, R, nk, dp);
-            if (j0 + nk - 1 > min_pos) { /* the tile crosses the diagonal */
-                for (int64_t r = 0; r < R; r++) {
-                    int64_t first_hidden = s->pos[r] + 1 - j0;
-                    for (int64_t j = first_hidden < 0 ? 0 : first_hidden; j < nk; j++)
-                        s->S[r * CPU_ATTN_BK + j] = -INFINITY;
-                }
-            }
-            kern->softmax(s->S, s->m, s->l, s->alpha, R, nk);
-            kern->pv(s->O, s->S, s->V, s->alpha, R, nk, dp);
+            cpu_attn_tile_run(kern, &tile, j0, nk, 1);
         }
     }
 

@@ -1,8 +1,8 @@
 /* CPU dense attention (DESIGN.md 4.1), prefill and decode in one tiled online-softmax driver.
  *
  * Work is cut into groups of R query rows that share one KV head: the G query heads of that KV
- * head times Bq consecutive queries (R ~ 64, so a 64-key tile of K and V is converted to f32 once
- * and reused by all R rows). Each group walks its visible keys in 64-key tiles:
+ * head times Bq consecutive queries (R ~ 256, so a 64-key tile of K and V is converted to f32
+ * once and reused by all R rows). Each group walks its visible keys in 64-key tiles:
  * S = Q K^T -> causal mask -> online softmax -> O = alpha O + P V; nothing of size L x n exists.
  * When there are too few groups to feed every thread (decode: L = 1 gives Hkv groups), each
  * group's keys are split into chunks processed in parallel and merged by their log-sum-exp,
@@ -20,12 +20,16 @@
 #endif
 
 #include "attn_partials.h"
+#include "attn_tile.h"
 #include "backend.h"
 #include "core/alloc.h"
 #include "core/error.h"
 
 #define LOG2E 1.4426950408889634f
-#define ROWS_TARGET 64       /* rows per group: enough to amortise each tile's conversion */
+/* Rows per group: each tile's conversion to f32 is shared by them. At 64 rows converting was
+ * ~10% of the time (L2/L3 reads of f16 K and V, f32 stores), at 256 ~3%; with the diagonal
+ * tiles in chunks (attn_tile.c) more rows add no masked work. */
+#define ROWS_TARGET 256
 #define MIN_SPLIT_KEYS 512   /* a key chunk below this costs more to merge than it saves */
 
 typedef struct {
@@ -167,15 +171,12 @@ static void run_chunk(const plan *p, scratch *s, int g, int64_t i0, int64_t i1, 
         run_tiles_rows(p, s, R, kh, vh, k0, k1, min_pos);
         return;
     }
+    cpu_attn_tile tile = {s->Q, s->K, s->V, s->O, s->S, s->m, s->l, s->alpha, s->pos, R, dp};
     for (int64_t j0 = k0; j0 < k1; j0 += CPU_ATTN_BK) {
         int64_t nk = k1 - j0 < CPU_ATTN_BK ? k1 - j0 : CPU_ATTN_BK;
         kern->load_rows(s->K, dp, kh + j0 * k_1, k_1, a->k->dtype, nk, d);
         kern->load_rows(s->V, dp, vh + j0 * v_1, v_1, a->v->dtype, nk, d);
-        kern->qk(s->S, s->Q, s->K, R, nk, dp);
-        if (a->causal && j0 + nk - 1 > min_pos)
-            mask_tile(s, R, j0, nk);
-        kern->softmax(s->S, s->m, s->l, s->alpha, R, nk);
-        kern->pv(s->O, s->S, s->V, s->alpha, R, nk, dp);
+        cpu_attn_tile_run(kern, &tile, j0, nk, a->causal);
     }
 }
 
