@@ -104,10 +104,11 @@ stage_sparse() {
   say "bench sparse (validation off)"
   for pol in xattn elastic:fa-xa streaming; do
     ELA_VK_VALIDATION=0 run timeout 60 $E bench sparse --backend vulkan --policy "$pol" \
-        --n 8192,32768 --iters 2 --json "$OUT/bench-${pol%%:*}.json" || status=1
+        --n 8192,32768 --dtype f16 --iters 2 --json "$OUT/bench-${pol%%:*}.json" || status=1
   done
   ELA_VK_VALIDATION=0 run timeout 45 $E bench sparse --backend vulkan --mode decode \
-      --policy lessismore:2048 --n 32768,131072 --iters 5 --json "$OUT/bench-lessismore.json" \
+      --policy lessismore:2048 --n 32768,131072 --dtype f16 --iters 100 \
+      --json "$OUT/bench-lessismore.json" \
       || status=1
 }
 
