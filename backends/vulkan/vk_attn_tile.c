@@ -17,9 +17,8 @@ uint32_t vk_attn_tile_keys(const vk_ctx *ctx, uint64_t per_key, uint64_t fixed, 
         return 0;
     /* A CPU device (lavapipe) takes the largest tile; a GPU a share, a power of two. */
     if (ctx->phys->props.deviceType != VK_PHYSICAL_DEVICE_TYPE_CPU) {
-        uint64_t share = smem / GPU_SHARED_SHARE > fixed ? (smem / GPU_SHARED_SHARE - fixed) /
-                                                               per_key
-                                                         : 0;
+        uint64_t room = smem / GPU_SHARED_SHARE;
+        uint64_t share = room > fixed ? (room - fixed) / per_key : 0;
         bc = share < bc ? (share > 1 ? share : 1) : bc;
         if (bc > max_bc)
             bc = max_bc;
