@@ -169,13 +169,6 @@ static void host_free(host_t *h) {
     memset(h, 0, sizeof *h);
 }
 
-static double *to_double(const float *x, int64_t n) {
-    double *y = malloc((size_t)(n > 0 ? n : 1) * sizeof *y);
-    for (int64_t i = 0; y && i < n; i++)
-        y[i] = x[i];
-    return y;
-}
-
 static ela_head_mode random_mode(test_rng *rng, int kind, int mask) {
     ela_head_mode md = {(ela_head_kind)kind, 0, 1, 0};
     if (kind == ELA_HEAD_STREAMING) {
@@ -208,9 +201,9 @@ static int host_make(const case_t *c, int ci, host_t *h) {
     if (test_round_through(h->q, nq, c->tq) || test_round_through(h->k, nkv, c->tkv) ||
         test_round_through(h->v, nkv, c->tkv))
         return -1;
-    h->qd = to_double(h->q, nq);
-    h->kd = to_double(h->k, nkv);
-    h->vd = to_double(h->v, nkv);
+    h->qd = test_to_double(h->q, nq);
+    h->kd = test_to_double(h->k, nkv);
+    h->vd = test_to_double(h->v, nkv);
     if (!h->qd || !h->kd || !h->vd)
         return -1;
 

@@ -249,13 +249,6 @@ static void case_data_free(case_data *h) {
     memset(h, 0, sizeof *h);
 }
 
-static double *to_double(const float *x, int64_t n) {
-    double *y = malloc((size_t)n * sizeof *y);
-    for (int64_t i = 0; y && i < n; i++)
-        y[i] = x[i];
-    return y;
-}
-
 static int case_data_make(const attn_case *c, int case_index, case_data *h) {
     memset(h, 0, sizeof *h);
     const int64_t nq = c->L * c->hq * c->d, nkv = (int64_t)c->hkv * c->n * c->d;
@@ -282,9 +275,9 @@ static int case_data_make(const attn_case *c, int case_index, case_data *h) {
     if (test_round_through(h->q, nq, c->tq) || test_round_through(h->k, nkv, c->tkv) ||
         test_round_through(h->v, nkv, c->tkv))
         return -1;
-    h->qd = to_double(h->q, nq);
-    h->kd = to_double(h->k, nkv);
-    h->vd = to_double(h->v, nkv);
+    h->qd = test_to_double(h->q, nq);
+    h->kd = test_to_double(h->k, nkv);
+    h->vd = test_to_double(h->v, nkv);
     if (!h->qd || !h->kd || !h->vd)
         return -1;
     ref_attn_dense_shape s = {c->L, c->n, c->d, c->hq, c->hkv, c->causal, c->q_pos0, c->scale};

@@ -25,13 +25,6 @@ typedef struct {
     ela_dtype kv, out;
 } gcase;
 
-static double *to_double(const float *x, int64_t n) {
-    double *y = malloc((size_t)n * sizeof *y);
-    for (int64_t i = 0; y && i < n; i++)
-        y[i] = x[i];
-    return y;
-}
-
 /* m distinct keys of [0, n) in random order (Fisher-Yates prefix). */
 static void random_list(test_rng *rng, int32_t *out, int64_t m, int64_t n, int32_t *perm) {
     for (int64_t i = 0; i < n; i++)
@@ -76,7 +69,7 @@ static void run_case(ela_backend *be, const char *cfg, const gcase *c, int ci, i
             random_list(&rng, idx + l * c->m, c->m, c->n, perm);
     }
     ref_attn_dense_shape s = {c->L, c->n, c->d, c->hq, c->hkv, c->causal, c->q_pos0, 0.0};
-    double *dq = to_double(q, nq), *dk = to_double(k, nkv), *dv = to_double(v, nkv);
+    double *dq = test_to_double(q, nq), *dk = test_to_double(k, nkv), *dv = test_to_double(v, nkv);
     CHECK(dq && dk && dv && ref_attn_gather(&s, idx, lists, c->m, dq, dk, dv, ro, rl) == 0);
     free(dq);
     free(dk);
@@ -111,7 +104,7 @@ static void run_case(ela_backend *be, const char *cfg, const gcase *c, int ci, i
             CHECK_STATUS(ela_tensor_new(be, c->out, 3, qs, NULL, &tod), ELA_OK);
             CHECK_STATUS(ela_attn_dense(be, tq, tk, tv, tod, NULL, &p), ELA_OK);
             if (od && tod && ela_tensor_read_f32(tod, od, nq) == ELA_OK) {
-                double *dod = to_double(od, nq);
+                double *dod = test_to_double(od, nq);
                 double err = dod ? test_rel_l2(dod, o, nq) : INFINITY;
                 CHECKF(err <= 1e-6, "case %d: identity list differs from dense by %.3g", ci, err);
                 free(dod);

@@ -40,17 +40,6 @@
 #define DS_GAP 2.0
 #define MAX_TRIES 30
 
-static double *to_double(const float *x, int64_t n) {
-    double *y = malloc((size_t)(n > 0 ? n : 1) * sizeof *y);
-    for (int64_t i = 0; y && i < n; i++)
-        y[i] = x[i];
-    return y;
-}
-
-static int64_t rand_below(test_rng *rng, int64_t n) {
-    return (int64_t)(test_rng_u64(rng) % (uint64_t)n);
-}
-
 /* One line per (op, configuration) the first time the configuration lacks the op. */
 enum { OP_SELECT, OP_ATTN, OP_COUNT };
 static int skipped[OP_COUNT][GPU_MAX_CFGS];
@@ -189,7 +178,7 @@ static void ns_fill(const scase *c, test_rng *rng, float *q, float *k) {
         for (int64_t b = 0; b < nb; b++)
             ladder[b] = b;
         for (int64_t b = nb - 1; b > 0; b--) {
-            int64_t r = rand_below(rng, b + 1), t = ladder[b];
+            int64_t r = test_rng_below(rng, b + 1), t = ladder[b];
             ladder[b] = ladder[r];
             ladder[r] = t;
         }
@@ -366,7 +355,7 @@ static void random_lists(const acase *c, int64_t q_pos0, test_rng *rng, int32_t 
         for (int g = 0; g < c->hkv; g++) {
             int32_t *list = bl + (i * c->hkv + g) * c->top;
             const int64_t cur = (q_pos0 + i) / c->block;
-            const int64_t kind = rand_below(rng, 8);
+            const int64_t kind = test_rng_below(rng, 8);
             for (int x = 0; x < c->top; x++) {
                 int32_t b = -1;
                 for (int tries = 0; tries < 8 && b < 0; tries++) {
@@ -376,13 +365,13 @@ static void random_lists(const acase *c, int64_t q_pos0, test_rng *rng, int32_t 
                     if (kind == 1) {
                         if (cur + 1 >= nkb)
                             break;
-                        cand = cur + 1 + rand_below(rng, nkb - cur - 1); /* future only */
-                    } else if (rand_below(rng, 5) == 0) {
-                        if (rand_below(rng, 2))
+                        cand = cur + 1 + test_rng_below(rng, nkb - cur - 1); /* future only */
+                    } else if (test_rng_below(rng, 5) == 0) {
+                        if (test_rng_below(rng, 2))
                             break; /* a hole */
-                        cand = rand_below(rng, nkb);
+                        cand = test_rng_below(rng, nkb);
                     } else {
-                        cand = rand_below(rng, cur + 1);
+                        cand = test_rng_below(rng, cur + 1);
                     }
                     int dup = 0;
                     for (int y = 0; y < x; y++)
@@ -502,10 +491,10 @@ static void check_attn_nsa(int ci) {
         if (st != ELA_OK)
             goto done;
     }
-    qd = to_double(q, nq);
-    kd = to_double(k, nkv);
-    vd = to_double(v, nkv);
-    gd = to_double(gate, ng);
+    qd = test_to_double(q, nq);
+    kd = test_to_double(k, nkv);
+    vd = test_to_double(v, nkv);
+    gd = test_to_double(gate, ng);
     ref_nsa_shape s = {c->L, c->n, c->d, c->hq, c->hkv, q_pos0, 0.0, c->block, c->top};
     if (!qd || !kd || !vd || !gd ||
         ref_attn_nsa(&s, qd, kd, vd, has_blocks ? bl : NULL, c->gated ? gd : NULL, ro) != 0) {
@@ -672,9 +661,9 @@ static void check_decode_select_attend(int ci) {
         test_rng_init(&rng, (uint64_t)ci * 100 + (uint64_t)tries + 43000);
         if (c->data == DS_INT) {
             for (int64_t e = 0; e < nq; e++)
-                q[e] = (float)(rand_below(&rng, 7) - 3);
+                q[e] = (float)(test_rng_below(&rng, 7) - 3);
             for (int64_t e = 0; e < nkv; e++)
-                k[e] = (float)(rand_below(&rng, 7) - 3);
+                k[e] = (float)(test_rng_below(&rng, 7) - 3);
         } else {
             test_fill_normal(&rng, q, nq, 1.0f);
             test_fill_normal(&rng, k, nkv, 1.0f);
@@ -702,7 +691,7 @@ static void check_decode_select_attend(int ci) {
            ci, what);
     if (tries > MAX_TRIES)
         goto done;
-    vd = to_double(v, nkv);
+    vd = test_to_double(v, nkv);
     ref_attn_dense_shape s = {1, n, c->d, c->hq, c->hkv, 1, n - 1, scale};
     if (!vd || ref_attn_dense(&s, qd, kd, vd, ro, NULL) != 0) {
         CHECKF(0, "decode_select_attend case %d [%s]: attention reference failed", ci, what);

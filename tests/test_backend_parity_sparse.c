@@ -37,17 +37,6 @@
 #define DS_GAP 2.0
 #define MAX_TRIES 30
 
-static double *to_double(const float *x, int64_t n) {
-    double *y = malloc((size_t)(n > 0 ? n : 1) * sizeof *y);
-    for (int64_t i = 0; y && i < n; i++)
-        y[i] = x[i];
-    return y;
-}
-
-static int64_t rand_below(test_rng *rng, int64_t n) {
-    return (int64_t)(test_rng_u64(rng) % (uint64_t)n);
-}
-
 /* ==== attn_blocks ============================================================================ */
 enum { BP_DENSE, BP_STREAM, BP_MASK, BP_MIXED, BP_MIXED_KV, BP_COUNT };
 static const char *const bp_names[] = {"dense", "stream", "mask", "mixed", "mixed-kv"};
@@ -87,8 +76,8 @@ static void bcase_str(const bcase *c, char *buf, size_t size) {
 static ela_head_mode random_mode(test_rng *rng, int kind, int mask) {
     ela_head_mode md = {(ela_head_kind)kind, 0, 1, 0};
     if (kind == ELA_HEAD_STREAMING) {
-        md.sink_blocks = (int)rand_below(rng, 4);
-        md.local_blocks = 1 + (int)rand_below(rng, 4);
+        md.sink_blocks = (int)test_rng_below(rng, 4);
+        md.local_blocks = 1 + (int)test_rng_below(rng, 4);
     } else if (kind == ELA_HEAD_MASK) {
         md.mask = mask;
     }
@@ -126,24 +115,24 @@ static void check_blocks(int ci) {
         goto done;
     }
     for (int64_t e = 0; e < n_masks * nqb * nkb; e++) /* the non-causal part too */
-        masks[e] = (uint8_t)(rand_below(&rng, 3) == 0 ? 1 + rand_below(&rng, 255) : 0);
+        masks[e] = (uint8_t)(test_rng_below(&rng, 3) == 0 ? 1 + test_rng_below(&rng, 255) : 0);
     for (int h = 0; h < c->hq; h++) {
         int kind = c->pattern == BP_DENSE    ? ELA_HEAD_DENSE
                    : c->pattern == BP_STREAM ? ELA_HEAD_STREAMING
                    : c->pattern == BP_MASK   ? ELA_HEAD_MASK
-                                             : (int)rand_below(&rng, 3);
+                                             : (int)test_rng_below(&rng, 3);
         if (c->pattern == BP_MIXED_KV && h % G != 0)
             modes[h] = modes[h - h % G];
         else
-            modes[h] = random_mode(&rng, kind, (int)rand_below(&rng, n_masks));
+            modes[h] = random_mode(&rng, kind, (int)test_rng_below(&rng, n_masks));
         rmodes[h].kind = (int)modes[h].kind;
         rmodes[h].sink_blocks = modes[h].sink_blocks;
         rmodes[h].local_blocks = modes[h].local_blocks;
         rmodes[h].mask = modes[h].mask;
     }
-    qd = to_double(q, nq);
-    kd = to_double(k, nkv);
-    vd = to_double(v, nkv);
+    qd = test_to_double(q, nq);
+    kd = test_to_double(k, nkv);
+    vd = test_to_double(v, nkv);
     ref_attn_blocks_shape s = {c->L, c->n, c->d, c->hq, c->hkv, c->q_pos0, 0.0, n_masks};
     if (!qd || !kd || !vd || ref_attn_blocks(&s, qd, kd, vd, rmodes, masks, ro, rl) != 0) {
         CHECKF(0, "attn_blocks case %d [%s]: reference failed", ci, what);
@@ -272,16 +261,16 @@ static void check_gather(int ci) {
         for (int64_t j = 0; j < c->n; j++)
             perm[j] = (int32_t)j;
         for (int64_t j = 0; j < c->m; j++) {
-            int64_t r = j + rand_below(&rng, c->n - j);
+            int64_t r = j + test_rng_below(&rng, c->n - j);
             int32_t t = perm[j];
             perm[j] = perm[r];
             perm[r] = t;
             idx[li * c->m + j] = perm[j];
         }
     }
-    qd = to_double(q, nq);
-    kd = to_double(k, nkv);
-    vd = to_double(v, nkv);
+    qd = test_to_double(q, nq);
+    kd = test_to_double(k, nkv);
+    vd = test_to_double(v, nkv);
     ref_attn_dense_shape s = {c->L, c->n, c->d, c->hq, c->hkv, c->causal, c->q_pos0, 0.0};
     if (!qd || !kd || !vd || ref_attn_gather(&s, idx, lists, c->m, qd, kd, vd, ro, rl) != 0) {
         CHECKF(0, "attn_gather case %d [%s]: reference failed", ci, what);
@@ -613,12 +602,12 @@ static void check_decode_select(int ci) {
             for (int64_t e = 0; e < nq; e++)
                 q[e] = 0.0f;
             for (int h = 0; h < c->hq; h++)
-                q[(int64_t)h * c->d + rand_below(&rng, c->d)] = rand_below(&rng, 2) ? 1.0f : -1.0f;
+                q[(int64_t)h * c->d + test_rng_below(&rng, c->d)] = test_rng_below(&rng, 2) ? 1.0f : -1.0f;
         }
         for (int64_t e = 0; c->data == DS_INT && e < nq; e++)
-            q[e] = (float)(rand_below(&rng, 7) - 3);
+            q[e] = (float)(test_rng_below(&rng, 7) - 3);
         for (int64_t e = 0; c->data != DS_FLOAT && e < nk; e++)
-            k[e] = (float)(rand_below(&rng, 7) - 3);
+            k[e] = (float)(test_rng_below(&rng, 7) - 3);
         if (c->data == DS_FLOAT) {
             test_fill_normal(&rng, q, nq, 1.0f);
             test_fill_normal(&rng, k, nk, 1.0f);

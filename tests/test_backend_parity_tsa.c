@@ -37,10 +37,6 @@
 #define IDX_SENTINEL (-5)
 #define OUT_SENTINEL (-7.75f) /* exact in f16 and bf16 */
 
-static int64_t rand_below(test_rng *rng, int64_t n) {
-    return (int64_t)(test_rng_u64(rng) % (uint64_t)n);
-}
-
 /* Nonzero when configuration k runs op with these dtypes; prints why not once per op and
  * configuration (op level: the backend lacks the op) or once per case (the dtypes). */
 static int op_skipped[GPU_MAX_CFGS][2];
@@ -161,7 +157,7 @@ static int ts_make(const tcase *c, uint64_t stream, float *q, float *k, int32_t 
     const int64_t prefix = L - c->window > 1 ? L - c->window : 1;
     for (int h = 0; h < c->hq; h++)
         for (int t = 0; t < kind->needles; t++) {
-            int64_t j = rand_below(&rng, prefix);
+            int64_t j = test_rng_below(&rng, prefix);
             float boost = (float)(kind->needle / rd);
             for (int64_t e = 0; e < d; e++)
                 k[((int64_t)(h / G) * L + j) * d + e] += boost * u[h * d + e];
@@ -338,7 +334,7 @@ static void random_subset(test_rng *rng, unsigned char *mark, int64_t lo, int64_
                           int32_t *out) {
     memset(mark + lo, 0, (size_t)(hi - lo));
     for (int64_t j = hi - lo - n; j < hi - lo; j++) { /* Floyd */
-        int64_t t = rand_below(rng, j + 1);
+        int64_t t = test_rng_below(rng, j + 1);
         if (mark[lo + t])
             t = j;
         mark[lo + t] = 1;
@@ -361,7 +357,7 @@ static void make_list(const acase *c, test_rng *rng, unsigned char *mark, int64_
         memset(mark, 0, (size_t)L);
         int64_t n = 0;
         while (n < n_sel) {
-            int64_t pos = rand_below(rng, L), len = 1 + rand_below(rng, 40);
+            int64_t pos = test_rng_below(rng, L), len = 1 + test_rng_below(rng, 40);
             for (int64_t t = pos; t < L && t < pos + len && n < n_sel; t++)
                 if (!mark[t]) {
                     mark[t] = 1;

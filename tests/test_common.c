@@ -71,6 +71,17 @@ void test_rng_init(test_rng *rng, uint64_t stream) {
 
 uint64_t test_rng_u64(test_rng *rng) { return splitmix64(&rng->state); }
 
+int64_t test_rng_below(test_rng *rng, int64_t n) {
+    return (int64_t)(test_rng_u64(rng) % (uint64_t)n);
+}
+
+double *test_to_double(const float *x, int64_t n) {
+    double *y = malloc((size_t)(n > 0 ? n : 1) * sizeof *y);
+    for (int64_t i = 0; y && i < n; i++)
+        y[i] = x[i];
+    return y;
+}
+
 double test_rng_uniform(test_rng *rng, double lo, double hi) {
     double u = (double)(test_rng_u64(rng) >> 11) * 0x1.0p-53; /* [0, 1) */
     return lo + (hi - lo) * u;

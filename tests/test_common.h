@@ -63,10 +63,13 @@ typedef struct {
  * replayed alone with the same data. */
 void test_rng_init(test_rng *rng, uint64_t stream);
 uint64_t test_rng_u64(test_rng *rng);
+int64_t test_rng_below(test_rng *rng, int64_t n);            /* [0, n), n > 0 */
 double test_rng_uniform(test_rng *rng, double lo, double hi); /* [lo, hi) */
 double test_rng_normal(test_rng *rng);                        /* mean 0, variance 1 */
 void test_fill_uniform(test_rng *rng, float *x, int64_t n, float lo, float hi);
 void test_fill_normal(test_rng *rng, float *x, int64_t n, float stddev);
+/* A malloc'ed float64 copy of x[0 .. n) for the references (NULL when out of memory). */
+double *test_to_double(const float *x, int64_t n);
 
 /* ---- dtypes and errors ---------------------------------------------------------------- */
 /* Round x in place through dtype (f32 -> dtype -> f32 with ela_convert), so a reference fed

@@ -202,8 +202,6 @@ static int invert(double *M, double *X, int G) {
     return 0;
 }
 
-static int64_t rand_below(test_rng *rng, int64_t n) { return (int64_t)(test_rng_u64(rng) % (uint64_t)n); }
-
 /* Planted data: per query head h of KV group g a target a[h][j] per key j; keys are
  * k_j = sum_h a[h][j] u_h + noise orthogonal to the group's queries, where u_h is the dual basis
  * of the queries (q_h' . u_h = [h == h']), so q_h . k_j = a[h][j] and the logit is scale a[h][j].
@@ -239,7 +237,7 @@ static int make_planted(const dcase *c, test_rng *rng, float *q, float *k) {
             for (int64_t i = 0; i < nc; i++)
                 pool[i] = i;
             for (int64_t i = 0; h % 3 == 0 && i + 1 < nc; i++) {
-                int64_t r = i + rand_below(rng, nc - i), t = pool[i];
+                int64_t r = i + test_rng_below(rng, nc - i), t = pool[i];
                 pool[i] = pool[r];
                 pool[r] = t;
             }
@@ -255,14 +253,14 @@ static int make_planted(const dcase *c, test_rng *rng, float *q, float *k) {
     for (int64_t i = 0; i < nc; i++)
         pool[i] = lo + i;
     for (int64_t i = 0; i < np; i++) { /* the pool: a random subset of the candidates */
-        int64_t r = i + rand_below(rng, nc - i), t = pool[i];
+        int64_t r = i + test_rng_below(rng, nc - i), t = pool[i];
         pool[i] = pool[r];
         pool[r] = t;
     }
     int64_t t_len = np < k_mid + 3 ? np : k_mid + 3;
     for (int h = 0; h < hq; h++) {
         for (int64_t i = 0; i < t_len; i++) { /* shuffle the pool's head; rank i gets step i */
-            int64_t r = i + rand_below(rng, np - i), t = pool[i];
+            int64_t r = i + test_rng_below(rng, np - i), t = pool[i];
             pool[i] = pool[r];
             pool[r] = t;
             a[(int64_t)h * n + pool[i]] = TOP + (double)(t_len - i);
@@ -337,9 +335,9 @@ static void make_ties(const dcase *c, test_rng *rng, float *q, float *k) {
     for (int64_t e = 0; e < (int64_t)c->hq * d; e++)
         q[e] = 0.0f;
     for (int h = 0; h < c->hq; h++)
-        q[(int64_t)h * d + rand_below(rng, d)] = test_rng_uniform(rng, 0.0, 1.0) < 0.5 ? -1.0f : 1.0f;
+        q[(int64_t)h * d + test_rng_below(rng, d)] = test_rng_uniform(rng, 0.0, 1.0) < 0.5 ? -1.0f : 1.0f;
     for (int64_t e = 0; e < (int64_t)c->hkv * n * d; e++)
-        k[e] = (float)(rand_below(rng, 7) - 3);
+        k[e] = (float)(test_rng_below(rng, 7) - 3);
 }
 
 /* Flat: the ties data with every key component 1, so all of a head's logits are equal and the

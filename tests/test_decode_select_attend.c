@@ -147,10 +147,6 @@ static void hdata_free(hdata *h) {
     memset(h, 0, sizeof *h);
 }
 
-static int64_t rand_below(test_rng *rng, int64_t n) {
-    return (int64_t)(test_rng_u64(rng) % (uint64_t)n);
-}
-
 static void make_digits(const dcase *c, test_rng *rng, float *q, float *k) {
     const int64_t n = c->n, d = c->d;
     static const float weights[4] = {1.0f, 8.0f, 64.0f, 512.0f};
@@ -159,12 +155,12 @@ static void make_digits(const dcase *c, test_rng *rng, float *q, float *k) {
         for (int w = 0; w < 4; w++) { /* four distinct channels per head */
             int64_t ch;
             do
-                ch = rand_below(rng, d);
+                ch = test_rng_below(rng, d);
             while (q[h * d + ch] != 0.0f);
             q[h * d + ch] = test_rng_uniform(rng, 0.0, 1.0) < 0.5 ? -weights[w] : weights[w];
         }
     for (int64_t e = 0; e < (int64_t)c->hkv * n * d; e++)
-        k[e] = (float)(rand_below(rng, 7) - 3);
+        k[e] = (float)(test_rng_below(rng, 7) - 3);
 }
 
 typedef struct {
