@@ -11,6 +11,7 @@
 #include "backend_iface.h"
 #include "error.h"
 #include "tensor.h"
+#include "valid_lists.h"
 
 /* a*b + c in int64 without overflow; returns 0 on overflow. */
 static int mul_add_ok(int64_t a, int64_t b, int64_t c, int64_t *out) {
@@ -240,6 +241,8 @@ static ela_status transfer(const ela_tensor *t, void *host, int to_tensor) {
     int64_t idx[ELA_MAX_DIMS] = {0};
     char *h = host;
     char *base = be->iface->buffer_host_ptr(be->ctx, t->buffer->handle);
+    if (to_tensor)
+        valid_lists_forget(t);
     for (int64_t done = 0; done < numel; done += run) {
         int64_t off = (int64_t)t->offset;
         for (int i = 0; i < outer; i++)

@@ -7,6 +7,13 @@
 
 #include "ela.h"
 
+/* Bytes [offset, offset + 4 count) of a buffer hold i32 keys, distinct and in [0, n), as an op
+ * wrote them; count 0: nothing known (see core/valid_lists.h). */
+typedef struct {
+    size_t offset;
+    int64_t count, n;
+} ela_valid_lists;
+
 typedef struct ela_buffer {
     ela_backend *backend; /* owner; the buffer is freed through its iface */
     void *handle;         /* backend's own handle (host pointer for the CPU) */
@@ -17,6 +24,7 @@ typedef struct ela_buffer {
     int borrowed;
     void (*release)(void *release_user);
     void *release_user;
+    ela_valid_lists valid;
 } ela_buffer;
 
 struct ela_tensor {

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/ops/op_check.h"
+#include "core/valid_lists.h"
 
 #define OP "decode_select"
 
@@ -43,5 +44,7 @@ ela_status ela_decode_select(ela_backend *be, const ela_tensor *q, const ela_ten
     if ((st = op_check_backend(be, ELA_OP_DECODE_SELECT, be->iface->decode_select != NULL, dtypes,
                                2)) != ELA_OK)
         return st;
-    return be->iface->decode_select(be->ctx, &a);
+    if ((st = be->iface->decode_select(be->ctx, &a)) == ELA_OK)
+        valid_lists_record(idx, *count, a.n);
+    return st;
 }

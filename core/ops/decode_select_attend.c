@@ -7,7 +7,9 @@
 #include <stdint.h>
 
 #include "core/error.h"
+#include "core/ops/model_op_check.h"
 #include "core/ops/op_check.h"
+#include "core/valid_lists.h"
 
 #define OP "decode_select_attend"
 
@@ -38,8 +40,13 @@ ela_status ela_decode_select_attend(ela_backend *be, const ela_tensor *q, const 
     a.count = count;
     ela_dtype dtypes[3] = {q->dtype, k->dtype, o->dtype};
     if (be->iface->decode_select_attend &&
-        ela_backend_supports(be, ELA_OP_DECODE_SELECT_ATTEND, dtypes, 3))
-        return be->iface->decode_select_attend(be->ctx, &a);
+        ela_backend_supports(be, ELA_OP_DECODE_SELECT_ATTEND, dtypes, 3)) {
+        /* o written over idx would spoil the lists: no record then. */
+        if ((st = be->iface->decode_select_attend(be->ctx, &a)) == ELA_OK &&
+            !op_tensors_overlap(o, idx))
+            valid_lists_record(idx, *count, a.attn.n);
+        return st;
+    }
     ela_attn_params pd = p;
     pd.causal = 1;
     pd.q_pos0 = a.attn.n - 1;

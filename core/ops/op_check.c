@@ -8,6 +8,7 @@
 #include "core/alloc.h"
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/valid_lists.h"
 
 static const char *const op_names[ELA_OP_COUNT] = {
     "attn_dense",   "attn_blocks",   "xattn_estimate", "router_eval", "token_select",
@@ -27,6 +28,8 @@ ela_status op_check_tensor(const char *op, const ela_backend *be, const ela_tens
     if (t->buffer->backend != be)
         return ela_fail(ELA_ERR_INVALID_ARG, "ela_%s: tensor %s lives on backend '%s', not on '%s'",
                         op, name, t->buffer->backend->name, be->name);
+    /* The op may write t: whatever was known of the index lists under it no longer holds. */
+    valid_lists_forget(t);
     if (t->n_dims != n_dims)
         return ela_fail(ELA_ERR_INVALID_ARG, "ela_%s: tensor %s has %d dims, expected %d %s", op,
                         name, t->n_dims, n_dims, layout);
