@@ -49,6 +49,7 @@ typedef struct {
     int64_t n;
     double dense_ms, policy_ms, speedup, sparsity, error, select_share;
     double layer_speedup; /* decode: one sparse layer against one dense layer */
+    double layer_ms[3];   /* decode: a dense, a select and a sparse layer, each waited for */
     int full_kv_heads;
     int64_t kept_tokens;
 } row;
@@ -243,17 +244,19 @@ static ela_status run_prefill(ela_backend *be, const opts *o, const ela_prefill_
 }
 
 /* Decode: one query at position n - 1. Times a dense layer, a select layer and a sparse layer
- * (each the median of iters calls, alternating), then the schedule of o->layers layers. */
+ * (each the median of iters calls, alternating, each waited for), then the schedule of o->layers
+ * layers as a model runs it: all enqueued, one wait at the end (a wait per layer would add the
+ * device's round trip to every layer), dense and policy schedules alternating. */
 static ela_status run_decode(ela_backend *be, const opts *o, const ela_decode_policy *pol,
                              int64_t n, row *res) {
     int64_t qs[3] = {1, o->hq, o->d}, ks[3] = {o->hkv, n, o->d};
     int64_t cap = pol->kind == ELA_DECODE_LESSISMORE ? pol->select.budget : 1;
     ela_tensor *q = NULL, *k = NULL, *v = NULL, *od = NULL, *os = NULL, *sel_idx = NULL;
     float *ref = NULL, *got = NULL;
-    double *t[3];
-    for (int r = 0; r < 3; r++)
+    double *t[5]; /* dense, select, sparse layer; dense, policy schedule */
+    for (int r = 0; r < 5; r++)
         t[r] = calloc((size_t)o->iters, sizeof(double));
-    ela_status st = t[0] && t[1] && t[2] ? ELA_OK : ELA_ERR_OOM;
+    ela_status st = t[0] && t[1] && t[2] && t[3] && t[4] ? ELA_OK : ELA_ERR_OOM;
     if (st == ELA_OK) st = ela_tensor_new(be, o->dtype, 3, qs, NULL, &q);
     if (st == ELA_OK) st = ela_tensor_new(be, o->dtype, 3, ks, NULL, &k);
     if (st == ELA_OK) st = ela_tensor_new(be, o->dtype, 3, ks, NULL, &v);
@@ -295,33 +298,48 @@ static ela_status run_decode(ela_backend *be, const opts *o, const ela_decode_po
         t[1][it] = (t2 - t1) * 1e3;
         t[2][it] = (t3 - t2) * 1e3;
     }
+    for (int64_t it = 0; it < o->iters && st == ELA_OK; it++) {
+        for (int side = 0; side < 2 && st == ELA_OK; side++) {
+            double t0 = timer_now();
+            for (int l = 0; l < o->layers && st == ELA_OK; l++)
+                st = side ? ela_decode_attention(be, pol, ela_decode_layer_role_of(pol, l, o->layers),
+                                                 q, k, v, os, sel_idx, &selected)
+                          : ela_decode_attention(be, &dense_pol, ELA_DECODE_LAYER_DENSE, q, k, v,
+                                                 od, NULL, NULL);
+            if (st == ELA_OK) st = ela_backend_synchronize(be);
+            t[3 + side][it] = (timer_now() - t0) * 1e3;
+        }
+    }
     if (st == ELA_OK) st = read_all(od, &ref);
     if (st == ELA_OK) st = read_all(os, &got); /* the sparse layer's output */
     if (st == ELA_OK) {
         double dense = median(t[0], o->iters), select = median(t[1], o->iters);
         double sparse = median(t[2], o->iters);
-        double policy = 0.0;
+        double layers_sum = 0.0; /* the schedule from the single-layer times */
         int n_select = 0, n_sparse = 0;
         for (int l = 0; l < o->layers; l++) {
             ela_decode_layer_role role = ela_decode_layer_role_of(pol, l, o->layers);
-            policy += role == ELA_DECODE_LAYER_DENSE ? dense
-                      : role == ELA_DECODE_LAYER_SELECT ? select : sparse;
+            layers_sum += role == ELA_DECODE_LAYER_DENSE ? dense
+                          : role == ELA_DECODE_LAYER_SELECT ? select : sparse;
             n_select += role == ELA_DECODE_LAYER_SELECT;
             n_sparse += role == ELA_DECODE_LAYER_SPARSE;
         }
         res->n = n;
-        res->dense_ms = dense * o->layers;
-        res->policy_ms = policy;
-        res->speedup = res->dense_ms / policy;
+        res->dense_ms = median(t[3], o->iters);
+        res->policy_ms = median(t[4], o->iters);
+        res->speedup = res->dense_ms / res->policy_ms;
         res->layer_speedup = dense / sparse;
+        res->layer_ms[0] = dense;
+        res->layer_ms[1] = select;
+        res->layer_ms[2] = sparse;
         res->kept_tokens = pol->kind == ELA_DECODE_LESSISMORE ? selected : 0;
         res->sparsity = n_sparse * (1.0 - (res->kept_tokens ? (double)res->kept_tokens / n : 0.0)) /
                         o->layers;
-        res->select_share = n_select * (select - dense) / policy;
+        res->select_share = n_select * (select - dense) / layers_sum;
         res->error = rel_l2(ref, got, ela_tensor_numel(od));
     }
     free(ref); free(got);
-    for (int r = 0; r < 3; r++)
+    for (int r = 0; r < 5; r++)
         free(t[r]);
     ela_tensor_free(q); ela_tensor_free(k); ela_tensor_free(v);
     ela_tensor_free(od); ela_tensor_free(os); ela_tensor_free(sel_idx);
@@ -355,8 +373,12 @@ static int write_json(const opts *o, const char *canon, const ela_backend *be, c
         bench_json_num(&j, "dense_ms", rows[i].dense_ms);
         bench_json_num(&j, "policy_ms", rows[i].policy_ms);
         bench_json_num(&j, "speedup", rows[i].speedup);
-        if (o->decode)
+        if (o->decode) {
             bench_json_num(&j, "sparse_layer_speedup", rows[i].layer_speedup);
+            bench_json_num(&j, "dense_layer_ms", rows[i].layer_ms[0]);
+            bench_json_num(&j, "select_layer_ms", rows[i].layer_ms[1]);
+            bench_json_num(&j, "sparse_layer_ms", rows[i].layer_ms[2]);
+        }
         bench_json_num(&j, "sparsity", rows[i].sparsity);
         bench_json_num(&j, "rel_l2_error", rows[i].error);
         bench_json_num(&j, "select_share", rows[i].select_share);
@@ -410,7 +432,9 @@ int cmd_bench_sparse(int argc, char **argv) {
                r->dense_ms, r->policy_ms, r->speedup, r->sparsity, r->error,
                100.0 * r->select_share, (long long)r->kept_tokens);
         if (o.decode)
-            printf("%8s sparse layer alone: %.2fx dense\n", "", r->layer_speedup);
+            printf("%8s one layer, waited for: dense %.3f ms, select %.3f ms, sparse %.3f ms "
+                   "(%.2fx dense)\n", "", r->layer_ms[0], r->layer_ms[1], r->layer_ms[2],
+                   r->layer_speedup);
         fflush(stdout);
     }
     rc = st == ELA_OK ? CLI_EXIT_OK : cli_fail(st);

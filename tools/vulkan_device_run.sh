@@ -7,7 +7,7 @@
 #             prefill, register decode) and on the tiled FMA shader (ELA_VK_DISABLE=
 #             coopmat,decode), validation off; with DECODE_SPLITS="16 64
 #             ..." also decode at 128K keys with each key split count forced (ELA_VK_SPLITS)
-#   sparse    the sparse, TSA and NSA parity tests under the carried Khronos validation layer, then
+#   sparse    the sparse, TSA and NSA parity tests and test_gather_lists under the carried Khronos validation layer, then
 #             `ela bench sparse --backend vulkan` (validation off)
 #   modelops  the model-op parity test (test_model_ops_gpu: every model op and the fixture models
 #             against float64, the CPU backend and PyTorch) under the validation layer
@@ -60,7 +60,8 @@ run cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DELA_CUDA=OFF -DELA_VU
     || { say "configure failed"; exit 1; }
 run cmake --build $B -j "$(nproc)" --target ela_cli ela-vulkan \
     test_backend_parity test_backend_parity_sparse test_backend_parity_tsa \
-    test_backend_parity_nsa test_model_ops_gpu test_model || { say "build failed"; exit 1; }
+    test_backend_parity_nsa test_gather_lists test_model_ops_gpu test_model \
+    || { say "build failed"; exit 1; }
 E=$B/bin/ela
 
 say "devices"
@@ -97,9 +98,8 @@ stage_dense() {
 
 stage_sparse() {
   say "sparse parity test (validation layer on)"
-  for t in sparse tsa nsa; do
-    VK_LAYER_PATH="$K/layer" ELA_TEST_VERBOSE=1 run timeout 120 $B/bin/test_backend_parity_$t \
-      || status=1
+  for t in backend_parity_sparse backend_parity_tsa backend_parity_nsa gather_lists; do
+    VK_LAYER_PATH="$K/layer" ELA_TEST_VERBOSE=1 run timeout 120 $B/bin/test_$t || status=1
   done
   say "bench sparse (validation off)"
   for pol in xattn elastic:fa-xa streaming; do

@@ -308,13 +308,13 @@ ela_status vk_attn_blocks(void *vctx, const ela_attn_blocks_args *a) {
         0, 0, (uint32_t)n, (uint32_t)q_pos0, 0, 0, at->lse != NULL, (uint32_t)(part_at / 4), 0,
         kv_vec4, at->scale * VK_LOG2E, {0},
     };
-    vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, main_pipe);
+    vk_bind_pipeline(ctx, main_pipe);
     vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1, &set, 0,
                               NULL);
     vk_sparse_dispatch(ctx, &push, (uint32_t)n_items, 1, 1);
     if (n_merges) {
         vk_group_barrier(ctx);
-        vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, merge_pipe);
+        vk_bind_pipeline(ctx, merge_pipe);
         vk_sparse_dispatch(ctx, &push, (uint32_t)n_merges, 1, 1);
     }
     st = vk_op_done(ctx, op);

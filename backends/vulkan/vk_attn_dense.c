@@ -208,6 +208,7 @@ static void dispatch_rows(vk_ctx *ctx, attn_push *push, uint32_t count, uint32_t
         vkf.CmdPushConstants(ctx->cmd, ctx->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof *push,
                              push);
         vkf.CmdDispatch(ctx->cmd, count - base < max_x ? count - base : max_x, y, z);
+        vk_profile_mark(ctx);
     }
 }
 
@@ -279,13 +280,13 @@ ela_status vk_attn_dense(void *vctx, const ela_attn_dense_args *a) {
     };
     if ((st = vk_group_begin(ctx)) != ELA_OK)
         return st;
-    vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, main_pipe);
+    vk_bind_pipeline(ctx, main_pipe);
     vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1, &set, 0,
                               NULL);
     dispatch_rows(ctx, &push, p.tiles, (uint32_t)a->hkv, p.splits);
     if (split) {
         vk_group_barrier(ctx);
-        vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, merge_pipe);
+        vk_bind_pipeline(ctx, merge_pipe);
         dispatch_rows(ctx, &push, p.rows, (uint32_t)a->hkv, 1);
     }
     return vk_op_done(ctx, op);

@@ -116,13 +116,13 @@ ela_status vk_attn_gather(void *vctx, const ela_attn_gather_args *ga) {
         (uint32_t)(list_room / 4), 0, kv_vec4, a->scale * VK_LOG2E,
         {it.elem, ga->per_head ? it.stride[0] : 0, 0, 0, 0, 0},
     };
-    vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, main_pipe);
+    vk_bind_pipeline(ctx, main_pipe);
     vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1, &set, 0,
                               NULL);
     vk_sparse_dispatch(ctx, &push, tiles, (uint32_t)a->hkv, n_splits);
     if (split) {
         vk_group_barrier(ctx);
-        vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, merge_pipe);
+        vk_bind_pipeline(ctx, merge_pipe);
         vk_sparse_dispatch(ctx, &push, rows, (uint32_t)a->hkv, 1);
     }
     return vk_op_done(ctx, op);

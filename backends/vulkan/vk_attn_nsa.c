@@ -97,7 +97,7 @@ static ela_status gate_pass(vk_ctx *ctx, const ela_attn_nsa_args *na) {
     push.lse_s1 = gt.stride[1];
     push.rows = (uint32_t)a->L;
     push.G = (uint32_t)a->hq;
-    vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
+    vk_bind_pipeline(ctx, pipe);
     vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1, &set, 0,
                               NULL);
     vk_sparse_dispatch(ctx, &push, (uint32_t)(a->L * a->hq), 1, 1);
@@ -190,7 +190,7 @@ ela_status vk_attn_nsa(void *vctx, const ela_attn_nsa_args *na) {
         (uint32_t)na->top, na->gate != NULL, 0, 0, kv_vec4, a->scale * VK_LOG2E,
         {bt.elem, bt.stride[0], bt.stride[1], bt.stride[2], (uint32_t)nkb, chunks},
     };
-    vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
+    vk_bind_pipeline(ctx, pipe);
     vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1, &set, 0,
                               NULL);
     vk_sparse_dispatch(ctx, &push, (uint32_t)(a->L * chunks), (uint32_t)a->hkv, 1);

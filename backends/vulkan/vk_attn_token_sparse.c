@@ -88,7 +88,7 @@ ela_status vk_attn_token_sparse(void *vctx, const ela_attn_token_sparse_args *ta
         kv_vec4, a->scale * VK_LOG2E,
         {it.elem, it.stride[0], it.stride[1], 0, 0, 0},
     };
-    vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
+    vk_bind_pipeline(ctx, pipe);
     vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1, &set, 0,
                               NULL);
     /* n_sel = 0: each workgroup zeroes BR rows of its head. */

@@ -91,7 +91,12 @@ ELA_API const ela_backend_iface *ela_plugin_init(const ela_host_api *host);
     X(AllocateDescriptorSets)                                                                    \
     X(ResetDescriptorPool)                                                                       \
     X(UpdateDescriptorSets)                                                                      \
-    X(EnumerateDeviceExtensionProperties)
+    X(EnumerateDeviceExtensionProperties)                                                        \
+    X(CreateQueryPool)                                                                           \
+    X(DestroyQueryPool)                                                                          \
+    X(CmdResetQueryPool)                                                                         \
+    X(CmdWriteTimestamp)                                                                         \
+    X(GetQueryPoolResults)
 
 /* Present only with the validation layer (VK_EXT_debug_utils) or a device extension
  * (VK_NV_cooperative_matrix); may stay NULL. */
@@ -125,6 +130,7 @@ typedef struct {
     VkPhysicalDeviceProperties props;
     VkPhysicalDeviceMemoryProperties mem;
     uint32_t queue_family;          /* a family with compute */
+    uint32_t timestamp_bits;        /* its timestampValidBits (0: no timestamps) */
     uint32_t subgroup_size;         /* 0 when subgroup shuffles cannot be used in compute */
     int storage16;                  /* storageBuffer16BitAccess */
     /* VK_NV_cooperative_matrix with 16x16x16 f16 x f16 -> f32 at subgroup scope, 32-lane
@@ -210,6 +216,15 @@ typedef struct vk_ctx {
     int n_pipes, cap_pipes;
 
     uint64_t validation_seen;
+
+    /* ELA_VK_PROFILE (vk_profile.c): a timestamp after every dispatch, GPU time per shader. */
+    VkQueryPool prof_pool;
+    uint32_t prof_used;   /* timestamps written into the current batch */
+    int prof_bound;       /* shader of the bound pipeline, -1 unknown */
+    int *prof_label;      /* [VK_PROFILE_QUERIES]: shader whose dispatch each timestamp ends */
+    double *prof_ms;      /* [vk_spirv_count] */
+    uint64_t *prof_calls; /* [vk_spirv_count] */
+    double prof_other_ms; /* buffer copies (uploads, list copies, readbacks) */
 } vk_ctx;
 
 ela_status vk_device_open(int device, vk_ctx **out);
@@ -224,6 +239,23 @@ void vk_buffer_free(void *ctx, void *handle);
 void *vk_buffer_host_ptr(void *ctx, void *handle);
 ela_status vk_buffer_write(void *ctx, void *handle, size_t offset, const void *src, size_t bytes);
 ela_status vk_buffer_read(void *ctx, void *handle, size_t offset, void *dst, size_t bytes);
+
+/* ---- profile (vk_profile.c) --------------------------------------------------------------- */
+#define VK_PROFILE_QUERIES 2048 /* timestamps per batch; dispatches past them go unmeasured */
+/* With ELA_VK_PROFILE=1 (and timestamps on the queue): the query pool and tables. */
+ela_status vk_profile_open(vk_ctx *ctx);
+/* Prints the table (stderr) and frees it all. */
+void vk_profile_close(vk_ctx *ctx);
+/* At the start of a command buffer: reset the pool, write the batch's first timestamp. */
+void vk_profile_batch_begin(vk_ctx *ctx);
+/* Bind a compute pipeline (noting its shader when profiling). */
+void vk_bind_pipeline(vk_ctx *ctx, VkPipeline pipe);
+/* After a dispatch: a timestamp labelled with the bound shader; after a buffer copy: one
+ * labelled as copies. */
+void vk_profile_mark(vk_ctx *ctx);
+void vk_profile_mark_copy(vk_ctx *ctx);
+/* After the batch's fence: adds its timestamps' differences to the tables. */
+void vk_profile_collect(vk_ctx *ctx);
 
 /* ---- command stream (vk_submit.c) --------------------------------------------------------- */
 /* Start a command group: begin recording if needed, and order it after the previous group

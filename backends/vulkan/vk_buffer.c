@@ -203,6 +203,7 @@ ela_status vk_buffer_read(void *vctx, void *handle, size_t offset, void *dst, si
             return st;
         VkBufferCopy c = {offset, 0, len};
         vkf.CmdCopyBuffer(ctx->cmd, b->buf, ctx->staging.buf, 1, &c);
+        vk_profile_mark_copy(ctx);
         if ((st = vk_flush(ctx)) != ELA_OK)
             return st;
         ctx->win_buf = b;

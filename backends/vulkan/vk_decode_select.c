@@ -112,18 +112,18 @@ ela_status vk_decode_select(void *vctx, const ela_decode_select_args *a) {
     vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1, &set, 0,
                               NULL);
     if (k_mid > 0) {
-        vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, logits);
+        vk_bind_pipeline(ctx, logits);
         vk_sparse_dispatch(ctx, &push, vk_div_up((uint64_t)ncand, (uint64_t)BK * TILES),
                            (uint32_t)a->hkv, 1);
         vk_group_barrier(ctx);
-        vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, topk);
+        vk_bind_pipeline(ctx, topk);
         vk_sparse_dispatch(ctx, &push, (uint32_t)hq, 1, 1);
         vk_group_barrier(ctx);
-        vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, sort);
+        vk_bind_pipeline(ctx, sort);
         vk_sparse_dispatch(ctx, &push, (uint32_t)hq, 1, 1);
         vk_group_barrier(ctx);
     }
-    vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, uni);
+    vk_bind_pipeline(ctx, uni);
     vk_sparse_dispatch(ctx, &push, 1, 1, 1);
     if ((st = vk_op_done(ctx, op)) != ELA_OK)
         return st;

@@ -200,6 +200,7 @@ static int describe(VkPhysicalDevice pd, vk_physical *d) {
     for (uint32_t i = 0; i < nq && !found; i++)
         if (qf[i].queueFlags & VK_QUEUE_COMPUTE_BIT) {
             d->queue_family = i;
+            d->timestamp_bits = qf[i].timestampValidBits;
             found = 1;
         }
     if (!found)
@@ -530,7 +531,7 @@ ela_status vk_device_open(int device, vk_ctx **out) {
         (st = vk_buffer_create(ctx, STAGING_BYTES, ctx->mem_staging, 1, &ctx->staging)) != ELA_OK ||
         (st = vk_buffer_create(ctx, SCRATCH_BYTES, ctx->mem_device, 0, &ctx->scratch)) != ELA_OK ||
         (st = vk_buffer_create(ctx, 256, ctx->mem_device, 0, &ctx->dummy)) != ELA_OK ||
-        (st = vk_pipelines_init(ctx)) != ELA_OK)
+        (st = vk_pipelines_init(ctx)) != ELA_OK || (st = vk_profile_open(ctx)) != ELA_OK)
         goto fail;
     if ((st = vk_validation_check(ctx, "opening the device")) != ELA_OK)
         goto fail;
@@ -546,6 +547,7 @@ void vk_device_close(vk_ctx *ctx) {
         return;
     if (ctx->recording)
         vk_flush(ctx); /* nothing may be in flight while its resources go */
+    vk_profile_close(ctx);
     vk_pipelines_destroy(ctx);
     vk_buffer_destroy(ctx, &ctx->dummy);
     vk_buffer_destroy(ctx, &ctx->scratch);

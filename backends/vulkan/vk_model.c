@@ -102,11 +102,12 @@ ela_status vk_mt_dispatch(vk_ctx *ctx, VkPipeline pipe, const VkDescriptorBuffer
     vk_set_write(ctx, set, all);
     if ((st = vk_group_begin(ctx)) != ELA_OK)
         return st;
-    vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
+    vk_bind_pipeline(ctx, pipe);
     vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1, &set, 0,
                               NULL);
     vkf.CmdPushConstants(ctx->cmd, ctx->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, push_bytes, push);
     vkf.CmdDispatch(ctx->cmd, gx, gy, 1);
+    vk_profile_mark(ctx);
     return ELA_OK;
 }
 

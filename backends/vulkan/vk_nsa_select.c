@@ -99,11 +99,11 @@ ela_status vk_nsa_select(void *vctx, const ela_nsa_select_args *a) {
     vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1, &set, 0,
                               NULL);
     if (nkc > 0) {
-        vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pool);
+        vk_bind_pipeline(ctx, pool);
         vk_sparse_dispatch(ctx, &push, (uint32_t)nkc, (uint32_t)hkv, 1);
         vk_group_barrier(ctx);
     }
-    vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, sel);
+    vk_bind_pipeline(ctx, sel);
     for (uint64_t i0 = 0; i0 < (uint64_t)a->L; i0 += chunk) {
         const uint64_t rows = (uint64_t)a->L - i0 < chunk ? (uint64_t)a->L - i0 : chunk;
         if (i0 > 0)

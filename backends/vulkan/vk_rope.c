@@ -66,10 +66,11 @@ ela_status vk_rope(void *vctx, const ela_rope_args *a) {
     rope_push push = {bx.byte / 4, (uint32_t)(a->x->strides[0] / 4),
                       (uint32_t)(a->x->strides[1] / 4), bp.byte / 4, (uint32_t)a->M,
                       (uint32_t)a->H, half, (uint32_t)a->p.interleaved, 0, a->attn_scale};
-    vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
+    vk_bind_pipeline(ctx, pipe);
     vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1, &set, 0,
                               NULL);
     vkf.CmdPushConstants(ctx->cmd, ctx->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof push, &push);
     vkf.CmdDispatch(ctx->cmd, vk_mt_groups(ctx, (uint64_t)a->M, 1), 1, 1);
+    vk_profile_mark(ctx);
     return vk_op_done(ctx, op);
 }

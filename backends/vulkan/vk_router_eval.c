@@ -75,7 +75,7 @@ ela_status vk_router_eval(void *vctx, const ela_router_eval_args *a) {
     push.n = (uint32_t)a->d;
     push.G = (uint32_t)a->hidden;
     push.part_off = (uint32_t)(out_at / 4);
-    vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
+    vk_bind_pipeline(ctx, pipe);
     vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1, &set, 0,
                               NULL);
     vk_sparse_dispatch(ctx, &push, (uint32_t)a->hkv, 1, 1);

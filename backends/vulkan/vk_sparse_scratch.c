@@ -69,8 +69,10 @@ ela_status vk_sparse_begin(vk_ctx *ctx, VkDeviceSize scratch_bytes, const void *
         vkf.CmdCopyBuffer(ctx->cmd, copies[i].src, ctx->scratch.buf, 1, &c);
         copied = 1;
     }
-    if (copied)
+    if (copied) {
+        vk_profile_mark_copy(ctx);
         vk_group_barrier(ctx);
+    }
     return ELA_OK;
 }
 
@@ -87,6 +89,7 @@ ela_status vk_sparse_readback(vk_ctx *ctx, VkDeviceSize off, VkDeviceSize bytes,
         return st;
     VkBufferCopy c = {off, 0, bytes};
     vkf.CmdCopyBuffer(ctx->cmd, ctx->scratch.buf, ctx->staging.buf, 1, &c);
+    vk_profile_mark_copy(ctx);
     ctx->generation++; /* staging no longer holds a readback window */
     ctx->win_buf = NULL;
     if ((st = vk_flush(ctx)) != ELA_OK)
@@ -102,6 +105,7 @@ void vk_sparse_dispatch(vk_ctx *ctx, vk_attn_push *push, uint32_t count, uint32_
         vkf.CmdPushConstants(ctx->cmd, ctx->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof *push,
                              push);
         vkf.CmdDispatch(ctx->cmd, count - base < max_x ? count - base : max_x, y, z);
+        vk_profile_mark(ctx);
     }
 }
 

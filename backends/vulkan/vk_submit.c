@@ -29,6 +29,7 @@ static ela_status begin(vk_ctx *ctx) {
         return vk_fail_result(r, "vkBeginCommandBuffer");
     ctx->recording = 1;
     ctx->groups = 0;
+    vk_profile_batch_begin(ctx);
     return ELA_OK;
 }
 
@@ -50,6 +51,7 @@ ela_status vk_copies_close(vk_ctx *ctx) {
         return st;
     vkf.CmdCopyBuffer(ctx->cmd, ctx->staging.buf, ctx->copy_dst, (uint32_t)ctx->n_copies,
                       ctx->copies);
+    vk_profile_mark_copy(ctx);
     ctx->n_copies = 0;
     return ELA_OK;
 }
@@ -92,6 +94,8 @@ ela_status vk_flush(vk_ctx *ctx) {
         if (r == VK_SUCCESS) {
             r = vkf.WaitForFences(ctx->dev, 1, &ctx->fence, VK_TRUE, UINT64_MAX);
             vkf.ResetFences(ctx->dev, 1, &ctx->fence);
+            if (r == VK_SUCCESS)
+                vk_profile_collect(ctx);
         }
     }
     /* Whatever happened, start the next batch from a clean state. */

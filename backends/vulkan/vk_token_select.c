@@ -139,26 +139,26 @@ ela_status vk_token_select(void *vctx, const ela_token_select_args *a) {
     vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1, &set, 0,
                               NULL);
     if (!dense) {
-        vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, stats);
+        vk_bind_pipeline(ctx, stats);
         vk_sparse_dispatch(ctx, &push, (uint32_t)(hkv * n_rb), n_splits, 1);
         vk_group_barrier(ctx);
-        vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, merge);
+        vk_bind_pipeline(ctx, merge);
         vk_sparse_dispatch(ctx, &push, vk_div_up(rows, wg_elem), 1, 1);
         vk_group_barrier(ctx);
-        vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, probs);
+        vk_bind_pipeline(ctx, probs);
         vk_sparse_dispatch(ctx, &push, hkv * n_kt, 1, 1);
         vk_group_barrier(ctx);
-        vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pool);
+        vk_bind_pipeline(ctx, pool);
         vk_sparse_dispatch(ctx, &push, vk_div_up(Lp, wg_elem), hq, 1);
         vk_group_barrier(ctx);
-        vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, mean);
+        vk_bind_pipeline(ctx, mean);
         vk_sparse_dispatch(ctx, &push, vk_div_up(Lp, wg_elem), 1, 1);
         vk_group_barrier(ctx);
-        vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, cut);
+        vk_bind_pipeline(ctx, cut);
         vk_sparse_dispatch(ctx, &push, 1, 1, 1);
         vk_group_barrier(ctx);
     }
-    vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, top);
+    vk_bind_pipeline(ctx, top);
     vk_sparse_dispatch(ctx, &push, hq, 1, 1);
     if ((st = vk_op_done(ctx, op)) != ELA_OK)
         return st;

@@ -99,12 +99,12 @@ ela_status vk_xattn_estimate(void *vctx, const ela_xattn_estimate_args *a) {
         (uint32_t)heads_words, 0, kv_vec4, scale_log2e,
         {0, (uint32_t)(heads_words + part_words), (uint32_t)nkb, (uint32_t)nqb, n_rg, threshold},
     };
-    vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, scores);
+    vk_bind_pipeline(ctx, scores);
     vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1, &set, 0,
                               NULL);
     vk_sparse_dispatch(ctx, &push, (uint32_t)(nqb * n_rg), (uint32_t)nh, 1);
     vk_group_barrier(ctx);
-    vkf.CmdBindPipeline(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, select);
+    vk_bind_pipeline(ctx, select);
     vk_sparse_dispatch(ctx, &push, (uint32_t)nqb, (uint32_t)nh, 1);
     if ((st = vk_op_done(ctx, op)) != ELA_OK || !a->kept_blocks)
         return st;
