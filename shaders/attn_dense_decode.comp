@@ -14,9 +14,12 @@
 // At the end the key slots of a subgroup are merged by shuffles, the subgroups through shared
 // memory, and the workgroup writes o and lse, or partials for attn_dense_merge.comp in
 // attn_dense.comp's layout.
+// With GATHER, key number j is list entry j (attn_gather, DESIGN.md 4.8): its position is read
+// from the list in binding 5 (copied there ahead of the partials), K/V rows are read at that
+// position, and a row sees the entry when the position is at most its own (pc.n: entries).
 // Needs subgroup shuffles over LPK lanes (LPK divides the subgroup), d * element size a
 // multiple of 16 bytes and K/V rows on 16-byte boundaries; the host falls back to
-// attn_dense.comp otherwise.
+// attn_dense.comp (attn_gather.comp) otherwise.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
@@ -32,8 +35,11 @@ layout(constant_id = 3) const uint RB = 4u;    // query rows per workgroup
 layout(constant_id = 7) const uint SPLIT = 0u; // 1: write partials instead of o and lse
 layout(constant_id = 8) const uint NSG = 4u;   // subgroups per workgroup
 layout(constant_id = 9) const uint U = 4u;     // key steps per batch
+layout(constant_id = 10) const uint GATHER = 0u; // 1: keys are list entries
 
+#define ELA_PUSH_EXTRA uint idx_off, idx_s0; // GATHER: entry j of KV head g at idx_off + g idx_s0 + j
 #include "attn_io.glsl"
+layout(std430, binding = 5) buffer PARTU { uint part_u[]; };
 
 const uint ES = KT == DT_F32 ? 4u : 2u;           // bytes per K/V element
 const uint VEC = 16u / ES;                        // elements per 16-byte chunk
@@ -76,7 +82,8 @@ void main() {
         const uint row = row0 + r;
         const bool valid = row < pc.rows;
         const uint i = valid ? row / pc.G : 0u, h = g * pc.G + (valid ? row % pc.G : 0u);
-        vis[r] = valid ? min(pc.q_pos0 + i + 1u, pc.n) : 0u;
+        // One past the last key position the row sees.
+        vis[r] = !valid ? 0u : GATHER != 0u ? pc.q_pos0 + i + 1u : min(pc.q_pos0 + i + 1u, pc.n);
         const uint qe = pc.q_off + i * pc.q_s0 + h * pc.q_s1;
         [[unroll]] for (uint v = 0u; v < NV; v++) {
             vec4 x = vec4(0.0);
@@ -89,9 +96,10 @@ void main() {
         }
     }
     const uint i_last = (min(row0 + RB, pc.rows) - 1u) / pc.G;
-    const uint wg_vis = min(pc.q_pos0 + i_last + 1u, pc.n);
+    const uint wg_vis = GATHER != 0u ? pc.n : min(pc.q_pos0 + i_last + 1u, pc.n);
     const uint k_begin = split * pc.split_keys;
     const uint k_end = min(k_begin + pc.split_keys, wg_vis);
+    const uint list = pc.idx_off + g * pc.idx_s0;
 
     float m[RB], l[RB];
     vec4 acc[RB * NV];
@@ -108,19 +116,22 @@ void main() {
     const uint batch = U * kps, stride = NSG * batch;
 
     uvec4 kr[U * NCH], vr[U * NCH];
+    uint kp[U]; // key positions of this lane's keys in the batch (GATHER: from the list)
     uint j0 = k_begin + sg * batch + slot; // this lane's key in step 0 of its batch
-    [[unroll]] for (uint u = 0u; u < U; u++)
-        [[unroll]] for (uint c = 0u; c < NCH; c++) {
-            const uint j = j0 + u * kps;
-            kr[u * NCH + c] = j < k_end && c * LPK + t < CHUNKS ? k_w4[kb4 + j * ks4 + c * LPK]
-                                                                : uvec4(0u);
-        }
+    [[unroll]] for (uint u = 0u; u < U; u++) {
+        const uint j = j0 + u * kps;
+        kp[u] = GATHER != 0u && j < k_end ? part_u[list + j] : j;
+        [[unroll]] for (uint c = 0u; c < NCH; c++)
+            kr[u * NCH + c] = j < k_end && c * LPK + t < CHUNKS
+                                  ? k_w4[kb4 + kp[u] * ks4 + c * LPK]
+                                  : uvec4(0u);
+    }
     for (; j0 - slot < k_end; j0 += stride) {
         [[unroll]] for (uint u = 0u; u < U; u++)
             [[unroll]] for (uint c = 0u; c < NCH; c++) {
                 const uint j = j0 + u * kps;
                 vr[u * NCH + c] = j < k_end && c * LPK + t < CHUNKS
-                                      ? v_w4[vb4 + j * vs4 + c * LPK]
+                                      ? v_w4[vb4 + kp[u] * vs4 + c * LPK]
                                       : uvec4(0u);
             }
         // Scores of the batch's U keys of this slot, summed over the key's LPK lanes.
@@ -134,20 +145,25 @@ void main() {
                     p += subgroupShuffleXor(p, o);
                 s[u * RB + r] = p;
             }
+        // Which rows see which of the batch's keys.
+        bool seen[U * RB];
+        [[unroll]] for (uint u = 0u; u < U; u++)
+            [[unroll]] for (uint r = 0u; r < RB; r++)
+                seen[u * RB + r] = j0 + u * kps < k_end && kp[u] < vis[r];
         // The next batch's K, in flight during this batch's softmax and P V.
         const uint jn = j0 + stride;
-        [[unroll]] for (uint u = 0u; u < U; u++)
-            [[unroll]] for (uint c = 0u; c < NCH; c++) {
-                const uint j = jn + u * kps;
+        [[unroll]] for (uint u = 0u; u < U; u++) {
+            const uint j = jn + u * kps;
+            kp[u] = GATHER != 0u && j < k_end ? part_u[list + j] : j;
+            [[unroll]] for (uint c = 0u; c < NCH; c++)
                 kr[u * NCH + c] = j < k_end && c * LPK + t < CHUNKS
-                                      ? k_w4[kb4 + j * ks4 + c * LPK]
+                                      ? k_w4[kb4 + kp[u] * ks4 + c * LPK]
                                       : uvec4(0u);
-            }
+        }
         [[unroll]] for (uint r = 0u; r < RB; r++) {
-            const uint row_end = min(vis[r], k_end);
             float mt = m[r];
             [[unroll]] for (uint u = 0u; u < U; u++)
-                if (j0 + u * kps < row_end)
+                if (seen[u * RB + r])
                     mt = max(mt, s[u * RB + r]);
             const float alpha = exp2(m[r] - mt);
             m[r] = mt;
@@ -155,7 +171,7 @@ void main() {
             [[unroll]] for (uint v = 0u; v < NV; v++)
                 acc[r * NV + v] *= alpha;
             [[unroll]] for (uint u = 0u; u < U; u++)
-                s[u * RB + r] = j0 + u * kps < row_end ? exp2(s[u * RB + r] - mt) : 0.0;
+                s[u * RB + r] = seen[u * RB + r] ? exp2(s[u * RB + r] - mt) : 0.0;
         }
         [[unroll]] for (uint u = 0u; u < U; u++)
             [[unroll]] for (uint v = 0u; v < NV; v++) {

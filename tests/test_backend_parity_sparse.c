@@ -220,6 +220,8 @@ static const gcase gcases[] = {
     {33, 300, 128, 2, 2, 1, 10, 77, 1, ELA_F32, ELA_BF16, ELA_BF16, 1, 0},
     {5, 129, 64, 4, 1, 1, 0, 129, 0, ELA_F32, ELA_F32, ELA_F32, 1, 0}, /* rows that see none */
     {2, 4099, 128, 32, 8, 1, 4097, 1024, 1, ELA_F32, ELA_F16, ELA_F32, 1, 0},
+    /* 16 rows per KV head (the register decode shader): half the entries past the rows */
+    {4, 600, 64, 8, 2, 1, 300, 400, 0, ELA_F16, ELA_F16, ELA_F32, 1, 0},
 };
 
 static void gcase_str(const gcase *c, char *buf, size_t size) {

@@ -12,7 +12,7 @@
  * Records into the stream (vk_submit.c). */
 #include <string.h>
 
-#include "vk_backend.h"
+#include "vk_sparse.h"
 
 #define MAX_WG 128        /* invocations per attention workgroup: BR rows x LANES */
 #define LANES 8           /* lanes per query row: d / 8 columns of q and O each */
@@ -21,7 +21,6 @@
 #define MAX_BC 32         /* keys per tile: the per-lane score array */
 #define MIN_SPLIT_KEYS 256 /* a split below this costs more to merge than it saves */
 #define MAX_SPLITS 1024
-#define LOG2E 1.4426950408889634f
 #define CM_ROWS 64 /* rows per workgroup of the cooperative-matrix shader */
 #define CM_WG 128  /* its four 32-lane subgroups */
 /* Its keys per tile: on an H100 (d 128, 32K) 32-key tiles ran at 40 TFLOP/s, 16-key tiles
@@ -32,18 +31,6 @@
 #define DEC_NSG 4       /* its subgroups per workgroup */
 #define DEC_MAX_LPK 16  /* its lanes per key row at most (and half the subgroup) */
 #define DEC_REGS 64     /* its q (and O) floats per lane: rows per workgroup x elements */
-
-/* Mirrors `Push` in shaders/attn_io.glsl. */
-typedef struct {
-    uint32_t q_off, q_s0, q_s1;
-    uint32_t k_off, k_s0, k_s1;
-    uint32_t v_off, v_s0, v_s1;
-    uint32_t o_off, o_s0, o_s1;
-    uint32_t lse_off, lse_s0, lse_s1;
-    uint32_t rows, G, n, q_pos0, split_keys, splits, has_lse, part_off, base, kv_vec4;
-    float scale_log2e;
-} attn_push;
-_Static_assert(sizeof(attn_push) <= 128, "push constants are limited to 128 bytes");
 
 typedef struct {
     uint32_t T, BR, WG, DP, BC;
@@ -56,7 +43,7 @@ typedef struct {
 
 static uint32_t div_up(uint64_t a, uint64_t b) { return (uint32_t)((a + b - 1) / b); }
 
-static ela_status plan_splits(const vk_ctx *ctx, const ela_attn_dense_args *a, uint32_t q_pos0,
+static ela_status plan_splits(const vk_ctx *ctx, const ela_attn_dense_args *a, uint64_t keys,
                               attn_plan *p);
 
 /* Shared bytes of attn_dense_cm.comp with bc keys per tile: K and V tiles in f16, per 16-row
@@ -125,15 +112,18 @@ static ela_status make_plan(const vk_ctx *ctx, const ela_attn_dense_args *a,
     int G = a->hq / a->hkv;
     p->rows = (uint32_t)(a->L * G);
     p->T = LANES;
+    /* Keys the last row sees: no workgroup goes further. */
+    uint64_t keys = (uint64_t)q_pos0 + (uint64_t)a->L < (uint64_t)a->n ? q_pos0 + (uint64_t)a->L
+                                                                       : (uint64_t)a->n;
     if (decode_shape(ctx, a, bk, bv, p))
-        return plan_splits(ctx, a, q_pos0, p);
+        return plan_splits(ctx, a, keys, p);
     p->BC = cm_tile_keys(ctx, a, p->rows);
     if (p->BC) {
         p->cm = 1;
         p->BR = CM_ROWS;
         p->WG = CM_WG;
         p->DP = div_up((uint64_t)a->d, 4u * p->T) * 4u * p->T; /* the merge's partial pitch */
-        return plan_splits(ctx, a, q_pos0, p);
+        return plan_splits(ctx, a, keys, p);
     }
     /* Rows per workgroup: MAX_WG / T. A CPU device (lavapipe) runs every invocation, so there
      * it shrinks to the rows there are (decode: G); a GPU keeps all 128 invocations, which load
@@ -157,18 +147,18 @@ static ela_status make_plan(const vk_ctx *ctx, const ela_attn_dense_args *a,
     if (p->WG > lim->maxComputeWorkGroupSize[0] || p->WG > lim->maxComputeWorkGroupInvocations)
         return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: %s runs fewer than %u invocations per "
                        "workgroup", ctx->phys->info.name, p->WG);
-    return plan_splits(ctx, a, q_pos0, p);
+    return plan_splits(ctx, a, keys, p);
 }
 
-/* Row tiles, key splits and the partials' scratch for the workgroup shape in p. */
-static ela_status plan_splits(const vk_ctx *ctx, const ela_attn_dense_args *a, uint32_t q_pos0,
+/* Row tiles, splits of the `keys` keys (or list entries) and the partials' scratch for the
+ * workgroup shape in p. */
+static ela_status plan_splits(const vk_ctx *ctx, const ela_attn_dense_args *a, uint64_t keys,
                               attn_plan *p) {
     const VkPhysicalDeviceLimits *lim = &ctx->phys->props.limits;
     int cpu = ctx->phys->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
     p->tiles = div_up(p->rows, p->BR);
-    /* Keys the last row sees: no workgroup goes further. */
-    uint64_t keys = (uint64_t)q_pos0 + (uint64_t)a->L < (uint64_t)a->n ? q_pos0 + (uint64_t)a->L
-                                                                       : (uint64_t)a->n;
+    if (keys == 0)
+        keys = 1;
     /* Enough workgroups to fill the device: a few per core on a CPU device, about two per SM on
      * a GPU (Vulkan does not report the SM count; on an H100, 16-32 splits x 8 KV heads beat
      * both fewer and 64-256 splits at 32K keys). */
@@ -197,19 +187,6 @@ static ela_status plan_splits(const vk_ctx *ctx, const ela_attn_dense_args *a, u
         return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: attn_dense: %d KV heads exceed %s's "
                        "workgroup grid", a->hkv, ctx->phys->info.name);
     return ELA_OK;
-}
-
-/* Dispatch `count` workgroups along x in pieces the device accepts, `base` telling each
- * piece where it starts. */
-static void dispatch_rows(vk_ctx *ctx, attn_push *push, uint32_t count, uint32_t y, uint32_t z) {
-    uint32_t max_x = ctx->phys->props.limits.maxComputeWorkGroupCount[0];
-    for (uint32_t base = 0; base < count; base += max_x) {
-        push->base = base;
-        vkf.CmdPushConstants(ctx->cmd, ctx->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof *push,
-                             push);
-        vkf.CmdDispatch(ctx->cmd, count - base < max_x ? count - base : max_x, y, z);
-        vk_profile_mark(ctx);
-    }
 }
 
 static uint32_t dtype_code(ela_dtype dt) { return dt == ELA_F16 ? 1u : dt == ELA_BF16 ? 2u : 0u; }
@@ -269,25 +246,98 @@ ela_status vk_attn_dense(void *vctx, const ela_attn_dense_args *a) {
     }
     vk_set_write(ctx, set, infos);
 
-    attn_push push = {
+    vk_attn_push push = {
         bq.elem, bq.stride[0], bq.stride[1],
         bk.elem, bk.stride[0], bk.stride[1],
         bv.elem, bv.stride[0], bv.stride[1],
         bo.elem, bo.stride[0], bo.stride[1],
         a->lse ? bl.elem : 0, a->lse ? bl.stride[0] : 0, a->lse ? bl.stride[1] : 0,
         p.rows, (uint32_t)(a->hq / a->hkv), (uint32_t)a->n, q_pos0, p.split_keys, p.splits,
-        a->lse != NULL, 0, 0, vk_vec4_rows(a->d, &bk, &bv), a->scale * LOG2E,
+        a->lse != NULL, 0, 0, vk_vec4_rows(a->d, &bk, &bv), a->scale * VK_LOG2E, {0},
     };
     if ((st = vk_group_begin(ctx)) != ELA_OK)
         return st;
     vk_bind_pipeline(ctx, main_pipe);
     vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1, &set, 0,
                               NULL);
-    dispatch_rows(ctx, &push, p.tiles, (uint32_t)a->hkv, p.splits);
+    vk_sparse_dispatch(ctx, &push, p.tiles, (uint32_t)a->hkv, p.splits);
     if (split) {
         vk_group_barrier(ctx);
         vk_bind_pipeline(ctx, merge_pipe);
-        dispatch_rows(ctx, &push, p.rows, (uint32_t)a->hkv, 1);
+        vk_sparse_dispatch(ctx, &push, p.rows, (uint32_t)a->hkv, 1);
+    }
+    return vk_op_done(ctx, op);
+}
+
+ela_status vk_attn_gather_decode(vk_ctx *ctx, const ela_attn_gather_args *ga, int *taken) {
+    const ela_attn_dense_args *a = &ga->attn;
+    const char *op = "attn_gather";
+    *taken = 0;
+    vk_tensor_binding bq, bk, bv, bo, bl;
+    ela_status st;
+    if ((st = vk_bind_tensor(ctx, a->q, op, "q", &bq)) != ELA_OK ||
+        (st = vk_bind_tensor(ctx, a->k, op, "k", &bk)) != ELA_OK ||
+        (st = vk_bind_tensor(ctx, a->v, op, "v", &bv)) != ELA_OK ||
+        (st = vk_bind_tensor(ctx, a->o, op, "o", &bo)) != ELA_OK ||
+        (a->lse && (st = vk_bind_tensor(ctx, a->lse, op, "lse", &bl)) != ELA_OK))
+        return st;
+    attn_plan p;
+    memset(&p, 0, sizeof p);
+    p.rows = (uint32_t)(a->L * (a->hq / a->hkv));
+    if (!decode_shape(ctx, a, &bk, &bv, &p))
+        return ELA_OK;
+    *taken = 1;
+    /* The list goes to scratch ahead of the partials (binding 5 is the shader's only one). */
+    vk_scratch_tensor it;
+    VkDeviceSize list_room = vk_scratch_tensor_plan(ctx, ga->idx, 0, &it);
+    if ((st = plan_splits(ctx, a, (uint64_t)ga->m, &p)) != ELA_OK)
+        return st;
+    VkDeviceSize scratch_bytes = list_room + p.scratch_bytes;
+    if (scratch_bytes > ctx->phys->props.limits.maxStorageBufferRange)
+        return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: attn_gather: an index list of %llu bytes is "
+                       "more than %s binds at once", (unsigned long long)list_room,
+                       ctx->phys->info.name);
+    uint32_t split = p.splits > 1;
+    uint32_t spec[11] = {p.WG, (uint32_t)a->d, p.LPK, p.BR, dtype_code(a->q->dtype),
+                         dtype_code(a->k->dtype), dtype_code(a->o->dtype), split, p.NSG, p.U, 1};
+    uint32_t mspec[8] = {MERGE_WG, (uint32_t)a->d, p.T, 0, 0, 0, dtype_code(a->o->dtype), 0};
+    VkPipeline main_pipe, merge_pipe = VK_NULL_HANDLE;
+    if ((st = vk_pipeline_get(ctx, ctx->storage16 ? "attn_dense_decode_16" : "attn_dense_decode",
+                              spec, 11, &main_pipe)) != ELA_OK ||
+        (split && (st = vk_pipeline_get(ctx, ctx->storage16 ? "attn_dense_merge_16"
+                                                            : "attn_dense_merge",
+                                        mspec, 8, &merge_pipe)) != ELA_OK))
+        return st;
+    VkDescriptorSet set;
+    VkDeviceSize scratch_off = 0;
+    if ((st = vk_sparse_begin(ctx, scratch_bytes, NULL, 0, &it.copy, 1, &set, &scratch_off)) !=
+        ELA_OK)
+        return st;
+    VkDescriptorBufferInfo dummy = {ctx->dummy.buf, 0, VK_WHOLE_SIZE};
+    VkDescriptorBufferInfo infos[VK_BINDINGS] = {bq.info, bk.info, bv.info, bo.info,
+                                                 a->lse ? bl.info : dummy,
+                                                 {ctx->scratch.buf, scratch_off, scratch_bytes}};
+    vk_set_write(ctx, set, infos);
+    /* Not causal: every row sees every listed key, as a row past the last key would. */
+    uint32_t q_pos0 = a->causal ? (uint32_t)a->q_pos0 : (uint32_t)a->n;
+    vk_attn_push push = {
+        bq.elem, bq.stride[0], bq.stride[1],
+        bk.elem, bk.stride[0], bk.stride[1],
+        bv.elem, bv.stride[0], bv.stride[1],
+        bo.elem, bo.stride[0], bo.stride[1],
+        a->lse ? bl.elem : 0, a->lse ? bl.stride[0] : 0, a->lse ? bl.stride[1] : 0,
+        p.rows, (uint32_t)(a->hq / a->hkv), (uint32_t)ga->m, q_pos0, p.split_keys, p.splits,
+        a->lse != NULL, (uint32_t)(list_room / 4), 0, vk_vec4_rows(a->d, &bk, &bv),
+        a->scale * VK_LOG2E, {it.elem, ga->per_head ? it.stride[0] : 0, 0, 0, 0, 0},
+    };
+    vk_bind_pipeline(ctx, main_pipe);
+    vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1, &set, 0,
+                              NULL);
+    vk_sparse_dispatch(ctx, &push, p.tiles, (uint32_t)a->hkv, p.splits);
+    if (split) {
+        vk_group_barrier(ctx);
+        vk_bind_pipeline(ctx, merge_pipe);
+        vk_sparse_dispatch(ctx, &push, p.rows, (uint32_t)a->hkv, 1);
     }
     return vk_op_done(ctx, op);
 }

@@ -37,6 +37,9 @@ ela_status vk_attn_gather(void *vctx, const ela_attn_gather_args *ga) {
         return st;
 
     const int G = a->hq / a->hkv;
+    int taken = 0;
+    if ((st = vk_attn_gather_decode(ctx, ga, &taken)) != ELA_OK || taken)
+        return st;
     const uint32_t rows = (uint32_t)(a->L * G), m = (uint32_t)ga->m;
     const int cpu = ctx->phys->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
     uint32_t T = LANES, br_max = MAX_WG / T, BR = cpu ? 1 : br_max;

@@ -155,9 +155,11 @@ typedef struct {
     VkDeviceSize size; /* bytes of the VkBuffer (the request rounded up to 16) */
 } vk_buffer;
 
+#define VK_MAX_SPEC 12 /* specialization constants per pipeline */
+
 typedef struct {
     int shader;             /* index into vk_spirv_table */
-    uint32_t spec[10];
+    uint32_t spec[VK_MAX_SPEC];
     int n_spec;
     VkPipeline pipeline;
 } vk_pipeline_entry;

@@ -94,8 +94,9 @@ static ela_status module_get(vk_ctx *ctx, const char *name, int *index) {
 
 ela_status vk_pipeline_get(vk_ctx *ctx, const char *name, const uint32_t *spec, int n_spec,
                            VkPipeline *out) {
-    if (n_spec > 10)
-        return vk_fail(ELA_ERR_INTERNAL, "vulkan: %d specialization constants (max 10)", n_spec);
+    if (n_spec > VK_MAX_SPEC)
+        return vk_fail(ELA_ERR_INTERNAL, "vulkan: %d specialization constants (max %d)", n_spec,
+                       VK_MAX_SPEC);
     int shader = 0;
     ela_status st = module_get(ctx, name, &shader);
     if (st != ELA_OK)
@@ -116,7 +117,7 @@ ela_status vk_pipeline_get(vk_ctx *ctx, const char *name, const uint32_t *spec, 
         ctx->pipes = p;
         ctx->cap_pipes = cap;
     }
-    VkSpecializationMapEntry map[10];
+    VkSpecializationMapEntry map[VK_MAX_SPEC];
     for (int i = 0; i < n_spec; i++) {
         map[i].constantID = (uint32_t)i;
         map[i].offset = (uint32_t)(i * 4);

@@ -71,6 +71,9 @@ const char *vk_variant(const vk_ctx *ctx, const char *base, int has_sg, int has_
 
 ela_status vk_attn_blocks(void *ctx, const ela_attn_blocks_args *args);
 ela_status vk_attn_gather(void *ctx, const ela_attn_gather_args *args);
+/* attn_gather on the register decode shader (vk_attn_dense.c) where its shape allows (few rows
+ * per KV head, aligned K/V rows); *taken = 0 leaves the call to attn_gather.comp. */
+ela_status vk_attn_gather_decode(vk_ctx *ctx, const ela_attn_gather_args *args, int *taken);
 ela_status vk_xattn_estimate(void *ctx, const ela_xattn_estimate_args *args);
 ela_status vk_router_eval(void *ctx, const ela_router_eval_args *args);
 ela_status vk_decode_select(void *ctx, const ela_decode_select_args *args);
