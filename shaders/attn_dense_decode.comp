@@ -17,6 +17,11 @@
 // With GATHER, key number j is list entry j (attn_gather, DESIGN.md 4.8): its position is read
 // from the list in binding 5 (copied there ahead of the partials), K/V rows are read at that
 // position, and a row sees the entry when the position is at most its own (pc.n: entries).
+// With LOGITS (decode_select_attend: one query row per head, LessIsMore's selection layer), the
+// scores also go out as the selection's candidate logits: q is scaled by the raw scale as
+// decode_select.comp scales it, each candidate key's q . k of every head is written as ordered
+// bits at off_a + h ncand + key - lo, workgroups of KV head 0 reset `first` (off_b) for their
+// candidates, and the softmax takes the score times log2(e).
 // Needs subgroup shuffles over LPK lanes (LPK divides the subgroup), d * element size a
 // multiple of 16 bytes and K/V rows on 16-byte boundaries; the host falls back to
 // attn_dense.comp (attn_gather.comp) otherwise.
@@ -36,10 +41,14 @@ layout(constant_id = 7) const uint SPLIT = 0u; // 1: write partials instead of o
 layout(constant_id = 8) const uint NSG = 4u;   // subgroups per workgroup
 layout(constant_id = 9) const uint U = 4u;     // key steps per batch
 layout(constant_id = 10) const uint GATHER = 0u; // 1: keys are list entries
+layout(constant_id = 11) const uint LOGITS = 0u; // 1: also the candidates' logits
 
-#define ELA_PUSH_EXTRA uint idx_off, idx_s0; // GATHER: entry j of KV head g at idx_off + g idx_s0 + j
+// GATHER: entry j of KV head g at off_a + g off_b + j. LOGITS: candidates [lo, lo + ncand),
+// ordered logits at off_a, `first` at off_b, q scaled by raw_scale (float bits).
+#define ELA_PUSH_EXTRA uint off_a, off_b, ncand, lo, raw_scale;
 #include "attn_io.glsl"
 layout(std430, binding = 5) buffer PARTU { uint part_u[]; };
+#include "logit_order.glsl"
 
 const uint ES = KT == DT_F32 ? 4u : 2u;           // bytes per K/V element
 const uint VEC = 16u / ES;                        // elements per 16-byte chunk
@@ -92,14 +101,14 @@ void main() {
                 if (valid && col < D)
                     x[e] = load_q(qe + col);
             }
-            q[r * NV + v] = x * pc.scale_log2e;
+            q[r * NV + v] = x * (LOGITS != 0u ? uintBitsToFloat(pc.raw_scale) : pc.scale_log2e);
         }
     }
     const uint i_last = (min(row0 + RB, pc.rows) - 1u) / pc.G;
     const uint wg_vis = GATHER != 0u ? pc.n : min(pc.q_pos0 + i_last + 1u, pc.n);
     const uint k_begin = split * pc.split_keys;
     const uint k_end = min(k_begin + pc.split_keys, wg_vis);
-    const uint list = pc.idx_off + g * pc.idx_s0;
+    const uint list = pc.off_a + g * pc.off_b;
 
     float m[RB], l[RB];
     vec4 acc[RB * NV];
@@ -143,6 +152,14 @@ void main() {
                     p += dot(q[r * NV + v], chunk4(kr[u * NCH + v / V4], v % V4));
                 [[unroll]] for (uint o = LPK / 2u; o > 0u; o >>= 1)
                     p += subgroupShuffleXor(p, o);
+                if (LOGITS != 0u) {
+                    const uint c = kp[u] - pc.lo; // wraps below lo
+                    if (t == 0u && j0 + u * kps < k_end && c < pc.ncand && row0 + r < pc.rows)
+                        part_u[pc.off_a + (g * pc.G + row0 + r) * pc.ncand + c] = ord_of(p);
+                    if (g == 0u && r == 0u && t == 0u && j0 + u * kps < k_end && c < pc.ncand)
+                        part_u[pc.off_b + c] = 0xffffffffu;
+                    p *= LOG2E;
+                }
                 s[u * RB + r] = p;
             }
         // Which rows see which of the batch's keys.

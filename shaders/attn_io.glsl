@@ -146,5 +146,6 @@ void store_o(uint e, float x) {
 // Scores and maxima live in the exp2 domain (q pre-scaled by scale * log2 e); a row's LSE in
 // natural log is (m + log2 l) * ln 2.
 const float LN2 = 0.6931471805599453;
+const float LOG2E = 1.4426950408889634;
 // Running max before any key: finite, so exp2(NEG_BIG - m) is 0 without inf - inf.
 const float NEG_BIG = -3.0e38;

@@ -8,6 +8,7 @@
 #define ELA_PUSH_EXTRA uint sel_off, top_off, first_off, n_rec;
 #include "attn_io.glsl"
 layout(std430, binding = 5) buffer PARTU { uint part_u[]; };
+#include "logit_order.glsl"
 // sel [Hq][k_mid][2] (ord, key) of each head's top k_mid, unsorted; top [Hq][k_mid] the sorted
 // keys; first [ncand] the first (rank * Hq + head) at which each candidate appears in a top list.
 
@@ -15,15 +16,6 @@ layout(std430, binding = 5) buffer PARTU { uint part_u[]; };
 #define K_MID pc.split_keys
 #define NCAND pc.splits
 #define LO pc.has_lse
-
-uint ord_of(float x) {
-    uint b = floatBitsToUint(x);
-    if ((b & 0x7fffffffu) > 0x7f800000u)
-        b = 0xff800000u; // NaN -> -inf
-    if (b == 0x80000000u)
-        b = 0u; // -0 -> +0
-    return (b & 0x80000000u) != 0u ? ~b : b | 0x80000000u;
-}
 
 // (ord a, key a) ranks before (ord b, key b)
 bool ranks_before(uint oa, uint ja, uint ob, uint jb) {

@@ -52,7 +52,7 @@ stage_build() {
       -DCMAKE_CUDA_ARCHITECTURES="$ARCHS" || { say "configure failed"; exit 1; }
   run cmake --build "$BUILD" -j"$JOBS" --target ela-cuda ela_cli test_backend_parity_cuda \
     test_model_ops_gpu test_backend_parity_sparse test_backend_parity_tsa \
-    test_backend_parity_nsa || { say "build failed"; exit 1; }
+    test_backend_parity_nsa test_gather_lists || { say "build failed"; exit 1; }
   # Registers and spills of every kernel, for the record.
   for cu in backends/cuda/attn_dense_mma.cu backends/cuda/attn_dense_decode.cu \
             backends/cuda/matmul_gemv.cu backends/cuda/matmul_mma.cu backends/cuda/attn_blocks.cu \

@@ -32,19 +32,10 @@
 #define DEC_MAX_LPK 16  /* its lanes per key row at most (and half the subgroup) */
 #define DEC_REGS 64     /* its q (and O) floats per lane: rows per workgroup x elements */
 
-typedef struct {
-    uint32_t T, BR, WG, DP, BC;
-    int cm;     /* the cooperative-matrix shader */
-    int decode; /* attn_dense_decode.comp: BR rows, LPK lanes per key, U key steps per batch */
-    uint32_t LPK, U, NSG;
-    uint32_t rows, tiles, splits, split_keys;
-    VkDeviceSize scratch_bytes;
-} attn_plan;
-
 static uint32_t div_up(uint64_t a, uint64_t b) { return (uint32_t)((a + b - 1) / b); }
 
 static ela_status plan_splits(const vk_ctx *ctx, const ela_attn_dense_args *a, uint64_t keys,
-                              attn_plan *p);
+                              vk_attn_plan *p);
 
 /* Shared bytes of attn_dense_cm.comp with bc keys per tile: K and V tiles in f16, per 16-row
  * subgroup 16 bc scores (f32) and probabilities (f16), a factor per row; rows padded by 16 bytes
@@ -70,7 +61,7 @@ static uint32_t cm_tile_keys(const vk_ctx *ctx, const ela_attn_dense_args *a, ui
  * subgroup, so that every device runs the merge of a subgroup's key slots),
  * and a workgroup takes as many rows as DEC_REGS floats of q per lane allow. */
 static int decode_shape(const vk_ctx *ctx, const ela_attn_dense_args *a,
-                        const vk_tensor_binding *bk, const vk_tensor_binding *bv, attn_plan *p) {
+                        const vk_tensor_binding *bk, const vk_tensor_binding *bv, vk_attn_plan *p) {
     const VkPhysicalDeviceLimits *lim = &ctx->phys->props.limits;
     uint32_t vec = a->k->dtype == ELA_F32 ? 4 : 8; /* elements per 16 bytes */
     uint32_t align = bk->elem | bk->stride[0] | bk->stride[1] | bv->elem | bv->stride[0] |
@@ -106,7 +97,7 @@ static int decode_shape(const vk_ctx *ctx, const ela_attn_dense_args *a,
 
 static ela_status make_plan(const vk_ctx *ctx, const ela_attn_dense_args *a,
                             const vk_tensor_binding *bk, const vk_tensor_binding *bv,
-                            uint32_t q_pos0, attn_plan *p) {
+                            uint32_t q_pos0, vk_attn_plan *p) {
     const VkPhysicalDeviceLimits *lim = &ctx->phys->props.limits;
     memset(p, 0, sizeof *p);
     int G = a->hq / a->hkv;
@@ -153,7 +144,7 @@ static ela_status make_plan(const vk_ctx *ctx, const ela_attn_dense_args *a,
 /* Row tiles, splits of the `keys` keys (or list entries) and the partials' scratch for the
  * workgroup shape in p. */
 static ela_status plan_splits(const vk_ctx *ctx, const ela_attn_dense_args *a, uint64_t keys,
-                              attn_plan *p) {
+                              vk_attn_plan *p) {
     const VkPhysicalDeviceLimits *lim = &ctx->phys->props.limits;
     int cpu = ctx->phys->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
     p->tiles = div_up(p->rows, p->BR);
@@ -210,7 +201,7 @@ ela_status vk_attn_dense(void *vctx, const ela_attn_dense_args *a) {
         return st;
     /* Not causal: every row sees every key, the same as a query past the last key. */
     uint32_t q_pos0 = !a->causal || a->q_pos0 >= a->n ? (uint32_t)a->n : (uint32_t)a->q_pos0;
-    attn_plan p;
+    vk_attn_plan p;
     if ((st = make_plan(ctx, a, &bk, &bv, q_pos0, &p)) != ELA_OK)
         return st;
 
@@ -269,75 +260,44 @@ ela_status vk_attn_dense(void *vctx, const ela_attn_dense_args *a) {
     return vk_op_done(ctx, op);
 }
 
-ela_status vk_attn_gather_decode(vk_ctx *ctx, const ela_attn_gather_args *ga, int *taken) {
-    const ela_attn_dense_args *a = &ga->attn;
-    const char *op = "attn_gather";
-    *taken = 0;
-    vk_tensor_binding bq, bk, bv, bo, bl;
+ela_status vk_attn_decode_plan(const vk_ctx *ctx, const ela_attn_dense_args *a,
+                               const vk_tensor_binding *bk, const vk_tensor_binding *bv,
+                               uint64_t keys, vk_attn_plan *p, int *fits) {
+    memset(p, 0, sizeof *p);
+    p->rows = (uint32_t)(a->L * (a->hq / a->hkv));
+    *fits = decode_shape(ctx, a, bk, bv, p);
+    return *fits ? plan_splits(ctx, a, keys, p) : ELA_OK;
+}
+
+ela_status vk_attn_decode_pipelines(vk_ctx *ctx, const ela_attn_dense_args *a,
+                                    const vk_attn_plan *p, int gather, int logits,
+                                    VkPipeline *main_pipe, VkPipeline *merge_pipe) {
+    uint32_t split = p->splits > 1;
+    uint32_t spec[12] = {p->WG, (uint32_t)a->d, p->LPK, p->BR, dtype_code(a->q->dtype),
+                         dtype_code(a->k->dtype), dtype_code(a->o->dtype), split, p->NSG, p->U,
+                         (uint32_t)gather, (uint32_t)logits};
+    uint32_t mspec[8] = {MERGE_WG, (uint32_t)a->d, p->T, 0, 0, 0, dtype_code(a->o->dtype), 0};
     ela_status st;
-    if ((st = vk_bind_tensor(ctx, a->q, op, "q", &bq)) != ELA_OK ||
-        (st = vk_bind_tensor(ctx, a->k, op, "k", &bk)) != ELA_OK ||
-        (st = vk_bind_tensor(ctx, a->v, op, "v", &bv)) != ELA_OK ||
-        (st = vk_bind_tensor(ctx, a->o, op, "o", &bo)) != ELA_OK ||
-        (a->lse && (st = vk_bind_tensor(ctx, a->lse, op, "lse", &bl)) != ELA_OK))
-        return st;
-    attn_plan p;
-    memset(&p, 0, sizeof p);
-    p.rows = (uint32_t)(a->L * (a->hq / a->hkv));
-    if (!decode_shape(ctx, a, &bk, &bv, &p))
-        return ELA_OK;
-    *taken = 1;
-    /* The list goes to scratch ahead of the partials (binding 5 is the shader's only one). */
-    vk_scratch_tensor it;
-    VkDeviceSize list_room = vk_scratch_tensor_plan(ctx, ga->idx, 0, &it);
-    if ((st = plan_splits(ctx, a, (uint64_t)ga->m, &p)) != ELA_OK)
-        return st;
-    VkDeviceSize scratch_bytes = list_room + p.scratch_bytes;
-    if (scratch_bytes > ctx->phys->props.limits.maxStorageBufferRange)
-        return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: attn_gather: an index list of %llu bytes is "
-                       "more than %s binds at once", (unsigned long long)list_room,
-                       ctx->phys->info.name);
-    uint32_t split = p.splits > 1;
-    uint32_t spec[11] = {p.WG, (uint32_t)a->d, p.LPK, p.BR, dtype_code(a->q->dtype),
-                         dtype_code(a->k->dtype), dtype_code(a->o->dtype), split, p.NSG, p.U, 1};
-    uint32_t mspec[8] = {MERGE_WG, (uint32_t)a->d, p.T, 0, 0, 0, dtype_code(a->o->dtype), 0};
-    VkPipeline main_pipe, merge_pipe = VK_NULL_HANDLE;
+    *merge_pipe = VK_NULL_HANDLE;
     if ((st = vk_pipeline_get(ctx, ctx->storage16 ? "attn_dense_decode_16" : "attn_dense_decode",
-                              spec, 11, &main_pipe)) != ELA_OK ||
-        (split && (st = vk_pipeline_get(ctx, ctx->storage16 ? "attn_dense_merge_16"
-                                                            : "attn_dense_merge",
-                                        mspec, 8, &merge_pipe)) != ELA_OK))
+                              spec, 12, main_pipe)) != ELA_OK)
         return st;
-    VkDescriptorSet set;
-    VkDeviceSize scratch_off = 0;
-    if ((st = vk_sparse_begin(ctx, scratch_bytes, NULL, 0, &it.copy, 1, &set, &scratch_off)) !=
-        ELA_OK)
-        return st;
-    VkDescriptorBufferInfo dummy = {ctx->dummy.buf, 0, VK_WHOLE_SIZE};
-    VkDescriptorBufferInfo infos[VK_BINDINGS] = {bq.info, bk.info, bv.info, bo.info,
-                                                 a->lse ? bl.info : dummy,
-                                                 {ctx->scratch.buf, scratch_off, scratch_bytes}};
-    vk_set_write(ctx, set, infos);
-    /* Not causal: every row sees every listed key, as a row past the last key would. */
-    uint32_t q_pos0 = a->causal ? (uint32_t)a->q_pos0 : (uint32_t)a->n;
-    vk_attn_push push = {
-        bq.elem, bq.stride[0], bq.stride[1],
-        bk.elem, bk.stride[0], bk.stride[1],
-        bv.elem, bv.stride[0], bv.stride[1],
-        bo.elem, bo.stride[0], bo.stride[1],
-        a->lse ? bl.elem : 0, a->lse ? bl.stride[0] : 0, a->lse ? bl.stride[1] : 0,
-        p.rows, (uint32_t)(a->hq / a->hkv), (uint32_t)ga->m, q_pos0, p.split_keys, p.splits,
-        a->lse != NULL, (uint32_t)(list_room / 4), 0, vk_vec4_rows(a->d, &bk, &bv),
-        a->scale * VK_LOG2E, {it.elem, ga->per_head ? it.stride[0] : 0, 0, 0, 0, 0},
-    };
+    return split ? vk_pipeline_get(ctx, ctx->storage16 ? "attn_dense_merge_16"
+                                                       : "attn_dense_merge",
+                                   mspec, 8, merge_pipe)
+                 : ELA_OK;
+}
+
+void vk_attn_decode_record(vk_ctx *ctx, const vk_attn_plan *p, vk_attn_push *push,
+                           uint32_t hkv, VkPipeline main_pipe, VkPipeline merge_pipe) {
+    push->rows = p->rows;
+    push->split_keys = p->split_keys;
+    push->splits = p->splits;
     vk_bind_pipeline(ctx, main_pipe);
-    vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1, &set, 0,
-                              NULL);
-    vk_sparse_dispatch(ctx, &push, p.tiles, (uint32_t)a->hkv, p.splits);
-    if (split) {
+    vk_sparse_dispatch(ctx, push, p->tiles, hkv, p->splits);
+    if (p->splits > 1) {
         vk_group_barrier(ctx);
         vk_bind_pipeline(ctx, merge_pipe);
-        vk_sparse_dispatch(ctx, &push, p.rows, (uint32_t)a->hkv, 1);
+        vk_sparse_dispatch(ctx, push, p->rows, hkv, 1);
     }
-    return vk_op_done(ctx, op);
 }

@@ -15,6 +15,69 @@
 #define MIN_SPLIT_KEYS 256
 #define MAX_SPLITS 64
 
+/* Push constants of a gather: the tensors, the list (at it) and the partials after it. */
+static vk_attn_push gather_push(const ela_attn_gather_args *ga, const vk_tensor_binding *bq,
+                                const vk_tensor_binding *bk, const vk_tensor_binding *bv,
+                                const vk_tensor_binding *bo, const vk_tensor_binding *bl,
+                                const vk_scratch_tensor *it, VkDeviceSize list_room) {
+    const ela_attn_dense_args *a = &ga->attn;
+    /* Not causal: every row sees every listed key, as a row past the last key would. */
+    uint32_t q_pos0 = a->causal ? (uint32_t)a->q_pos0 : (uint32_t)a->n;
+    vk_attn_push push = {
+        bq->elem, bq->stride[0], bq->stride[1],
+        bk->elem, bk->stride[0], bk->stride[1],
+        bv->elem, bv->stride[0], bv->stride[1],
+        bo->elem, bo->stride[0], bo->stride[1],
+        bl ? bl->elem : 0, bl ? bl->stride[0] : 0, bl ? bl->stride[1] : 0,
+        0, (uint32_t)(a->hq / a->hkv), (uint32_t)ga->m, q_pos0, 0, 0, bl != NULL,
+        (uint32_t)(list_room / 4), 0, vk_vec4_rows(a->d, bk, bv), a->scale * VK_LOG2E,
+        {it->elem, ga->per_head ? it->stride[0] : 0, 0, 0, 0, 0},
+    };
+    return push;
+}
+
+/* Decode-shaped calls on the register decode shader (GATHER), which reads K/V rows straight
+ * into registers: on an H100 a 2048-entry decode gather (Hq 32, Hkv 8, d 128) took 138 us on
+ * attn_gather.comp (32-invocation workgroups, too few loads in flight) and a LessIsMore sparse
+ * layer ~35 us of a 32-layer schedule on this one. *taken = 0: the shape does not fit, the
+ * caller runs attn_gather.comp. */
+static ela_status gather_decode(vk_ctx *ctx, const ela_attn_gather_args *ga,
+                                const vk_tensor_binding *bq, const vk_tensor_binding *bk,
+                                const vk_tensor_binding *bv, const vk_tensor_binding *bo,
+                                const vk_tensor_binding *bl, int *taken) {
+    const ela_attn_dense_args *a = &ga->attn;
+    vk_attn_plan p;
+    ela_status st = vk_attn_decode_plan(ctx, a, bk, bv, (uint64_t)ga->m, &p, taken);
+    if (st != ELA_OK || !*taken)
+        return st;
+    /* The list goes to scratch ahead of the partials (binding 5 is the shader's only one). */
+    vk_scratch_tensor it;
+    VkDeviceSize list_room = vk_scratch_tensor_plan(ctx, ga->idx, 0, &it);
+    VkDeviceSize scratch_bytes = list_room + p.scratch_bytes;
+    if (scratch_bytes > ctx->phys->props.limits.maxStorageBufferRange)
+        return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: attn_gather: an index list of %llu bytes is "
+                       "more than %s binds at once", (unsigned long long)list_room,
+                       ctx->phys->info.name);
+    VkPipeline main_pipe, merge_pipe;
+    if ((st = vk_attn_decode_pipelines(ctx, a, &p, 1, 0, &main_pipe, &merge_pipe)) != ELA_OK)
+        return st;
+    VkDescriptorSet set;
+    VkDeviceSize scratch_off = 0;
+    if ((st = vk_sparse_begin(ctx, scratch_bytes, NULL, 0, &it.copy, 1, &set, &scratch_off)) !=
+        ELA_OK)
+        return st;
+    VkDescriptorBufferInfo dummy = {ctx->dummy.buf, 0, VK_WHOLE_SIZE};
+    VkDescriptorBufferInfo infos[VK_BINDINGS] = {bq->info, bk->info, bv->info, bo->info,
+                                                 bl ? bl->info : dummy,
+                                                 {ctx->scratch.buf, scratch_off, scratch_bytes}};
+    vk_set_write(ctx, set, infos);
+    vk_attn_push push = gather_push(ga, bq, bk, bv, bo, bl, &it, list_room);
+    vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1, &set, 0,
+                              NULL);
+    vk_attn_decode_record(ctx, &p, &push, (uint32_t)a->hkv, main_pipe, merge_pipe);
+    return vk_op_done(ctx, "attn_gather");
+}
+
 ela_status vk_attn_gather(void *vctx, const ela_attn_gather_args *ga) {
     vk_ctx *ctx = vctx;
     const char *op = "attn_gather";
@@ -38,7 +101,9 @@ ela_status vk_attn_gather(void *vctx, const ela_attn_gather_args *ga) {
 
     const int G = a->hq / a->hkv;
     int taken = 0;
-    if ((st = vk_attn_gather_decode(ctx, ga, &taken)) != ELA_OK || taken)
+    if ((st = gather_decode(ctx, ga, &bq, &bk, &bv, &bo, a->lse ? &bl : NULL, &taken)) !=
+            ELA_OK ||
+        taken)
         return st;
     const uint32_t rows = (uint32_t)(a->L * G), m = (uint32_t)ga->m;
     const int cpu = ctx->phys->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
@@ -106,19 +171,10 @@ ela_status vk_attn_gather(void *vctx, const ela_attn_gather_args *ga) {
                                                  a->lse ? bl.info : dummy,
                                                  {ctx->scratch.buf, scratch_off, scratch_bytes}};
     vk_set_write(ctx, set, infos);
-    /* Not causal: every row sees every listed key, as a row past the last key would. */
-    uint32_t q_pos0 = a->causal ? (uint32_t)a->q_pos0 : (uint32_t)a->n;
-    uint32_t kv_vec4 = vk_vec4_rows(a->d, &bk, &bv);
-    vk_attn_push push = {
-        bq.elem, bq.stride[0], bq.stride[1],
-        bk.elem, bk.stride[0], bk.stride[1],
-        bv.elem, bv.stride[0], bv.stride[1],
-        bo.elem, bo.stride[0], bo.stride[1],
-        a->lse ? bl.elem : 0, a->lse ? bl.stride[0] : 0, a->lse ? bl.stride[1] : 0,
-        rows, (uint32_t)G, m, q_pos0, split_keys, n_splits, a->lse != NULL,
-        (uint32_t)(list_room / 4), 0, kv_vec4, a->scale * VK_LOG2E,
-        {it.elem, ga->per_head ? it.stride[0] : 0, 0, 0, 0, 0},
-    };
+    vk_attn_push push = gather_push(ga, &bq, &bk, &bv, &bo, a->lse ? &bl : NULL, &it, list_room);
+    push.rows = rows;
+    push.split_keys = split_keys;
+    push.splits = n_splits;
     vk_bind_pipeline(ctx, main_pipe);
     vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1, &set, 0,
                               NULL);

@@ -100,6 +100,7 @@ static int vk_supports(void *ctx, ela_op op, const ela_dtype *dtypes, int n_dtyp
     case ELA_OP_ATTN_GATHER:
     case ELA_OP_XATTN_ESTIMATE:
     case ELA_OP_DECODE_SELECT:
+    case ELA_OP_DECODE_SELECT_ATTEND:
     case ELA_OP_TOKEN_SELECT:
     case ELA_OP_ATTN_TOKEN_SPARSE:
     case ELA_OP_NSA_SELECT:
@@ -140,6 +141,7 @@ static const ela_backend_iface vk_iface = {
     .xattn_estimate = vk_xattn_estimate,
     .router_eval = vk_router_eval,
     .decode_select = vk_decode_select,
+    .decode_select_attend = vk_decode_select_attend,
     .token_select = vk_token_select,
     .attn_token_sparse = vk_attn_token_sparse,
     .nsa_select = vk_nsa_select,

@@ -71,12 +71,35 @@ const char *vk_variant(const vk_ctx *ctx, const char *base, int has_sg, int has_
 
 ela_status vk_attn_blocks(void *ctx, const ela_attn_blocks_args *args);
 ela_status vk_attn_gather(void *ctx, const ela_attn_gather_args *args);
-/* attn_gather on the register decode shader (vk_attn_dense.c) where its shape allows (few rows
- * per KV head, aligned K/V rows); *taken = 0 leaves the call to attn_gather.comp. */
-ela_status vk_attn_gather_decode(vk_ctx *ctx, const ela_attn_gather_args *args, int *taken);
+
+/* The register decode shader (shaders/attn_dense_decode.comp) for the ops built on it: dense
+ * decode, attn_gather (GATHER) and decode_select_attend (LOGITS). A plan: workgroup shape, row
+ * tiles, key splits, the partials' scratch bytes. */
+typedef struct {
+    uint32_t T, BR, WG, DP, BC;
+    int cm;     /* the cooperative-matrix shader */
+    int decode; /* attn_dense_decode.comp: BR rows, LPK lanes per key, U key steps per batch */
+    uint32_t LPK, U, NSG;
+    uint32_t rows, tiles, splits, split_keys;
+    VkDeviceSize scratch_bytes;
+} vk_attn_plan;
+/* Plans it over `keys` keys (or list entries); *fits = 0 when its shape does not fit the call
+ * (few rows per KV head, subgroup shuffles, 16-byte K/V rows; vk_attn_dense.c). */
+ela_status vk_attn_decode_plan(const vk_ctx *ctx, const ela_attn_dense_args *a,
+                               const vk_tensor_binding *bk, const vk_tensor_binding *bv,
+                               uint64_t keys, vk_attn_plan *p, int *fits);
+/* Its pipelines for the mode, and the merge's when the plan splits. */
+ela_status vk_attn_decode_pipelines(vk_ctx *ctx, const ela_attn_dense_args *a,
+                                    const vk_attn_plan *p, int gather, int logits,
+                                    VkPipeline *main_pipe, VkPipeline *merge_pipe);
+/* Records it (and the merge) with the op's descriptor set bound; sets the plan's fields of push
+ * (rows, split_keys, splits), the caller the rest. */
+void vk_attn_decode_record(vk_ctx *ctx, const vk_attn_plan *p, vk_attn_push *push,
+                           uint32_t hkv, VkPipeline main_pipe, VkPipeline merge_pipe);
 ela_status vk_xattn_estimate(void *ctx, const ela_xattn_estimate_args *args);
 ela_status vk_router_eval(void *ctx, const ela_router_eval_args *args);
 ela_status vk_decode_select(void *ctx, const ela_decode_select_args *args);
+ela_status vk_decode_select_attend(void *ctx, const ela_decode_select_attend_args *args);
 /* Token Sparse Attention: vk_token_select.c, vk_attn_token_sparse.c */
 ela_status vk_token_select(void *ctx, const ela_token_select_args *args);
 ela_status vk_attn_token_sparse(void *ctx, const ela_attn_token_sparse_args *args);
