@@ -12,7 +12,8 @@
 #define WG_LOGITS 64
 #define MAX_BK 32
 #define TILES 8
-#define WG_SELECT 256
+#define WG_SELECT 1024
+#define WG_SELECT_CPU 256
 
 /* backends/cpu/decode_select.c's split_mid: k_mid = floor(K (1 - recent)). The values are
  * non-negative, so truncation is the floor (the plugin does not link libm). */
@@ -61,7 +62,9 @@ static ela_status plan_select(vk_ctx *ctx, int64_t n, int hq, const ela_decode_s
         return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: decode_select: %d heads x %lld keys need "
                        "%llu bytes of logits, more than %s binds at once", hq, (long long)n,
                        (unsigned long long)s->bytes, ctx->phys->info.name);
-    uint32_t wg = WG_SELECT;
+    /* Passes 2-4 run a workgroup per head (or one in all): on a GPU as wide as it goes. */
+    uint32_t wg = ctx->phys->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU ? WG_SELECT_CPU
+                                                                             : WG_SELECT;
     while (wg > lim->maxComputeWorkGroupInvocations || wg > lim->maxComputeWorkGroupSize[0])
         wg /= 2;
     uint32_t P = 1;
