@@ -63,6 +63,9 @@ static const bcase bcases[] = {
     /* more than 32 key blocks (two words of a mask bitmap), q_pos0 past them */
     {256, 4700, 128, 4, 2, 4480, ELA_BF16, ELA_BF16, ELA_F32, BP_MIXED, 1, 0},
     {200, 4400, 64, 4, 1, 4224, ELA_F16, ELA_F16, ELA_F16, BP_MASK, 0, 0},
+    /* f16 with rows for 64-row workgroups (tensor cores where the device has them) */
+    {192, 1984, 128, 8, 2, 1792, ELA_F16, ELA_F16, ELA_F32, BP_STREAM, 1, 0},
+    {100, 1400, 64, 4, 2, 1280, ELA_F16, ELA_F16, ELA_F16, BP_DENSE, 1, 1}, /* split pieces */
 };
 
 static void bcase_str(const bcase *c, char *buf, size_t size) {

@@ -21,6 +21,8 @@
 #define HDR_WORDS 16
 #define MIN_SPLIT_BLOCKS 2
 #define NO_SLOT 0xffffffffu
+#define CM_ROWS 64 /* rows per workgroup of attn_blocks_cm.comp */
+#define CM_WG 128  /* its four 32-lane subgroups */
 
 typedef struct {
     uint32_t w[8];
@@ -129,10 +131,14 @@ ela_status vk_attn_blocks(void *vctx, const ela_attn_blocks_args *a) {
     classes c = {0, ints, ints + hq, ints + 2 * hq, ints + 3 * hq, ints + 4 * hq, heads};
     make_classes(a, &c, ints + 5 * hq);
 
-    /* Tiling, as attn_dense's: T lanes per row, BR rows; a CPU device shrinks BR to the rows a
-     * class has in one block. */
+    /* Tiling, as attn_dense's: on tensor cores (attn_blocks_cm.comp) 64 rows per workgroup once
+     * there are rows enough; else T lanes per row, BR rows, and a CPU device shrinks BR to the
+     * rows a class has in one block. */
     uint32_t T = LANES, br_max = MAX_WG / T, BR = br_max;
-    if (cpu) {
+    uint32_t cm_bc = L >= CM_ROWS ? vk_attn_cm_tile_keys(ctx, at) : 0;
+    if (cm_bc)
+        BR = CM_ROWS;
+    else if (cpu) {
         int64_t most = 0;
         for (int k = 0; k < c.n_cls; k++)
             most = (L < BLOCK ? L : BLOCK) * c.cls_count[k] > most ? (L < BLOCK ? L : BLOCK) *
@@ -140,10 +146,10 @@ ela_status vk_attn_blocks(void *vctx, const ela_attn_blocks_args *a) {
         for (BR = 1; BR < br_max && BR < most; BR *= 2)
             ;
     }
-    uint32_t WG = BR * T;
+    uint32_t WG = cm_bc ? CM_WG : BR * T;
     uint32_t DP = vk_div_up((uint64_t)at->d, 4u * T) * 4u * T;
     uint64_t per_key = 4ull * (2ull * DP + BR + (ctx->subgroup ? 0 : WG));
-    uint64_t bc = vk_attn_tile_keys(ctx, per_key, 0, MAX_BC);
+    uint64_t bc = cm_bc ? cm_bc : vk_attn_tile_keys(ctx, per_key, 0, MAX_BC);
     if (bc < 1 || WG > lim->maxComputeWorkGroupSize[0] || WG > lim->maxComputeWorkGroupInvocations) {
         st = vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: attn_blocks: d = %lld does not fit %s's shared "
                      "memory or workgroup size", (long long)at->d, ctx->phys->info.name);
@@ -241,8 +247,9 @@ ela_status vk_attn_blocks(void *vctx, const ela_attn_blocks_args *a) {
     uint32_t mspec[8] = {MERGE_WG, (uint32_t)at->d, T, 0, 0, 0, vk_dtype_code(at->o->dtype), BR};
     char nm[40], mnm[40];
     VkPipeline main_pipe, merge_pipe = VK_NULL_HANDLE;
-    if ((st = vk_pipeline_get(ctx, vk_variant(ctx, "attn_blocks", 1, 1, nm, sizeof nm), spec, 8,
-                              &main_pipe)) != ELA_OK ||
+    if ((st = vk_pipeline_get(ctx, cm_bc ? "attn_blocks_cm"
+                                         : vk_variant(ctx, "attn_blocks", 1, 1, nm, sizeof nm),
+                              spec, 8, &main_pipe)) != ELA_OK ||
         (n_merges && (st = vk_pipeline_get(ctx, vk_variant(ctx, "attn_blocks_merge", 0, 1, mnm,
                                                            sizeof mnm), mspec, 8, &merge_pipe)) !=
                          ELA_OK))

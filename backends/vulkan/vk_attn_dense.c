@@ -44,15 +44,18 @@ static uint64_t cm_shared_bytes(uint64_t d, uint64_t bc) {
     return 2 * bc * (d * 2 + 16) + CM_ROWS * ((bc + 4) * 4 + (bc + 8) * 2 + 4);
 }
 
-/* Keys per tile of the cooperative-matrix path (CM_BC), or 0 when it cannot run this call: it
- * needs f16 q, k, v, d a multiple of 16 up to 256 (whose tile fits 48 KiB of shared memory),
- * and at least one full workgroup of rows (fewer rows, as in decode, are the FMA path's). */
-static uint32_t cm_tile_keys(const vk_ctx *ctx, const ela_attn_dense_args *a, uint32_t rows) {
+uint32_t vk_attn_cm_tile_keys(const vk_ctx *ctx, const ela_attn_dense_args *a) {
     if (!ctx->coopmat || a->q->dtype != ELA_F16 || a->k->dtype != ELA_F16 ||
-        a->v->dtype != ELA_F16 || a->d % 16 != 0 || a->d > MAX_D || rows < CM_ROWS)
+        a->v->dtype != ELA_F16 || a->d % 16 != 0 || a->d > MAX_D)
         return 0;
     uint64_t smem = ctx->phys->props.limits.maxComputeSharedMemorySize;
     return cm_shared_bytes((uint64_t)a->d, CM_BC) <= smem ? CM_BC : 0;
+}
+
+/* The cooperative-matrix tile for this call, or 0: it also needs at least one full workgroup
+ * of rows (fewer rows, as in decode, are the FMA path's). */
+static uint32_t cm_tile_keys(const vk_ctx *ctx, const ela_attn_dense_args *a, uint32_t rows) {
+    return rows >= CM_ROWS ? vk_attn_cm_tile_keys(ctx, a) : 0;
 }
 
 /* The decode shader's shape, or 0 when it cannot run this call: it needs subgroup shuffles,
