@@ -376,6 +376,10 @@ static const xcase xcases[] = {
     {1024, 1024, 128, 8, 2, 0, ELA_BF16, ELA_BF16, 16, 0.9f, 0, 0, 1, 0},
     {400, 1000, 64, 4, 1, 640, ELA_F16, ELA_F16, 1, 0.9f, 1, 0, 1, 0},
     {333, 800, 128, 4, 4, 384, ELA_BF16, ELA_BF16, 2, 0.8f, 2, 0, 1, 0},
+    /* f16 with several 64-reduced-row workgroups (tensor cores where the device has them) */
+    {1500, 2200, 128, 8, 2, 640, ELA_F16, ELA_F16, 16, 0.9f, 0, 0, 1, 0},
+    {700, 900, 64, 4, 2, 128, ELA_F16, ELA_F16, 4, 0.85f, 1, 0, 1, 0},
+    {600, 700, 64, 2, 1, 0, ELA_F16, ELA_F16, 16, 0.9f, 0, 0, 1, 1},
 };
 
 static void xcase_str(const xcase *c, char *buf, size_t size) {

@@ -1,6 +1,7 @@
 /* Vulkan backend: XAttention block selection (DESIGN.md 4.3, PAPERS.md 5.1), the host side of
- * shaders/xattn_estimate.comp (reduced scores, softmax, per-block mass) and
- * xattn_estimate_select.comp (threshold selection per query-block row). Sizes the first pass's
+ * shaders/xattn_estimate.comp (reduced scores, softmax, per-block mass; on tensor cores
+ * xattn_estimate_cm.comp) and xattn_estimate_select.comp (threshold selection per query-block
+ * row). Sizes the first pass's
  * row groups and key tiles to the shared memory, puts the head list, the per-row-group block
  * masses and the kept counts in the op's scratch, and reads the counts back only when the
  * caller asks for kept_blocks (a wait for the device). */
@@ -14,6 +15,9 @@
 #define MAX_BK 64
 #define MAX_RG 16
 #define WG_SELECT 256
+#define CM_ROWS 64 /* xattn_estimate_cm.comp: reduced rows per workgroup */
+#define CM_KEYS 64 /* its reduced keys per tile */
+#define CM_WG 128  /* its four 32-lane subgroups */
 
 ela_status vk_xattn_estimate(void *vctx, const ela_xattn_estimate_args *a) {
     vk_ctx *ctx = vctx;
@@ -33,6 +37,16 @@ ela_status vk_xattn_estimate(void *vctx, const ela_xattn_estimate_args *a) {
     const uint32_t S = (uint32_t)a->stride, rpb = BLOCK / S;
     const uint32_t DP = vk_div_up((uint64_t)a->d, 4) * 4;
     uint32_t RG = rpb < MAX_RG ? rpb : MAX_RG, n_rg = vk_div_up(rpb, RG);
+    /* Tensor cores (xattn_estimate_cm.comp): 64 reduced rows per workgroup, whole query blocks,
+     * key blocks inside 64-key tiles. */
+    const uint64_t cm_rows = (CM_ROWS + CM_KEYS) * ((uint64_t)a->d / 2 + 4),
+                   cm_scores = CM_ROWS * (CM_KEYS + 4);
+    const int cm = ctx->coopmat && a->q->dtype == ELA_F16 && a->k->dtype == ELA_F16 &&
+                   a->d % 16 == 0 && S >= 4 && BLOCK % S == 0 &&
+                   4 * (cm_rows > cm_scores ? cm_rows : cm_scores) <=
+                       lim->maxComputeSharedMemorySize;
+    if (cm)
+        n_rg = 1;
     uint32_t BK = OUTPUTS / RG < MAX_BK ? OUTPUTS / RG : MAX_BK;
     uint64_t shared = 0;
     for (; BK >= 1; BK /= 2) {
@@ -66,13 +80,14 @@ ela_status vk_xattn_estimate(void *vctx, const ela_xattn_estimate_args *a) {
                        (long long)nh, (long long)nqb, (long long)nkb,
                        (unsigned long long)scratch_bytes, ctx->phys->info.name);
 
-    uint32_t spec1[6] = {WG_SCORES, (uint32_t)a->d, RG, BK, vk_dtype_code(a->q->dtype),
-                         vk_dtype_code(a->k->dtype)};
+    uint32_t spec1[6] = {cm ? CM_WG : WG_SCORES, (uint32_t)a->d, RG, BK,
+                         vk_dtype_code(a->q->dtype), vk_dtype_code(a->k->dtype)};
     uint32_t spec2[2] = {wg2, P};
     char nm[40];
     VkPipeline scores, select;
-    if ((st = vk_pipeline_get(ctx, vk_variant(ctx, "xattn_estimate", 0, 1, nm, sizeof nm), spec1,
-                              6, &scores)) != ELA_OK ||
+    if ((st = vk_pipeline_get(ctx, cm ? "xattn_estimate_cm"
+                                      : vk_variant(ctx, "xattn_estimate", 0, 1, nm, sizeof nm),
+                              spec1, cm ? 2 : 6, &scores)) != ELA_OK ||
         (st = vk_pipeline_get(ctx, "xattn_estimate_select", spec2, 2, &select)) != ELA_OK)
         return st;
 
@@ -102,7 +117,9 @@ ela_status vk_xattn_estimate(void *vctx, const ela_xattn_estimate_args *a) {
     vk_bind_pipeline(ctx, scores);
     vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1, &set, 0,
                               NULL);
-    vk_sparse_dispatch(ctx, &push, (uint32_t)(nqb * n_rg), (uint32_t)nh, 1);
+    uint32_t nrq = vk_div_up((uint64_t)a->L, S);
+    vk_sparse_dispatch(ctx, &push, cm ? vk_div_up(nrq, CM_ROWS) : (uint32_t)(nqb * n_rg),
+                       (uint32_t)nh, 1);
     vk_group_barrier(ctx);
     vk_bind_pipeline(ctx, select);
     vk_sparse_dispatch(ctx, &push, (uint32_t)nqb, (uint32_t)nh, 1);
