@@ -31,6 +31,7 @@ layout(constant_id = 1) const uint D = 128u; // head dim, a multiple of 16
 
 #define ELA_PUSH_EXTRA uint heads_off, counts_off, nkb, nqb, n_rg; float threshold;
 #include "attn_io.glsl"
+// pc.v_off (no v here): 1 when every q row starts at a multiple of 4 elements (vector loads)
 layout(std430, binding = 5) buffer PARTU { uint part_u[]; };
 #define S pc.split_keys
 
@@ -51,6 +52,7 @@ const uint NP = (BR + BK) * (D / 4u) / WGS; // pieces of 4 halves per invocation
 const uint ROOM = (BR + BK) * KS > BR * SS ? (BR + BK) * KS : BR * SS;
 shared uint rows_s[ROOM];
 
+layout(std430, binding = 0) readonly buffer QW2 { uvec2 q_w2[]; };
 uint pair_q(uint e) { return packFloat2x16(f16vec2(q_h[e], q_h[e + 1u])); }
 uint pair_k(uint e) { return packFloat2x16(f16vec2(k_h[e], k_h[e + 1u])); }
 
@@ -65,7 +67,7 @@ void fetch(uint h, uint g, uint m0, uint c0, uint i) {
             const uint tq = (m0 + rr) * S + S - 1u - i;
             if (tq < pc.rows) {
                 const uint qe = pc.q_off + tq * pc.q_s0 + h * pc.q_s1 + col;
-                x = uvec2(pair_q(qe), pair_q(qe + 2u));
+                x = pc.v_off != 0u ? q_w2[qe >> 2] : uvec2(pair_q(qe), pair_q(qe + 2u));
             }
         } else {
             const uint tk = (c0 + rr - BR) * S + i;

@@ -68,6 +68,7 @@ ELA_API const ela_backend_iface *ela_plugin_init(const ela_host_api *host);
     X(EndCommandBuffer)                                                                          \
     X(ResetCommandBuffer)                                                                        \
     X(CmdCopyBuffer)                                                                             \
+    X(CmdFillBuffer)                                                                             \
     X(CmdPipelineBarrier)                                                                        \
     X(CmdBindPipeline)                                                                           \
     X(CmdBindDescriptorSets)                                                                     \

@@ -1,7 +1,8 @@
 /* Vulkan backend: LessIsMore's token selection for one decode query (DESIGN.md 4.7, PAPERS.md
  * 3.2), the host side of shaders/decode_select*.comp: logits of every candidate (pass 1), each
- * head's top k_mid by radix select (2), sorted by bitonic sort (3), the rank-major union and the
- * output list (4), all in one command group without a wait; the count is known on the host.
+ * head's top k_mid by a radix select spread over chunks of candidates (2:
+ * decode_select_radix.comp, 8 dispatches), sorted by bitonic sort (3), the rank-major union and
+ * the output list (4), all in one command group without a wait; the count is known on the host.
  * The budget split is the CPU backend's (integer when 4 recent is an integer).
  * decode_select_attend (a selection layer) takes pass 1 from the register decode shader in its
  * LOGITS mode: the dense attention's scores are the logits, so K is read once. */
@@ -13,6 +14,8 @@
 #define MAX_BK 32
 #define TILES 8
 #define WG_SELECT 1024
+#define RADIX_CHUNK 4096 /* candidates per workgroup of decode_select_radix.comp */
+#define RADIX_BINS 2048  /* its histogram bins per head (11-bit digits) */
 #define WG_SELECT_CPU 256
 
 /* backends/cpu/decode_select.c's split_mid: k_mid = floor(K (1 - recent)). The values are
@@ -31,9 +34,9 @@ static int64_t split_mid(int64_t kb, float recent) {
  * [Hq][ncand], sel [Hq][k_mid][2], top [Hq][k_mid], first [ncand]) and passes 2-4. */
 typedef struct {
     int64_t kb, k_mid, n_rec, sinks, ncand;
-    uint64_t ord_w, sel_w, top_w, first_w;
+    uint64_t ord_w, sel_w, top_w, first_w, radix_w, hist_w;
     VkDeviceSize bytes;
-    VkPipeline topk, sort, uni;
+    VkPipeline radix[4], sort, uni; /* radix: HIST, PICK, COUNT, COLLECT */
 } select_plan;
 
 static ela_status plan_select(vk_ctx *ctx, int64_t n, int hq, const ela_decode_select_params *dp,
@@ -57,7 +60,11 @@ static ela_status plan_select(vk_ctx *ctx, int64_t n, int hq, const ela_decode_s
     s->sel_w = 2 * (uint64_t)hq * (uint64_t)s->k_mid;
     s->top_w = (uint64_t)hq * (uint64_t)s->k_mid;
     s->first_w = (uint64_t)s->ncand;
-    s->bytes = 4 * (s->ord_w + s->sel_w + s->top_w + s->first_w + 4);
+    /* decode_select_radix.comp's words: histograms, states, equal counts per chunk, counters */
+    uint64_t chunks = ((uint64_t)s->ncand + RADIX_CHUNK - 1) / RADIX_CHUNK;
+    s->hist_w = s->k_mid > 0 ? (uint64_t)hq * RADIX_BINS : 0;
+    s->radix_w = s->k_mid > 0 ? (uint64_t)hq * (RADIX_BINS + 4 + chunks + 1) : 0;
+    s->bytes = 4 * (s->ord_w + s->sel_w + s->top_w + s->first_w + s->radix_w + 4);
     if (s->bytes > lim->maxStorageBufferRange || (uint64_t)hq * (uint64_t)s->k_mid > UINT32_MAX)
         return vk_fail(ELA_ERR_UNSUPPORTED, "vulkan: decode_select: %d heads x %lld keys need "
                        "%llu bytes of logits, more than %s binds at once", hq, (long long)n,
@@ -74,9 +81,14 @@ static ela_status plan_select(vk_ctx *ctx, int64_t n, int hq, const ela_decode_s
         P = 0; /* counting ranks in global memory */
     uint32_t spec_wg[1] = {wg}, spec_sort[2] = {wg, P};
     ela_status st;
+    for (uint32_t phase = 0; s->k_mid > 0 && phase < 4; phase++) {
+        uint32_t spec_radix[3] = {wg, phase, RADIX_CHUNK};
+        if ((st = vk_pipeline_get(ctx, "decode_select_radix", spec_radix, 3, &s->radix[phase])) !=
+            ELA_OK)
+            return st;
+    }
     if (s->k_mid > 0 &&
-        ((st = vk_pipeline_get(ctx, "decode_select_topk", spec_wg, 1, &s->topk)) != ELA_OK ||
-         (st = vk_pipeline_get(ctx, "decode_select_sort", spec_sort, 2, &s->sort)) != ELA_OK))
+        (st = vk_pipeline_get(ctx, "decode_select_sort", spec_sort, 2, &s->sort)) != ELA_OK)
         return st;
     return vk_pipeline_get(ctx, "decode_select_union", spec_wg, 1, &s->uni);
 }
@@ -94,17 +106,39 @@ static vk_attn_push select_push(const select_plan *s, const vk_tensor_binding *b
         (uint32_t)hq, (uint32_t)(hq / hkv), (uint32_t)n, 0, (uint32_t)s->k_mid,
         (uint32_t)s->ncand, (uint32_t)s->sinks, 0, 0, kv_vec4, scale,
         {(uint32_t)s->ord_w, (uint32_t)(s->ord_w + s->sel_w),
-         (uint32_t)(s->ord_w + s->sel_w + s->top_w), (uint32_t)s->n_rec, 0, 0},
+         (uint32_t)(s->ord_w + s->sel_w + s->top_w), (uint32_t)s->n_rec,
+         (uint32_t)(s->ord_w + s->sel_w + s->top_w + s->first_w), 0},
     };
     return push;
+}
+
+/* Zeroes the radix histograms (before the logits pass, whose barrier orders it). */
+static void clear_radix(vk_ctx *ctx, const select_plan *s, VkDeviceSize scratch_off) {
+    if (s->hist_w == 0)
+        return;
+    VkDeviceSize at = scratch_off + 4 * (s->ord_w + s->sel_w + s->top_w + s->first_w);
+    vkf.CmdFillBuffer(ctx->cmd, ctx->scratch.buf, at, 4 * s->hist_w, 0);
+    vk_profile_mark_copy(ctx);
 }
 
 /* Passes 2-4 after the logits (the caller's barrier before them), with the set bound. */
 static void record_select(vk_ctx *ctx, const select_plan *s, vk_attn_push *push, int hq) {
     if (s->k_mid > 0) {
-        vk_bind_pipeline(ctx, s->topk);
-        vk_sparse_dispatch(ctx, push, (uint32_t)hq, 1, 1);
-        vk_group_barrier(ctx);
+        uint32_t chunks = vk_div_up((uint64_t)s->ncand, RADIX_CHUNK);
+        for (uint32_t level = 0; level < 3; level++) { /* HIST, PICK per digit */
+            push->extra[5] = level;
+            vk_bind_pipeline(ctx, s->radix[0]);
+            vk_sparse_dispatch(ctx, push, chunks, (uint32_t)hq, 1);
+            vk_group_barrier(ctx);
+            vk_bind_pipeline(ctx, s->radix[1]);
+            vk_sparse_dispatch(ctx, push, (uint32_t)hq, 1, 1);
+            vk_group_barrier(ctx);
+        }
+        for (int phase = 2; phase < 4; phase++) { /* COUNT, COLLECT */
+            vk_bind_pipeline(ctx, s->radix[phase]);
+            vk_sparse_dispatch(ctx, push, chunks, (uint32_t)hq, 1);
+            vk_group_barrier(ctx);
+        }
         vk_bind_pipeline(ctx, s->sort);
         vk_sparse_dispatch(ctx, push, (uint32_t)hq, 1, 1);
         vk_group_barrier(ctx);
@@ -157,6 +191,7 @@ ela_status vk_decode_select(void *vctx, const ela_decode_select_args *a) {
                                     vk_vec4_rows(a->d, &bk, NULL), a->scale);
     vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1, &set, 0,
                               NULL);
+    clear_radix(ctx, &s, scratch_off);
     if (s.k_mid > 0) {
         vk_bind_pipeline(ctx, logits);
         vk_sparse_dispatch(ctx, &push, vk_div_up((uint64_t)s.ncand, (uint64_t)BK * TILES),
@@ -239,6 +274,7 @@ ela_status vk_decode_select_attend(void *vctx, const ela_decode_select_attend_ar
         (uint32_t)(part_at / 4), 0, vk_vec4_rows(at->d, &bk, &bv), at->scale * VK_LOG2E,
         {0, sp.extra[2], (uint32_t)s.ncand, (uint32_t)s.sinks, raw_scale, 0},
     };
+    clear_radix(ctx, &s, scratch_off);
     vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1,
                               &attn_set, 0, NULL);
     vk_attn_decode_record(ctx, &p, &ap, (uint32_t)at->hkv, main_pipe, merge_pipe);

@@ -104,10 +104,12 @@ ela_status vk_xattn_estimate(void *vctx, const ela_xattn_estimate_args *a) {
     uint32_t threshold;
     memcpy(&threshold, &a->threshold, sizeof threshold);
     uint32_t kv_vec4 = vk_vec4_rows(a->d, &bk, NULL);
+    /* The cooperative-matrix pass reads q 4 halves at a time where rows allow (v_off: no v). */
+    uint32_t q_vec4 = cm && a->d % 4 == 0 && (bq.elem | bq.stride[0] | bq.stride[1]) % 4 == 0;
     vk_attn_push push = {
         bq.elem, bq.stride[0], bq.stride[1],
         bk.elem, bk.stride[0], bk.stride[1],
-        0, 0, 0,
+        q_vec4, 0, 0,
         bm.elem, bm.stride[0], bm.stride[1],
         0, 0, 0,
         (uint32_t)a->L, (uint32_t)(a->hq / a->hkv), (uint32_t)a->n, (uint32_t)a->q_pos0, S, 0, 0,
