@@ -2,8 +2,9 @@
 // f32 accumulation), shared by attn_dense_cm.comp (a key range) and attn_blocks_cm.comp (the
 // key blocks a head's mode allows).
 //
-// A workgroup is four 32-lane subgroups over BR = 64 query rows of one KV head; subgroup s owns
-// rows 16 s .. 16 s + 15. Q is staged through shared memory once and kept as D / 16 A matrices;
+// A workgroup is four or eight 32-lane subgroups over BR = 64 or 128 query rows of one KV head;
+// subgroup s owns rows 16 s .. 16 s + 15. Q is staged through shared memory once (2 BC rows at a
+// time, in the K/V room) and kept as D / 16 A matrices;
 // O is D / 16 accumulator matrices. Per tile of BC keys the workgroup stages K and V in shared
 // memory (f16 pairs as 32-bit words); each subgroup forms its 16 x BC scores S = Q K^T (K read
 // column-major, i.e. as K^T) and stores them to its shared slice; two lanes per row take the
@@ -11,7 +12,7 @@
 // rescale factor; O is rescaled element-wise and O += P V accumulates in the matrices. Which
 // row an accumulator element belongs to is the implementation's layout: a matrix loaded from a
 // table of row numbers, of the same type as O, says it for every element.
-// Shared memory: 2 BC (D / 2 + 4) words (K, V; the Q staging reuses them, so BC >= 32) plus
+// Shared memory: 2 BC (D / 2 + 4) words (K, V; the Q staging reuses them) plus
 // per subgroup 16 (BC + 4) floats (S; at the end the output chunks), 16 (BC + 8) halves (P)
 // and 16 floats (factors). Every row is padded by 16 bytes, so that the 16 rows a matrix load
 // or store touches, and the rows the softmax lanes read, fall in different banks.
@@ -20,16 +21,18 @@
 //
 // The including shader enables the extensions (16-bit storage and arithmetic, NV cooperative
 // matrices, memory scope semantics, subgroup basic and shuffle) and defines, before the
-// include: attn_io.glsl, D, T, BC (specialization constants 1-3) and `uint cm_q_elem(uint r)`: the element of q row r of the workgroup (0 ..
+// include: attn_io.glsl, D, T, BC (specialization constants 1-3), a workgroup of 128 or 256
+// invocations, and `uint cm_q_elem(uint r)`: the element of q row r of the workgroup (0 ..
 // BR - 1) in binding 0, or CM_NO_ROW past the last row. Then it calls cm_begin(), cm_tile() per
 // tile, cm_finish() and cm_out_chunk() per 16 output columns.
 
 #define MAT_A fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
 #define MAT_C fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>
 
-const uint SUBGROUPS = 4u;
+const uint SUBGROUPS = gl_WorkGroupSize.x / 32u; // 4 or 8
 const uint RS = 16u;               // rows per subgroup
-const uint BR = SUBGROUPS * RS;    // rows per workgroup
+const uint BR = SUBGROUPS * RS;    // rows per workgroup: 64 or 128
+const uint QCH = 2u * BC < BR ? 2u * BC : BR; // Q rows staged at a time in the K/V room
 const uint D16 = D / 16u;
 const uint BC16 = BC / 16u;
 const uint HALF_BC = BC / 2u;      // keys per lane in the softmax (two lanes per row)
@@ -49,7 +52,8 @@ shared float fs[SUBGROUPS * RS];       // per row: the rescale factor, then 1 / 
 uint pair_k(uint e) { return packFloat2x16(f16vec2(k_h[e], k_h[e + 1u])); }
 uint pair_v(uint e) { return packFloat2x16(f16vec2(v_h[e], v_h[e + 1u])); }
 
-const uint PF = BC * D / 4u / (SUBGROUPS * 32u); // pieces of 4 halves per invocation per tile
+const uint PIECES = BC * D / 4u; // pieces of 4 halves per tile of K (and of V)
+const uint PF = (PIECES + SUBGROUPS * 32u - 1u) / (SUBGROUPS * 32u); // per invocation
 
 // The workgroup's state: this lane's row in the softmax and output (two lanes per row), the
 // Q and O matrices, the row table, the row's running max and sum, the next tile's registers.
@@ -68,7 +72,7 @@ void cm_fetch(uint kt, uint nk) {
         const uint j = e / (D / 4u), col = 4u * (e % (D / 4u));
         cm_kr[f] = uvec2(0u);
         cm_vr[f] = uvec2(0u);
-        if (j < nk) {
+        if (e < PIECES && j < nk) {
             const uint ke = cm_kbase + (kt + j) * pc.k_s1 + col;
             const uint ve = cm_vbase + (kt + j) * pc.v_s1 + col;
             if (pc.kv_vec4 != 0u) {
@@ -96,16 +100,24 @@ void cm_begin(uint g) {
     cm_kbase = pc.k_off + g * pc.k_s0;
     cm_vbase = pc.v_off + g * pc.v_s0;
     const uint DW = D / 2u; // words of a row's data
-    for (uint e = tid; e < BR * DW; e += WG) {
-        const uint qe = cm_q_elem(e / DW), col = 2u * (e % DW);
-        kvs[(e / DW) * KS + e % DW] =
-            qe == CM_NO_ROW ? 0u : packFloat2x16(f16vec2(q_h[qe + col], q_h[qe + col + 1u]));
+    // Q through the K/V room, QCH rows at a time.
+    for (uint r0 = 0u; r0 < BR; r0 += QCH) {
+        barrier(); // the previous chunk's rows are loaded
+        for (uint e = tid; e < QCH * DW; e += WG) {
+            const uint qe = cm_q_elem(r0 + e / DW), col = 2u * (e % DW);
+            kvs[(e / DW) * KS + e % DW] =
+                qe == CM_NO_ROW ? 0u : packFloat2x16(f16vec2(q_h[qe + col], q_h[qe + col + 1u]));
+        }
+        barrier();
+        const uint mine = cm_sg * RS; // this subgroup's first row
+        if (mine >= r0 && mine < r0 + QCH)
+            for (uint c = 0u; c < D16; c++)
+                coopMatLoadNV(cm_qa[c], kvs, (mine - r0) * KS + c * 8u, KS, false);
     }
     for (uint e = lane; e < RS * 16u; e += 32u)
         ss[cm_sbase + e] = float(e / 16u);
-    barrier();
-    for (uint c = 0u; c < D16; c++)
-        coopMatLoadNV(cm_qa[c], kvs, cm_sg * RS * KS + c * 8u, KS, false);
+    subgroupMemoryBarrierShared();
+    subgroupBarrier();
     coopMatLoadNV(cm_rows_of, ss, cm_sbase, 16u, false);
     for (uint c = 0u; c < D16; c++)
         cm_oa[c] = MAT_C(0.0);
@@ -120,6 +132,8 @@ void cm_tile(uint nk, uint jn, uint next, uint next_nk) {
     barrier(); // Q and the row table, or the previous tile, are consumed
     for (uint f = 0u; f < PF; f++) {
         const uint e = tid + f * WG, at = (e / (D / 4u)) * KS + 2u * (e % (D / 4u));
+        if (e >= PIECES)
+            break;
         kvs[at] = cm_kr[f].x;
         kvs[at + 1u] = cm_kr[f].y;
         kvs[BC * KS + at] = cm_vr[f].x;

@@ -4,7 +4,7 @@
 // q, k and v, head dims a multiple of 16 up to 256. The same rows, key ranges, exp2-domain
 // online softmax and split partials as attn_dense.comp (whose merge pass combines the splits),
 // so the two paths are interchangeable; the host picks this one where the device has the
-// extension (vk_attn_dense.c). The tile loop is attn_cm_tile.glsl's: 64 rows of one KV head per
+// extension (vk_attn_dense.c). The tile loop is attn_cm_tile.glsl's: 64 or 128 rows of one KV head per
 // workgroup (row r = i * G + hh, as in attn_dense.comp: the G heads sharing K/V read each tile
 // once) over tiles of BC keys of [k_begin, k_end).
 // Bound: per workgroup K and V are read once per 64 rows; the tensor cores do 4 d FMAs per
@@ -17,7 +17,7 @@
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
 
-layout(local_size_x_id = 0) in;                // 128: four 32-lane subgroups
+layout(local_size_x_id = 0) in;                // 128 or 256: 4 or 8 32-lane subgroups
 layout(constant_id = 1) const uint D = 128u;   // head dim, a multiple of 16, <= 256
 layout(constant_id = 2) const uint T = 8u;     // the merge pass's lanes: fixes the partial pitch
 layout(constant_id = 3) const uint BC = 32u;   // keys per tile: 32 or 64
@@ -26,7 +26,8 @@ layout(constant_id = 7) const uint SPLIT = 0u; // 1: write partials instead of o
 #include "attn_io.glsl"
 
 uint cm_q_elem(uint r) {
-    const uint row = (pc.base + gl_WorkGroupID.x) * 64u + r, g = gl_WorkGroupID.y;
+    const uint row = (pc.base + gl_WorkGroupID.x) * (gl_WorkGroupSize.x / 2u) + r;
+    const uint g = gl_WorkGroupID.y;
     return row < pc.rows ? pc.q_off + (row / pc.G) * pc.q_s0 + (g * pc.G + row % pc.G) * pc.q_s1
                          : 0xffffffffu;
 }

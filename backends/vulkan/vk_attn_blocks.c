@@ -21,8 +21,6 @@
 #define HDR_WORDS 16
 #define MIN_SPLIT_BLOCKS 2
 #define NO_SLOT 0xffffffffu
-#define CM_ROWS 64 /* rows per workgroup of attn_blocks_cm.comp */
-#define CM_WG 128  /* its four 32-lane subgroups */
 
 typedef struct {
     uint32_t w[8];
@@ -131,13 +129,13 @@ ela_status vk_attn_blocks(void *vctx, const ela_attn_blocks_args *a) {
     classes c = {0, ints, ints + hq, ints + 2 * hq, ints + 3 * hq, ints + 4 * hq, heads};
     make_classes(a, &c, ints + 5 * hq);
 
-    /* Tiling, as attn_dense's: on tensor cores (attn_blocks_cm.comp) 64 rows per workgroup once
-     * there are rows enough; else T lanes per row, BR rows, and a CPU device shrinks BR to the
-     * rows a class has in one block. */
+    /* Tiling, as attn_dense's: on tensor cores (attn_blocks_cm.comp) 64 or 128 rows per
+     * workgroup once there are rows enough; else T lanes per row, BR rows, and a CPU device
+     * shrinks BR to the rows a class has in one block. */
     uint32_t T = LANES, br_max = MAX_WG / T, BR = br_max;
-    uint32_t cm_bc = L >= CM_ROWS ? vk_attn_cm_tile_keys(ctx, at) : 0;
+    uint32_t cm_br = 0, cm_bc = vk_attn_cm_shape(ctx, at, (uint64_t)L, &cm_br);
     if (cm_bc)
-        BR = CM_ROWS;
+        BR = cm_br;
     else if (cpu) {
         int64_t most = 0;
         for (int k = 0; k < c.n_cls; k++)
@@ -146,7 +144,7 @@ ela_status vk_attn_blocks(void *vctx, const ela_attn_blocks_args *a) {
         for (BR = 1; BR < br_max && BR < most; BR *= 2)
             ;
     }
-    uint32_t WG = cm_bc ? CM_WG : BR * T;
+    uint32_t WG = cm_bc ? 2 * BR : BR * T; /* tensor cores: a 32-lane subgroup per 16 rows */
     uint32_t DP = vk_div_up((uint64_t)at->d, 4u * T) * 4u * T;
     uint64_t per_key = 4ull * (2ull * DP + BR + (ctx->subgroup ? 0 : WG));
     uint64_t bc = cm_bc ? cm_bc : vk_attn_tile_keys(ctx, per_key, 0, MAX_BC);

@@ -21,11 +21,9 @@
 #define MAX_BC 32         /* keys per tile: the per-lane score array */
 #define MIN_SPLIT_KEYS 256 /* a split below this costs more to merge than it saves */
 #define MAX_SPLITS 1024
-#define CM_ROWS 64 /* rows per workgroup of the cooperative-matrix shader */
-#define CM_WG 128  /* its four 32-lane subgroups */
-/* Its keys per tile: on an H100 (d 128, 32K) 32-key tiles ran at 40 TFLOP/s, 16-key tiles
- * (half the shared memory, twice the barriers) at 32.5; 64 do not fit 48 KiB. The shader's Q
- * staging needs 2 CM_BC >= CM_ROWS. */
+/* The cooperative-matrix shaders' keys per tile: on an H100 (d 128, 32K) 32-key tiles ran at 40
+ * TFLOP/s, 16-key tiles (half the shared memory, twice the barriers) at 32.5; 64 do not fit
+ * 48 KiB. */
 #define CM_BC 32
 #define DEC_MAX_ROWS 16 /* rows per KV head up to which decode uses attn_dense_decode.comp */
 #define DEC_NSG 4       /* its subgroups per workgroup */
@@ -37,25 +35,23 @@ static uint32_t div_up(uint64_t a, uint64_t b) { return (uint32_t)((a + b - 1) /
 static ela_status plan_splits(const vk_ctx *ctx, const ela_attn_dense_args *a, uint64_t keys,
                               vk_attn_plan *p);
 
-/* Shared bytes of attn_dense_cm.comp with bc keys per tile: K and V tiles in f16, per 16-row
- * subgroup 16 bc scores (f32) and probabilities (f16), a factor per row; rows padded by 16 bytes
- * as the shader pads them. */
-static uint64_t cm_shared_bytes(uint64_t d, uint64_t bc) {
-    return 2 * bc * (d * 2 + 16) + CM_ROWS * ((bc + 4) * 4 + (bc + 8) * 2 + 4);
+/* Shared bytes of the cooperative-matrix shaders (attn_cm_tile.glsl) with bc keys per tile and
+ * br rows per workgroup: K and V tiles in f16, per 16-row subgroup 16 bc scores (f32) and
+ * probabilities (f16), a factor per row; rows padded by 16 bytes as the shader pads them. */
+static uint64_t cm_shared_bytes(uint64_t d, uint64_t bc, uint64_t br) {
+    return 2 * bc * (d * 2 + 16) + br * ((bc + 4) * 4 + (bc + 8) * 2 + 4);
 }
 
-uint32_t vk_attn_cm_tile_keys(const vk_ctx *ctx, const ela_attn_dense_args *a) {
+uint32_t vk_attn_cm_shape(const vk_ctx *ctx, const ela_attn_dense_args *a, uint64_t rows,
+                          uint32_t *br) {
     if (!ctx->coopmat || a->q->dtype != ELA_F16 || a->k->dtype != ELA_F16 ||
-        a->v->dtype != ELA_F16 || a->d % 16 != 0 || a->d > MAX_D)
+        a->v->dtype != ELA_F16 || a->d % 16 != 0 || a->d > MAX_D || rows < 64)
         return 0;
     uint64_t smem = ctx->phys->props.limits.maxComputeSharedMemorySize;
-    return cm_shared_bytes((uint64_t)a->d, CM_BC) <= smem ? CM_BC : 0;
-}
-
-/* The cooperative-matrix tile for this call, or 0: it also needs at least one full workgroup
- * of rows (fewer rows, as in decode, are the FMA path's). */
-static uint32_t cm_tile_keys(const vk_ctx *ctx, const ela_attn_dense_args *a, uint32_t rows) {
-    return rows >= CM_ROWS ? vk_attn_cm_tile_keys(ctx, a) : 0;
+    /* 128 rows (eight subgroups) share each K/V tile among twice the rows where they fit. */
+    *br = ctx->cm_wide && rows >= 128 && cm_shared_bytes((uint64_t)a->d, CM_BC, 128) <= smem
+              ? 128 : 64;
+    return cm_shared_bytes((uint64_t)a->d, CM_BC, *br) <= smem ? CM_BC : 0;
 }
 
 /* The decode shader's shape, or 0 when it cannot run this call: it needs subgroup shuffles,
@@ -111,11 +107,10 @@ static ela_status make_plan(const vk_ctx *ctx, const ela_attn_dense_args *a,
                                                                        : (uint64_t)a->n;
     if (decode_shape(ctx, a, bk, bv, p))
         return plan_splits(ctx, a, keys, p);
-    p->BC = cm_tile_keys(ctx, a, p->rows);
+    p->BC = vk_attn_cm_shape(ctx, a, p->rows, &p->BR);
     if (p->BC) {
         p->cm = 1;
-        p->BR = CM_ROWS;
-        p->WG = CM_WG;
+        p->WG = 2 * p->BR; /* a 32-lane subgroup per 16 rows */
         p->DP = div_up((uint64_t)a->d, 4u * p->T) * 4u * p->T; /* the merge's partial pitch */
         return plan_splits(ctx, a, keys, p);
     }

@@ -183,6 +183,7 @@ typedef struct vk_ctx {
     int subgroup;   /* subgroup shuffles (over >= 8 lanes) can be used in compute */
     int coopmat;    /* NV cooperative matrices (vk_physical.coopmat) are enabled */
     int decode;     /* decode attention keeps K/V in registers (attn_dense_decode.comp) */
+    int cm_wide;    /* cooperative-matrix attention may take 128 rows per workgroup */
     uint32_t force_splits; /* ELA_VK_SPLITS: key splits of dense attention (tests, tuning) */
     uint32_t mem_device, mem_staging; /* memory type indices */
     VkDeviceSize align;               /* storage buffer offset alignment, >= 16 */

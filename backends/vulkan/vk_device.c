@@ -388,7 +388,8 @@ ela_status vk_system(const vk_physical **devs, int *count) {
 /* ELA_VK_DISABLE: comma-separated features to switch off for testing the fallbacks:
  * uma (use staging copies), storage16 (16-bit data as 32-bit words), subgroup (one lane per
  * query row, no shuffles), coopmat (no cooperative matrices: attention on the FMA path),
- * decode (decode attention on the tiled shader instead of attn_dense_decode.comp). */
+ * decode (decode attention on the tiled shader instead of attn_dense_decode.comp), cm128 (the
+ * cooperative-matrix attention shaders at 64 rows per workgroup, not 128). */
 static int disabled(const char *feature) {
     const char *env = getenv("ELA_VK_DISABLE");
     size_t len = strlen(feature);
@@ -463,6 +464,7 @@ ela_status vk_device_open(int device, vk_ctx **out) {
     ctx->subgroup = p->subgroup_size >= 8 && !disabled("subgroup");
     ctx->coopmat = p->coopmat && ctx->storage16 && ctx->subgroup && !disabled("coopmat");
     ctx->decode = ctx->subgroup && !disabled("decode");
+    ctx->cm_wide = !disabled("cm128");
     const char *splits = getenv("ELA_VK_SPLITS");
     ctx->force_splits = splits && atoi(splits) > 0 ? (uint32_t)atoi(splits) : 0;
     /* Bindings start 16-byte aligned (or more, as the device asks): vector loads in shaders. */

@@ -72,10 +72,12 @@ const char *vk_variant(const vk_ctx *ctx, const char *base, int has_sg, int has_
 ela_status vk_attn_blocks(void *ctx, const ela_attn_blocks_args *args);
 ela_status vk_attn_gather(void *ctx, const ela_attn_gather_args *args);
 
-/* Keys per tile of the cooperative-matrix attention shaders (attn_cm_tile.glsl: 64 rows per
- * workgroup) for a's dtypes and head dim, or 0 when they cannot run it: NV cooperative matrices,
- * f16 q, k and v, d a multiple of 16 up to 256 whose tiles fit shared memory (vk_attn_dense.c). */
-uint32_t vk_attn_cm_tile_keys(const vk_ctx *ctx, const ela_attn_dense_args *a);
+/* Keys per tile of the cooperative-matrix attention shaders (attn_cm_tile.glsl) for a's dtypes
+ * and head dim over `rows` rows, and their rows per workgroup (*br: 64 or 128, a 32-lane
+ * subgroup per 16), or 0 when they cannot run it: NV cooperative matrices, f16 q, k and v, d a
+ * multiple of 16 up to 256 whose tiles fit shared memory, 64 rows at least (vk_attn_dense.c). */
+uint32_t vk_attn_cm_shape(const vk_ctx *ctx, const ela_attn_dense_args *a, uint64_t rows,
+                          uint32_t *br);
 
 /* The register decode shader (shaders/attn_dense_decode.comp) for the ops built on it: dense
  * decode, attn_gather (GATHER) and decode_select_attend (LOGITS). A plan: workgroup shape, row
