@@ -36,6 +36,27 @@ static vk_attn_push gather_push(const ela_attn_gather_args *ga, const vk_tensor_
     return push;
 }
 
+/* The op's scratch (the list copy, then the partials) and descriptor set, bound; a command
+ * group begun with the copy recorded. */
+static ela_status gather_begin(vk_ctx *ctx, const vk_tensor_binding *bq,
+                               const vk_tensor_binding *bk, const vk_tensor_binding *bv,
+                               const vk_tensor_binding *bo, const vk_tensor_binding *bl,
+                               const vk_scratch_tensor *it, VkDeviceSize scratch_bytes) {
+    VkDescriptorSet set;
+    VkDeviceSize scratch_off = 0;
+    ela_status st = vk_sparse_begin(ctx, scratch_bytes, NULL, 0, &it->copy, 1, &set, &scratch_off);
+    if (st != ELA_OK)
+        return st;
+    VkDescriptorBufferInfo dummy = {ctx->dummy.buf, 0, VK_WHOLE_SIZE};
+    VkDescriptorBufferInfo infos[VK_BINDINGS] = {bq->info, bk->info, bv->info, bo->info,
+                                                 bl ? bl->info : dummy,
+                                                 {ctx->scratch.buf, scratch_off, scratch_bytes}};
+    vk_set_write(ctx, set, infos);
+    vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1, &set, 0,
+                              NULL);
+    return ELA_OK;
+}
+
 /* Decode-shaped calls on the register decode shader (GATHER), which reads K/V rows straight
  * into registers: on an H100 a 2048-entry decode gather (Hq 32, Hkv 8, d 128) took 138 us on
  * attn_gather.comp (32-invocation workgroups, too few loads in flight) and a LessIsMore sparse
@@ -61,19 +82,9 @@ static ela_status gather_decode(vk_ctx *ctx, const ela_attn_gather_args *ga,
     VkPipeline main_pipe, merge_pipe;
     if ((st = vk_attn_decode_pipelines(ctx, a, &p, 1, 0, &main_pipe, &merge_pipe)) != ELA_OK)
         return st;
-    VkDescriptorSet set;
-    VkDeviceSize scratch_off = 0;
-    if ((st = vk_sparse_begin(ctx, scratch_bytes, NULL, 0, &it.copy, 1, &set, &scratch_off)) !=
-        ELA_OK)
+    if ((st = gather_begin(ctx, bq, bk, bv, bo, bl, &it, scratch_bytes)) != ELA_OK)
         return st;
-    VkDescriptorBufferInfo dummy = {ctx->dummy.buf, 0, VK_WHOLE_SIZE};
-    VkDescriptorBufferInfo infos[VK_BINDINGS] = {bq->info, bk->info, bv->info, bo->info,
-                                                 bl ? bl->info : dummy,
-                                                 {ctx->scratch.buf, scratch_off, scratch_bytes}};
-    vk_set_write(ctx, set, infos);
     vk_attn_push push = gather_push(ga, bq, bk, bv, bo, bl, &it, list_room);
-    vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1, &set, 0,
-                              NULL);
     vk_attn_decode_record(ctx, &p, &push, (uint32_t)a->hkv, main_pipe, merge_pipe);
     return vk_op_done(ctx, "attn_gather");
 }
@@ -161,23 +172,14 @@ ela_status vk_attn_gather(void *vctx, const ela_attn_gather_args *ga) {
                       ELA_OK))
         return st;
 
-    VkDescriptorSet set;
-    VkDeviceSize scratch_off = 0;
-    if ((st = vk_sparse_begin(ctx, scratch_bytes, NULL, 0, &it.copy, 1, &set, &scratch_off)) !=
+    if ((st = gather_begin(ctx, &bq, &bk, &bv, &bo, a->lse ? &bl : NULL, &it, scratch_bytes)) !=
         ELA_OK)
         return st;
-    VkDescriptorBufferInfo dummy = {ctx->dummy.buf, 0, VK_WHOLE_SIZE};
-    VkDescriptorBufferInfo infos[VK_BINDINGS] = {bq.info, bk.info, bv.info, bo.info,
-                                                 a->lse ? bl.info : dummy,
-                                                 {ctx->scratch.buf, scratch_off, scratch_bytes}};
-    vk_set_write(ctx, set, infos);
     vk_attn_push push = gather_push(ga, &bq, &bk, &bv, &bo, a->lse ? &bl : NULL, &it, list_room);
     push.rows = rows;
     push.split_keys = split_keys;
     push.splits = n_splits;
     vk_bind_pipeline(ctx, main_pipe);
-    vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1, &set, 0,
-                              NULL);
     vk_sparse_dispatch(ctx, &push, tiles, (uint32_t)a->hkv, n_splits);
     if (split) {
         vk_group_barrier(ctx);
