@@ -178,7 +178,16 @@ static ela_status plan_splits(const vk_ctx *ctx, const ela_attn_dense_args *a, u
     return ELA_OK;
 }
 
-static uint32_t dtype_code(ela_dtype dt) { return dt == ELA_F16 ? 1u : dt == ELA_BF16 ? 2u : 0u; }
+/* The split merge's pipeline when the plan splits the keys (else VK_NULL_HANDLE). */
+static ela_status merge_pipeline(vk_ctx *ctx, const ela_attn_dense_args *a, const vk_attn_plan *p,
+                                 VkPipeline *merge_pipe) {
+    uint32_t mspec[8] = {MERGE_WG, (uint32_t)a->d, p->T, 0, 0, 0, vk_dtype_code(a->o->dtype), 0};
+    *merge_pipe = VK_NULL_HANDLE;
+    if (p->splits <= 1)
+        return ELA_OK;
+    return vk_pipeline_get(ctx, ctx->storage16 ? "attn_dense_merge_16" : "attn_dense_merge",
+                           mspec, 8, merge_pipe);
+}
 
 ela_status vk_attn_dense(void *vctx, const ela_attn_dense_args *a) {
     vk_ctx *ctx = vctx;
@@ -205,19 +214,19 @@ ela_status vk_attn_dense(void *vctx, const ela_attn_dense_args *a) {
 
     /* Pipelines first: creating one can fail, and nothing is recorded yet. */
     uint32_t split = p.splits > 1;
-    uint32_t spec[10] = {p.WG, (uint32_t)a->d, p.decode ? p.LPK : p.T, p.decode ? p.BR : p.BC,
-                         dtype_code(a->q->dtype), dtype_code(a->k->dtype),
-                         dtype_code(a->o->dtype), split, p.NSG, p.U};
-    uint32_t mspec[8] = {MERGE_WG, (uint32_t)a->d, p.T, 0, 0, 0, dtype_code(a->o->dtype), 0};
-    const char *main_name =
-        p.decode        ? (ctx->storage16 ? "attn_dense_decode_16" : "attn_dense_decode")
-        : p.cm          ? "attn_dense_cm"
-        : ctx->subgroup ? (ctx->storage16 ? "attn_dense_sg16" : "attn_dense_sg")
-                        : (ctx->storage16 ? "attn_dense_16" : "attn_dense");
-    const char *merge_name = ctx->storage16 ? "attn_dense_merge_16" : "attn_dense_merge";
-    VkPipeline main_pipe, merge_pipe = VK_NULL_HANDLE;
-    if ((st = vk_pipeline_get(ctx, main_name, spec, p.decode ? 10 : 8, &main_pipe)) != ELA_OK ||
-        (split && (st = vk_pipeline_get(ctx, merge_name, mspec, 8, &merge_pipe)) != ELA_OK))
+    VkPipeline main_pipe, merge_pipe;
+    if (p.decode) {
+        st = vk_attn_decode_pipelines(ctx, a, &p, 0, 0, &main_pipe, &merge_pipe);
+    } else {
+        uint32_t spec[8] = {p.WG, (uint32_t)a->d, p.T, p.BC, vk_dtype_code(a->q->dtype),
+                            vk_dtype_code(a->k->dtype), vk_dtype_code(a->o->dtype), split};
+        const char *name = p.cm          ? "attn_dense_cm"
+                           : ctx->subgroup ? (ctx->storage16 ? "attn_dense_sg16" : "attn_dense_sg")
+                                           : (ctx->storage16 ? "attn_dense_16" : "attn_dense");
+        if ((st = vk_pipeline_get(ctx, name, spec, 8, &main_pipe)) == ELA_OK)
+            st = merge_pipeline(ctx, a, &p, &merge_pipe);
+    }
+    if (st != ELA_OK)
         return st;
 
     VkDescriptorSet set;
@@ -241,20 +250,14 @@ ela_status vk_attn_dense(void *vctx, const ela_attn_dense_args *a) {
         bv.elem, bv.stride[0], bv.stride[1],
         bo.elem, bo.stride[0], bo.stride[1],
         a->lse ? bl.elem : 0, a->lse ? bl.stride[0] : 0, a->lse ? bl.stride[1] : 0,
-        p.rows, (uint32_t)(a->hq / a->hkv), (uint32_t)a->n, q_pos0, p.split_keys, p.splits,
+        0, (uint32_t)(a->hq / a->hkv), (uint32_t)a->n, q_pos0, 0, 0,
         a->lse != NULL, 0, 0, vk_vec4_rows(a->d, &bk, &bv), a->scale * VK_LOG2E, {0},
     };
     if ((st = vk_group_begin(ctx)) != ELA_OK)
         return st;
-    vk_bind_pipeline(ctx, main_pipe);
     vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1, &set, 0,
                               NULL);
-    vk_sparse_dispatch(ctx, &push, p.tiles, (uint32_t)a->hkv, p.splits);
-    if (split) {
-        vk_group_barrier(ctx);
-        vk_bind_pipeline(ctx, merge_pipe);
-        vk_sparse_dispatch(ctx, &push, p.rows, (uint32_t)a->hkv, 1);
-    }
+    vk_attn_record(ctx, &p, &push, (uint32_t)a->hkv, main_pipe, merge_pipe);
     return vk_op_done(ctx, op);
 }
 
@@ -271,22 +274,16 @@ ela_status vk_attn_decode_pipelines(vk_ctx *ctx, const ela_attn_dense_args *a,
                                     const vk_attn_plan *p, int gather, int logits,
                                     VkPipeline *main_pipe, VkPipeline *merge_pipe) {
     uint32_t split = p->splits > 1;
-    uint32_t spec[12] = {p->WG, (uint32_t)a->d, p->LPK, p->BR, dtype_code(a->q->dtype),
-                         dtype_code(a->k->dtype), dtype_code(a->o->dtype), split, p->NSG, p->U,
+    uint32_t spec[12] = {p->WG, (uint32_t)a->d, p->LPK, p->BR, vk_dtype_code(a->q->dtype),
+                         vk_dtype_code(a->k->dtype), vk_dtype_code(a->o->dtype), split, p->NSG, p->U,
                          (uint32_t)gather, (uint32_t)logits};
-    uint32_t mspec[8] = {MERGE_WG, (uint32_t)a->d, p->T, 0, 0, 0, dtype_code(a->o->dtype), 0};
-    ela_status st;
-    *merge_pipe = VK_NULL_HANDLE;
-    if ((st = vk_pipeline_get(ctx, ctx->storage16 ? "attn_dense_decode_16" : "attn_dense_decode",
-                              spec, 12, main_pipe)) != ELA_OK)
-        return st;
-    return split ? vk_pipeline_get(ctx, ctx->storage16 ? "attn_dense_merge_16"
-                                                       : "attn_dense_merge",
-                                   mspec, 8, merge_pipe)
-                 : ELA_OK;
+    ela_status st = vk_pipeline_get(ctx, ctx->storage16 ? "attn_dense_decode_16"
+                                                        : "attn_dense_decode",
+                                    spec, 12, main_pipe);
+    return st != ELA_OK ? st : merge_pipeline(ctx, a, p, merge_pipe);
 }
 
-void vk_attn_decode_record(vk_ctx *ctx, const vk_attn_plan *p, vk_attn_push *push,
+void vk_attn_record(vk_ctx *ctx, const vk_attn_plan *p, vk_attn_push *push,
                            uint32_t hkv, VkPipeline main_pipe, VkPipeline merge_pipe) {
     push->rows = p->rows;
     push->split_keys = p->split_keys;

@@ -85,7 +85,7 @@ static ela_status gather_decode(vk_ctx *ctx, const ela_attn_gather_args *ga,
     if ((st = gather_begin(ctx, bq, bk, bv, bo, bl, &it, scratch_bytes)) != ELA_OK)
         return st;
     vk_attn_push push = gather_push(ga, bq, bk, bv, bo, bl, &it, list_room);
-    vk_attn_decode_record(ctx, &p, &push, (uint32_t)a->hkv, main_pipe, merge_pipe);
+    vk_attn_record(ctx, &p, &push, (uint32_t)a->hkv, main_pipe, merge_pipe);
     return vk_op_done(ctx, "attn_gather");
 }
 

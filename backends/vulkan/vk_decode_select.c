@@ -277,7 +277,7 @@ ela_status vk_decode_select_attend(void *vctx, const ela_decode_select_attend_ar
     clear_radix(ctx, &s, scratch_off);
     vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1,
                               &attn_set, 0, NULL);
-    vk_attn_decode_record(ctx, &p, &ap, (uint32_t)at->hkv, main_pipe, merge_pipe);
+    vk_attn_record(ctx, &p, &ap, (uint32_t)at->hkv, main_pipe, merge_pipe);
     vk_group_barrier(ctx);
     vkf.CmdBindDescriptorSets(ctx->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->layout, 0, 1,
                               &sel_set, 0, NULL);

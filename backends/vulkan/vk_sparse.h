@@ -99,9 +99,10 @@ ela_status vk_attn_decode_plan(const vk_ctx *ctx, const ela_attn_dense_args *a,
 ela_status vk_attn_decode_pipelines(vk_ctx *ctx, const ela_attn_dense_args *a,
                                     const vk_attn_plan *p, int gather, int logits,
                                     VkPipeline *main_pipe, VkPipeline *merge_pipe);
-/* Records it (and the merge) with the op's descriptor set bound; sets the plan's fields of push
- * (rows, split_keys, splits), the caller the rest. */
-void vk_attn_decode_record(vk_ctx *ctx, const vk_attn_plan *p, vk_attn_push *push,
+/* Records a plan's attention pass (any of the dense shaders) and the split merge with the op's
+ * descriptor set bound; sets the plan's fields of push (rows, split_keys, splits), the caller
+ * the rest. */
+void vk_attn_record(vk_ctx *ctx, const vk_attn_plan *p, vk_attn_push *push,
                            uint32_t hkv, VkPipeline main_pipe, VkPipeline merge_pipe);
 ela_status vk_xattn_estimate(void *ctx, const ela_xattn_estimate_args *args);
 ela_status vk_router_eval(void *ctx, const ela_router_eval_args *args);
