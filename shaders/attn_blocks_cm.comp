@@ -14,6 +14,7 @@
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
+#extension GL_KHR_shader_subgroup_vote : require
 
 layout(local_size_x_id = 0) in;                // 128: four 32-lane subgroups
 layout(constant_id = 1) const uint D = 128u;   // head dim, a multiple of 16, <= 256
@@ -28,6 +29,8 @@ BlockItem g_it;
 BlockClass g_cl;
 uint g_b0, g_nrows;
 
+#include "attn_cm_tile.glsl"
+
 uint cm_q_elem(uint r) {
     const uint row = g_it.row0 + r;
     if (row >= g_nrows)
@@ -37,7 +40,37 @@ uint cm_q_elem(uint r) {
     return pc.q_off + i * pc.q_s0 + h * pc.q_s1;
 }
 
-#include "attn_cm_tile.glsl"
+uint cm_row_vis(uint r) {
+    const uint row = g_it.row0 + r;
+    return row < g_nrows ? min(pc.q_pos0 + g_b0 + row / g_cl.gc + 1u, pc.n) : 0u;
+}
+
+void cm_out(uint r, uint col, float x) {
+    const uint row = g_it.row0 + r;
+    if (row >= g_nrows)
+        return;
+    if (g_it.slot != NO_SLOT) {
+        part[pc.part_off + (g_it.slot * BR + r) * (DP + 2u) + col] = x;
+    } else {
+        const uint h = part_u[part_u[HDR_HEADS] + g_cl.head0 + row % g_cl.gc];
+        store_o(pc.o_off + (g_b0 + row / g_cl.gc) * pc.o_s0 + h * pc.o_s1 + col, x);
+    }
+}
+
+void cm_out_stats(uint r, float m, float l) {
+    const uint row = g_it.row0 + r;
+    if (row >= g_nrows)
+        return;
+    if (g_it.slot != NO_SLOT) {
+        const uint pe = pc.part_off + (g_it.slot * BR + r) * (DP + 2u);
+        part[pe + DP] = m;
+        part[pe + DP + 1u] = l;
+    } else if (pc.has_lse != 0u) {
+        const uint h = part_u[part_u[HDR_HEADS] + g_cl.head0 + row % g_cl.gc];
+        lse_f[pc.lse_off + (g_b0 + row / g_cl.gc) * pc.lse_s0 + h * pc.lse_s1] =
+            l > 0.0 ? (m + log2(l)) * LN2 : uintBitsToFloat(0xff800000u);
+    }
+}
 
 // The first tile at or after key kt (within key block J0 onwards) that the item visits, as its
 // start; k_stop when none is left. Uniform.
@@ -58,12 +91,7 @@ void main() {
     g_nrows = min(BLOCK, L - g_b0) * g_cl.gc;
     cm_begin(g_cl.g);
 
-    const uint rl = cm_sg * RS + cm_r, r = g_it.row0 + rl;
-    const bool valid = r < g_nrows;
-    const uint i = g_b0 + (valid ? r / g_cl.gc : 0u);
-    const uint h = part_u[part_u[HDR_HEADS] + g_cl.head0 + (valid ? r % g_cl.gc : 0u)];
     const uint M = qb0 + g_it.qb;
-    const uint vis = valid ? min(pc.q_pos0 + i + 1u, pc.n) : 0u;
     const uint i_last = g_b0 + (min(g_it.row0 + BR, g_nrows) - 1u) / g_cl.gc;
     const uint wg_vis = min(pc.q_pos0 + i_last + 1u, pc.n);
     const uint jend = min(g_it.jb1, min(M, nkb - 1u) + 1u);
@@ -80,32 +108,8 @@ void main() {
         const uint next_nk = next < k_stop
                                  ? min(BC, min(next / BLOCK * BLOCK + BLOCK, wg_vis) - next)
                                  : 0u;
-        cm_tile(nk, kt < vis ? min(nk, vis - kt) : 0u, next, next_nk);
+        cm_tile(kt, nk, next, next_nk);
         kt = next;
     }
-
     cm_finish(g_it.slot == NO_SLOT);
-    const uint pe = pc.part_off + (g_it.slot * BR + rl) * (DP + 2u);
-    const uint oe = pc.o_off + i * pc.o_s0 + h * pc.o_s1;
-    for (uint c = 0u; c < D16; c++) {
-        float x[8];
-        cm_out_chunk(c, x);
-        if (valid)
-            for (uint t = 0u; t < 8u; t++) {
-                const uint col = 16u * c + 8u * cm_half + t;
-                if (g_it.slot != NO_SLOT)
-                    part[pe + col] = x[t];
-                else
-                    store_o(oe + col, x[t]);
-            }
-    }
-    if (!valid || cm_half != 0u)
-        return;
-    if (g_it.slot != NO_SLOT) {
-        part[pe + DP] = cm_m;
-        part[pe + DP + 1u] = cm_l;
-    } else if (pc.has_lse != 0u) {
-        lse_f[pc.lse_off + i * pc.lse_s0 + h * pc.lse_s1] =
-            cm_l > 0.0 ? (cm_m + log2(cm_l)) * LN2 : uintBitsToFloat(0xff800000u);
-    }
 }

@@ -3,28 +3,42 @@
 // key blocks a head's mode allows).
 //
 // A workgroup is four or eight 32-lane subgroups over BR = 64 or 128 query rows of one KV head;
-// subgroup s owns rows 16 s .. 16 s + 15. Q is staged through shared memory once (2 BC rows at a
-// time, in the K/V room) and kept as D / 16 A matrices;
-// O is D / 16 accumulator matrices. Per tile of BC keys the workgroup stages K and V in shared
-// memory (f16 pairs as 32-bit words); each subgroup forms its 16 x BC scores S = Q K^T (K read
-// column-major, i.e. as K^T) and stores them to its shared slice; two lanes per row take the
-// row's max over its visible keys, write P = exp2(S * scale log2 e - m) as f16 and the row's
-// rescale factor; O is rescaled element-wise and O += P V accumulates in the matrices. Which
-// row an accumulator element belongs to is the implementation's layout: a matrix loaded from a
-// table of row numbers, of the same type as O, says it for every element.
-// Shared memory: 2 BC (D / 2 + 4) words (K, V; the Q staging reuses them) plus
-// per subgroup 16 (BC + 4) floats (S; at the end the output chunks), 16 (BC + 8) halves (P)
-// and 16 floats (factors). Every row is padded by 16 bytes, so that the 16 rows a matrix load
-// or store touches, and the rows the softmax lanes read, fall in different banks.
-// Each invocation loads its share of the next K/V tile into registers before the current
-// tile's matrix work.
+// subgroup s owns rows 16 s .. 16 s + 15. Q is staged through shared memory once (in the K/V
+// room) and kept as D / 16 A matrices; O is D / 16 accumulator matrices. Per tile of BC keys the
+// workgroup stages K and V in shared memory (f16 pairs as 32-bit words); each subgroup forms
+// its 16 x BC scores S = Q K^T (K read column-major, i.e. as K^T) in accumulators and runs the
+// online softmax on them in registers: P = exp2(S * scale log2 e - m) in place, converted to f16
+// A matrices for O = alpha O + P V. No score or probability goes through shared memory.
+//
+// Which row and column an accumulator element holds is the implementation's layout: matrices
+// loaded from tables of row and column numbers, of the same type as S and O, say it for every
+// element. A row's max and sum are reduced over the lanes that hold it with two shuffles (lane
+// xor 1, xor 2): this needs the layout that cm_layout.comp checks once per device (every lane
+// holds elements of at most two rows, and all lanes holding a row are the four lanes of its
+// quad, which hold the same two rows; NVIDIA's mma fragments); the host uses these shaders only
+// where the check passed (vk_ctx.cm_quad).
+//
+// Shared memory: 2 BC (D / 2 + 4) words (K, V; the Q staging reuses them) and the 2 x 256
+// float tables. Rows are padded by 16 bytes so that the 16 rows a matrix load touches fall in
+// different banks. Each invocation loads its share of the next K/V tile into registers before
+// the current tile's matrix work.
 //
 // The including shader enables the extensions (16-bit storage and arithmetic, NV cooperative
 // matrices, memory scope semantics, subgroup basic and shuffle) and defines, before the
-// include: attn_io.glsl, D, T, BC (specialization constants 1-3), a workgroup of 128 or 256
-// invocations, and `uint cm_q_elem(uint r)`: the element of q row r of the workgroup (0 ..
-// BR - 1) in binding 0, or CM_NO_ROW past the last row. Then it calls cm_begin(), cm_tile() per
-// tile, cm_finish() and cm_out_chunk() per 16 output columns.
+// include: attn_io.glsl, D, T, BC (specialization constants 1-3) and a workgroup of 128 or 256
+// invocations; anywhere, these four for row r of the workgroup (0 .. BR - 1):
+//   cm_q_elem   its q row's first element in binding 0, CM_NO_ROW past the last row;
+//   cm_row_vis  the keys it sees: [0, vis) (0 past the last row);
+//   cm_out, cm_out_stats  store its results (called for rows past the last too: they skip).
+// Then it calls cm_begin(), cm_tile() per tile and cm_finish().
+
+uint cm_q_elem(uint r);
+uint cm_row_vis(uint r);
+void cm_out(uint r, uint col, float x);
+void cm_out_stats(uint r, float m, float l);
+
+// Elements of a 16 x 16 accumulator per lane: 256 over 32 lanes (cm_layout.comp checks it).
+const uint CM_LEN = 8u;
 
 #define MAT_A fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
 #define MAT_C fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>
@@ -35,18 +49,16 @@ const uint BR = SUBGROUPS * RS;    // rows per workgroup: 64 or 128
 const uint QCH = 2u * BC < BR ? 2u * BC : BR; // Q rows staged at a time in the K/V room
 const uint D16 = D / 16u;
 const uint BC16 = BC / 16u;
-const uint HALF_BC = BC / 2u;      // keys per lane in the softmax (two lanes per row)
 const uint DP = (D + 4u * T - 1u) / (4u * T) * 4u * T; // attn_dense.comp's partial row pitch
 const uint KS = D / 2u + 4u; // words per staged K, V or Q row
-const uint SS = BC + 4u;     // floats per score row
-const uint PS = BC + 8u;     // halves per probability row
-const uint OS = 20u;         // floats per row of an output chunk
 const uint CM_NO_ROW = 0xffffffffu;
+const float RESCALE_AT = 8.0; // log2 units
 
-shared uint kvs[2u * BC * KS];         // K tile, then V tile (f16 pairs); Q before the tiles
-shared float ss[SUBGROUPS * RS * SS];  // per subgroup: scores; at the end, output chunks
-shared float16_t ps[SUBGROUPS * RS * PS]; // per subgroup: probabilities
-shared float fs[SUBGROUPS * RS];       // per row: the rescale factor, then 1 / l
+shared uint kvs[2u * BC * KS]; // K tile, then V tile (f16 pairs); Q before the tiles
+shared float cm_tab[512];      // 16 x 16 row numbers, then column numbers
+const uint OS = 20u;           // floats per row of an O matrix staged for rescaling
+shared float cm_os[SUBGROUPS * 16u * OS]; // per subgroup: an O matrix being rescaled
+shared float cm_fac[SUBGROUPS * 16u];     // per subgroup row: its rescale factor
 
 // Two f16 from a 16-bit binding at element e (no alignment needed), as one word.
 uint pair_k(uint e) { return packFloat2x16(f16vec2(k_h[e], k_h[e + 1u])); }
@@ -55,13 +67,14 @@ uint pair_v(uint e) { return packFloat2x16(f16vec2(v_h[e], v_h[e + 1u])); }
 const uint PIECES = BC * D / 4u; // pieces of 4 halves per tile of K (and of V)
 const uint PF = (PIECES + SUBGROUPS * 32u - 1u) / (SUBGROUPS * 32u); // per invocation
 
-// The workgroup's state: this lane's row in the softmax and output (two lanes per row), the
-// Q and O matrices, the row table, the row's running max and sum, the next tile's registers.
-uint cm_sg, cm_r, cm_half, cm_sbase, cm_srow, cm_pbase, cm_prow, cm_kbase, cm_vbase;
+// The workgroup's state: this lane's two rows (a and b, within the subgroup; equal when it
+// holds one), their visible keys, running max and sum; per element, whether it is row a's (1)
+// and its column; the Q and O matrices; the next tile's registers.
+uint cm_sg, cm_ra, cm_rb, cm_visa, cm_visb, cm_kbase, cm_vbase;
+float cm_ma, cm_mb, cm_la, cm_lb;
+uint cm_isa, cm_cols; // per element: bit e, row a's; bits 4 e .. 4 e + 3, its column
 MAT_A cm_qa[D16];
 MAT_C cm_oa[D16];
-MAT_C cm_rows_of;
-float cm_m, cm_l;
 uvec2 cm_kr[PF], cm_vr[PF];
 
 // Starts loading the K and V of keys [kt, kt + nk) (zero past nk) into this invocation's
@@ -86,21 +99,18 @@ void cm_fetch(uint kt, uint nk) {
     }
 }
 
-// Q of the workgroup's rows as matrices, O zero, keys of KV head g.
+// Q of the workgroup's rows as matrices, O zero, keys of KV head g; the element tables.
 void cm_begin(uint g) {
     const uint WG = gl_WorkGroupSize.x, tid = gl_LocalInvocationIndex;
-    const uint lane = gl_SubgroupInvocationID;
     cm_sg = gl_SubgroupID;
-    cm_r = lane >> 1u;
-    cm_half = lane & 1u;
-    cm_sbase = cm_sg * RS * SS;
-    cm_srow = cm_sbase + cm_r * SS;
-    cm_pbase = cm_sg * RS * PS;
-    cm_prow = cm_pbase + cm_r * PS;
     cm_kbase = pc.k_off + g * pc.k_s0;
     cm_vbase = pc.v_off + g * pc.v_s0;
+    for (uint e = tid; e < 256u; e += WG) {
+        cm_tab[e] = float(e / 16u);
+        cm_tab[256u + e] = float(e % 16u);
+    }
     const uint DW = D / 2u; // words of a row's data
-    // Q through the K/V room, QCH rows at a time.
+    // Q through the K/V room, QCH rows at a time (the first barrier also orders the tables).
     for (uint r0 = 0u; r0 < BR; r0 += QCH) {
         barrier(); // the previous chunk's rows are loaded
         for (uint e = tid; e < QCH * DW; e += WG) {
@@ -114,22 +124,132 @@ void cm_begin(uint g) {
             for (uint c = 0u; c < D16; c++)
                 coopMatLoadNV(cm_qa[c], kvs, (mine - r0) * KS + c * 8u, KS, false);
     }
-    for (uint e = lane; e < RS * 16u; e += 32u)
-        ss[cm_sbase + e] = float(e / 16u);
-    subgroupMemoryBarrierShared();
-    subgroupBarrier();
-    coopMatLoadNV(cm_rows_of, ss, cm_sbase, 16u, false);
+    MAT_C rows;
+    coopMatLoadNV(rows, cm_tab, 0u, 16u, false);
+    MAT_C cols;
+    coopMatLoadNV(cols, cm_tab, 256u, 16u, false);
+    cm_ra = uint(rows[0]);
+    cm_isa = 0u;
+    cm_cols = 0u;
+    cm_rb = cm_ra;
+    for (uint e = 0u; e < CM_LEN; e++) {
+        const uint r = uint(rows[e]);
+        cm_rb = r != cm_ra ? r : cm_rb;
+        cm_isa |= r == cm_ra ? 1u << e : 0u;
+        cm_cols |= uint(cols[e]) << (4u * e);
+    }
+    cm_visa = cm_row_vis(cm_sg * RS + cm_ra);
+    cm_visb = cm_row_vis(cm_sg * RS + cm_rb);
     for (uint c = 0u; c < D16; c++)
         cm_oa[c] = MAT_C(0.0);
-    cm_m = NEG_BIG;
-    cm_l = 0.0;
+    cm_ma = NEG_BIG;
+    cm_mb = NEG_BIG;
+    cm_la = 0.0;
+    cm_lb = 0.0;
 }
 
-// One tile of keys [kt, kt + nk), already fetched; this lane's row sees its first jn. Fetches
+// The max (or sum) of x over the four lanes of this lane's quad.
+float quad_max(float x) {
+    x = max(x, subgroupShuffleXor(x, 1u));
+    return max(x, subgroupShuffleXor(x, 2u));
+}
+float quad_sum(float x) {
+    x += subgroupShuffleXor(x, 1u);
+    return x + subgroupShuffleXor(x, 2u);
+}
+
+// Keys kk 16 .. kk 16 + 15 of the staged tile: row a sees the first ja of them, row b jb.
+// One 16-key chunk at a time (no arrays of matrices: indexed in a loop, the driver kept them in
+// memory and larger tiles ran slower per key).
+void cm_chunk(uint kk, uint ja, uint jb) {
+    // S = Q K^T.
+    MAT_C s = MAT_C(0.0);
+    for (uint c = 0u; c < D16; c++) {
+        MAT_A kb;
+        coopMatLoadNV(kb, kvs, kk * 16u * KS + c * 8u, KS, true);
+        s = coopMatMulAddNV(cm_qa[c], kb, s);
+    }
+
+    // The rows' maxima over their visible keys.
+    float ma = NEG_BIG, mb = NEG_BIG;
+    for (uint e = 0u; e < CM_LEN; e++) {
+        const uint j = bitfieldExtract(cm_cols, 4 * int(e), 4);
+        const float x = s[e] * pc.scale_log2e;
+        if ((cm_isa & (1u << e)) != 0u) {
+            if (j < ja)
+                ma = max(ma, x);
+        } else if (j < jb) {
+            mb = max(mb, x);
+        }
+    }
+    ma = quad_max(ma);
+    mb = quad_max(mb);
+    // Lazy rescaling: a row keeps its reference max until a score passes it by RESCALE_AT
+    // (P stays below 2^RESCALE_AT, well inside f16), so O, whose element-wise rescale costs as
+    // much as the P V products, is rescaled only where some row's max jumps (rarely past the
+    // first keys). A row with no key yet takes its first max for free (O and l are still 0).
+    const bool grow_a = ma > cm_ma + RESCALE_AT, grow_b = mb > cm_mb + RESCALE_AT;
+    ma = grow_a ? ma : cm_ma;
+    mb = grow_b ? mb : cm_mb;
+    const float alpha_a = exp2(cm_ma - ma), alpha_b = exp2(cm_mb - mb);
+    const bool rescale = subgroupAny((grow_a && cm_ma > NEG_BIG) || (grow_b && cm_mb > NEG_BIG));
+
+    // P, and l sums the rounded weights P V uses.
+    float suma = 0.0, sumb = 0.0;
+    for (uint e = 0u; e < CM_LEN; e++) {
+        const uint j = bitfieldExtract(cm_cols, 4 * int(e), 4);
+        const bool is_a = (cm_isa & (1u << e)) != 0u;
+        const float x = s[e] * pc.scale_log2e;
+        const float p = j < (is_a ? ja : jb) ? float(float16_t(exp2(x - (is_a ? ma : mb)))) : 0.0;
+        s[e] = p;
+        if (is_a)
+            suma += p;
+        else
+            sumb += p;
+    }
+    const MAT_A pa = MAT_A(s);
+    cm_la = cm_la * alpha_a + quad_sum(suma);
+    cm_lb = cm_lb * alpha_b + quad_sum(sumb);
+    cm_ma = ma;
+    cm_mb = mb;
+
+    // O = alpha O. Through shared memory: element access on the O matrices, even in a branch
+    // never taken, made the products 1.8x slower on an H100.
+    if (rescale) {
+        const uint lane = gl_SubgroupInvocationID, ob = cm_sg * 16u * OS;
+        if ((lane & 3u) == 0u) {
+            cm_fac[cm_sg * 16u + cm_ra] = alpha_a;
+            cm_fac[cm_sg * 16u + cm_rb] = alpha_b; // the same row when the lane holds one
+        }
+        for (uint c = 0u; c < D16; c++) {
+            coopMatStoreNV(cm_oa[c], cm_os, ob, OS, false);
+            subgroupMemoryBarrierShared();
+            subgroupBarrier();
+            const uint r = lane >> 1u, at = ob + r * OS + 8u * (lane & 1u);
+            const float f = cm_fac[cm_sg * 16u + r];
+            for (uint t = 0u; t < 8u; t++)
+                cm_os[at + t] *= f;
+            subgroupMemoryBarrierShared();
+            subgroupBarrier();
+            coopMatLoadNV(cm_oa[c], cm_os, ob, OS, false);
+            subgroupMemoryBarrierShared();
+            subgroupBarrier(); // loaded before the next matrix overwrites it
+        }
+    }
+
+    // O += P V.
+    for (uint c = 0u; c < D16; c++) {
+        MAT_A vb;
+        coopMatLoadNV(vb, kvs, BC * KS + kk * 16u * KS + c * 8u, KS, false);
+        cm_oa[c] = coopMatMulAddNV(pa, vb, cm_oa[c]);
+    }
+}
+
+// One tile of keys [kt, kt + nk), already fetched; each row sees those below its vis. Fetches
 // keys [next, next + next_nk) for the following tile (next_nk 0: none). Uniform control flow.
-void cm_tile(uint nk, uint jn, uint next, uint next_nk) {
+void cm_tile(uint kt, uint nk, uint next, uint next_nk) {
     const uint WG = gl_WorkGroupSize.x, tid = gl_LocalInvocationIndex;
-    barrier(); // Q and the row table, or the previous tile, are consumed
+    barrier(); // Q, or the previous tile, is consumed
     for (uint f = 0u; f < PF; f++) {
         const uint e = tid + f * WG, at = (e / (D / 4u)) * KS + 2u * (e % (D / 4u));
         if (e >= PIECES)
@@ -142,85 +262,28 @@ void cm_tile(uint nk, uint jn, uint next, uint next_nk) {
     barrier();
     if (next_nk > 0u) // the next tile's loads are in flight while this one computes
         cm_fetch(next, next_nk);
-
-    // S = Q K^T, 16 keys at a time.
-    for (uint kk = 0u; kk < BC16; kk++) {
-        MAT_C acc = MAT_C(0.0);
-        for (uint c = 0u; c < D16; c++) {
-            MAT_A kb;
-            coopMatLoadNV(kb, kvs, kk * 16u * KS + c * 8u, KS, true);
-            acc = coopMatMulAddNV(cm_qa[c], kb, acc);
-        }
-        coopMatStoreNV(acc, ss, cm_sbase + kk * 16u, SS, false);
-    }
-    subgroupMemoryBarrierShared();
-    subgroupBarrier();
-
-    // Online softmax of the row's visible keys [0, jn) of the tile: this lane's half of them.
-    const uint j0 = cm_half * HALF_BC;
-    float mt = cm_m;
-    for (uint j = 0u; j < HALF_BC; j++)
-        if (j0 + j < jn)
-            mt = max(mt, ss[cm_srow + j0 + j] * pc.scale_log2e);
-    mt = max(mt, subgroupShuffleXor(mt, 1u));
-    const float alpha = exp2(cm_m - mt);
-    float sum = 0.0;
-    for (uint j = 0u; j < HALF_BC; j++) {
-        float16_t p = float16_t(0.0);
-        if (j0 + j < jn)
-            p = float16_t(exp2(ss[cm_srow + j0 + j] * pc.scale_log2e - mt));
-        ps[cm_prow + j0 + j] = p;
-        sum += float(p); // l sums the rounded weights P V uses
-    }
-    sum += subgroupShuffleXor(sum, 1u);
-    cm_l = cm_l * alpha + sum;
-    cm_m = mt;
-    if (cm_half == 0u)
-        fs[cm_sg * RS + cm_r] = alpha;
-    subgroupMemoryBarrierShared();
-    subgroupBarrier();
-
-    // O = alpha O + P V.
-    MAT_A pa[BC16];
-    for (uint kk = 0u; kk < BC16; kk++)
-        coopMatLoadNV(pa[kk], ps, cm_pbase + kk * 16u, PS, false);
-    MAT_C factor; // each element's row's alpha
-    for (int e = 0; e < factor.length(); e++)
-        factor[e] = fs[cm_sg * RS + uint(cm_rows_of[e])];
-    for (uint c = 0u; c < D16; c++) {
-        for (int e = 0; e < cm_oa[c].length(); e++)
-            cm_oa[c][e] *= factor[e];
-        for (uint kk = 0u; kk < BC16; kk++) {
-            MAT_A vb;
-            coopMatLoadNV(vb, kvs, BC * KS + kk * 16u * KS + c * 8u, KS, false);
-            cm_oa[c] = coopMatMulAddNV(pa[kk], vb, cm_oa[c]);
-        }
-    }
+    const uint ja = kt < cm_visa ? min(nk, cm_visa - kt) : 0u;
+    const uint jb = kt < cm_visb ? min(nk, cm_visb - kt) : 0u;
+    for (uint kk = 0u; kk < BC16; kk++) // a chunk no row of the subgroup sees adds nothing
+        if (subgroupAny(ja > 16u * kk || jb > 16u * kk))
+            cm_chunk(kk, ja > 16u * kk ? ja - 16u * kk : 0u, jb > 16u * kk ? jb - 16u * kk : 0u);
 }
 
-// Scales O by 1 / l (normalise) or leaves it (unnormalised partials).
+// Scales O by 1 / l (normalise) or leaves it (unnormalised partials) and hands every element
+// to cm_out, each row's max and sum to cm_out_stats (from the first lane of each quad).
 void cm_finish(bool normalise) {
-    subgroupBarrier();
-    if (cm_half == 0u)
-        fs[cm_sg * RS + cm_r] = !normalise ? 1.0 : (cm_l > 0.0 ? 1.0 / cm_l : 0.0);
-    subgroupMemoryBarrierShared();
-    subgroupBarrier();
-    MAT_C factor;
-    for (int e = 0; e < factor.length(); e++)
-        factor[e] = fs[cm_sg * RS + uint(cm_rows_of[e])];
+    const float fa = !normalise ? 1.0 : (cm_la > 0.0 ? 1.0 / cm_la : 0.0);
+    const float fb = !normalise ? 1.0 : (cm_lb > 0.0 ? 1.0 / cm_lb : 0.0);
+    const uint r0 = cm_sg * RS;
     for (uint c = 0u; c < D16; c++)
-        for (int e = 0; e < cm_oa[c].length(); e++)
-            cm_oa[c][e] *= factor[e];
-}
-
-// Output columns 16 c .. 16 c + 15 of this lane's row, 8 of them (from column 16 c + 8 half),
-// into x; every lane of the subgroup calls it for the same c.
-void cm_out_chunk(uint c, out float x[8]) {
-    coopMatStoreNV(cm_oa[c], ss, cm_sbase, OS, false);
-    subgroupMemoryBarrierShared();
-    subgroupBarrier();
-    for (uint t = 0u; t < 8u; t++)
-        x[t] = ss[cm_sbase + cm_r * OS + 8u * cm_half + t];
-    subgroupMemoryBarrierShared();
-    subgroupBarrier(); // read before the next chunk overwrites it
+        for (uint e = 0u; e < CM_LEN; e++) {
+            const bool is_a = (cm_isa & (1u << e)) != 0u;
+            cm_out(r0 + (is_a ? cm_ra : cm_rb), 16u * c + bitfieldExtract(cm_cols, 4 * int(e), 4),
+                   cm_oa[c][e] * (is_a ? fa : fb));
+        }
+    if ((gl_SubgroupInvocationID & 3u) != 0u)
+        return;
+    cm_out_stats(r0 + cm_ra, cm_ma, cm_la);
+    if (cm_rb != cm_ra)
+        cm_out_stats(r0 + cm_rb, cm_mb, cm_lb);
 }

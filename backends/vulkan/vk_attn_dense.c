@@ -4,8 +4,9 @@
  * splits the keys over workgroups when the query rows alone give too few (decode: L * G rows
  * per KV head), merging the splits by LSE in a second dispatch so one query still spreads over
  * the whole device. With NV cooperative matrices (vk_ctx.coopmat), f16 q, k and v with head
- * dims a multiple of 16 run on tensor cores (shaders/attn_dense_cm.comp: 64 rows per
- * workgroup, the same partials and merge) once there are rows enough to fill its workgroups.
+ * dims a multiple of 16 run on tensor cores (shaders/attn_dense_cm.comp: 64 or 128 rows per
+ * workgroup, the same partials and merge; where vk_cm_layout.c found the lane layout it
+ * needs) once there are rows enough to fill its workgroups.
  * Decode (at most DEC_MAX_ROWS rows per KV head) runs shaders/attn_dense_decode.comp where
  * subgroup shuffles are available and K/V rows are 16-byte aligned: keys straight into
  * registers, no shared tiles, the same partials and merge.
@@ -21,10 +22,9 @@
 #define MAX_BC 32         /* keys per tile: the per-lane score array */
 #define MIN_SPLIT_KEYS 256 /* a split below this costs more to merge than it saves */
 #define MAX_SPLITS 1024
-/* The cooperative-matrix shaders' keys per tile: on an H100 (d 128, 32K) 32-key tiles ran at 40
- * TFLOP/s, 16-key tiles (half the shared memory, twice the barriers) at 32.5; 64 do not fit
- * 48 KiB. */
-#define CM_BC 32
+/* The cooperative-matrix shaders' keys per tile, at most (fewer where shared memory is short):
+ * on an H100 (d 128, 32K causal) 64-key tiles ran at 61 TFLOP/s, 32 at 56, 16 at 54. */
+#define CM_BC_MAX 64
 #define DEC_MAX_ROWS 16 /* rows per KV head up to which decode uses attn_dense_decode.comp */
 #define DEC_NSG 4       /* its subgroups per workgroup */
 #define DEC_MAX_LPK 16  /* its lanes per key row at most (and half the subgroup) */
@@ -36,22 +36,25 @@ static ela_status plan_splits(const vk_ctx *ctx, const ela_attn_dense_args *a, u
                               vk_attn_plan *p);
 
 /* Shared bytes of the cooperative-matrix shaders (attn_cm_tile.glsl) with bc keys per tile and
- * br rows per workgroup: K and V tiles in f16, per 16-row subgroup 16 bc scores (f32) and
- * probabilities (f16), a factor per row; rows padded by 16 bytes as the shader pads them. */
+ * br rows per workgroup: K and V tiles in f16, rows padded by 16 bytes as the shader pads them,
+ * the two 16 x 16 element tables, per 16 rows an O matrix (rows padded to 20 floats) and the
+ * rows' rescale factors. */
 static uint64_t cm_shared_bytes(uint64_t d, uint64_t bc, uint64_t br) {
-    return 2 * bc * (d * 2 + 16) + br * ((bc + 4) * 4 + (bc + 8) * 2 + 4);
+    return 2 * bc * (d * 2 + 16) + 2048 + br / 16 * (16 * 20 + 16) * 4;
 }
 
 uint32_t vk_attn_cm_shape(const vk_ctx *ctx, const ela_attn_dense_args *a, uint64_t rows,
                           uint32_t *br) {
-    if (!ctx->coopmat || a->q->dtype != ELA_F16 || a->k->dtype != ELA_F16 ||
+    if (!ctx->cm_quad || a->q->dtype != ELA_F16 || a->k->dtype != ELA_F16 ||
         a->v->dtype != ELA_F16 || a->d % 16 != 0 || a->d > MAX_D || rows < 64)
         return 0;
     uint64_t smem = ctx->phys->props.limits.maxComputeSharedMemorySize;
-    /* 128 rows (eight subgroups) share each K/V tile among twice the rows where they fit. */
-    *br = ctx->cm_wide && rows >= 128 && cm_shared_bytes((uint64_t)a->d, CM_BC, 128) <= smem
-              ? 128 : 64;
-    return cm_shared_bytes((uint64_t)a->d, CM_BC, *br) <= smem ? CM_BC : 0;
+    uint32_t bc = ctx->cm_keys ? ctx->cm_keys : CM_BC_MAX;
+    /* 128 rows (eight subgroups) share each K/V tile among twice the rows. */
+    *br = ctx->cm_wide && rows >= 128 ? 128 : 64;
+    while (bc > 16 && cm_shared_bytes((uint64_t)a->d, bc, *br) > smem)
+        bc /= 2;
+    return cm_shared_bytes((uint64_t)a->d, bc, *br) <= smem ? bc : 0;
 }
 
 /* The decode shader's shape, or 0 when it cannot run this call: it needs subgroup shuffles,

@@ -133,6 +133,7 @@ typedef struct {
     uint32_t queue_family;          /* a family with compute */
     uint32_t timestamp_bits;        /* its timestampValidBits (0: no timestamps) */
     uint32_t subgroup_size;         /* 0 when subgroup shuffles cannot be used in compute */
+    int subgroup_vote;              /* subgroupAny / subgroupAll in compute */
     int storage16;                  /* storageBuffer16BitAccess */
     /* VK_NV_cooperative_matrix with 16x16x16 f16 x f16 -> f32 at subgroup scope, 32-lane
      * subgroups, shaderFloat16 and the Vulkan memory model: the tensor-core attention path */
@@ -184,6 +185,10 @@ typedef struct vk_ctx {
     int coopmat;    /* NV cooperative matrices (vk_physical.coopmat) are enabled */
     int decode;     /* decode attention keeps K/V in registers (attn_dense_decode.comp) */
     int cm_wide;    /* cooperative-matrix attention may take 128 rows per workgroup */
+    int cm_quad;    /* coopmat, and its accumulators keep a row within a quad of lanes, as the
+                     * tensor-core attention shaders need (vk_cm_layout.c) */
+    uint32_t cm_keys;      /* ELA_VK_CM_KEYS: keys per tile of the tensor-core attention (16,
+                            * 32 or 64; tuning), 0: the most that fit */
     uint32_t force_splits; /* ELA_VK_SPLITS: key splits of dense attention (tests, tuning) */
     uint32_t mem_device, mem_staging; /* memory type indices */
     VkDeviceSize align;               /* storage buffer offset alignment, >= 16 */
@@ -232,6 +237,8 @@ typedef struct vk_ctx {
 } vk_ctx;
 
 ela_status vk_device_open(int device, vk_ctx **out);
+/* Sets ctx->cm_quad by running shaders/cm_layout.comp once (vk_cm_layout.c). */
+ela_status vk_cm_layout_check(vk_ctx *ctx);
 void vk_device_close(vk_ctx *ctx);
 
 /* ---- buffers (vk_buffer.c) ---------------------------------------------------------------- */

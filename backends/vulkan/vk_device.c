@@ -124,12 +124,13 @@ static int has_device_ext(VkPhysicalDevice pd, const char *name) {
 
 /* The tensor-core attention path (shaders/attn_dense_cm.comp) needs NV cooperative matrices
  * of 16x16x16 with f16 A and B and f32 C and D at subgroup scope, 32-lane subgroups (its lane
- * layout), 16-bit storage, shaderFloat16 (f16 in shared memory) and the Vulkan memory model
+ * layout) with vote operations, 16-bit storage, shaderFloat16 (f16 in shared memory) and the Vulkan memory model
  * at device scope (the extension's GLSL requires the model; enabling it without device scope
  * makes every other shader's device-scope barrier invalid); Vulkan 1.2 for the feature
  * structures. */
 static int describe_coopmat(VkPhysicalDevice pd, const vk_physical *d) {
-    if (d->props.apiVersion < VK_API_VERSION_1_2 || d->subgroup_size != 32 || !d->storage16 ||
+    if (d->props.apiVersion < VK_API_VERSION_1_2 || d->subgroup_size != 32 ||
+        !d->subgroup_vote || !d->storage16 ||
         !vkf.GetPhysicalDeviceCooperativeMatrixPropertiesNV ||
         !has_device_ext(pd, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME))
         return 0;
@@ -211,6 +212,7 @@ static int describe(VkPhysicalDevice pd, vk_physical *d) {
     if ((sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
         (sg.supportedOperations & need) == need && sg.subgroupSize >= 2 && sg.subgroupSize <= 128)
         d->subgroup_size = sg.subgroupSize;
+    d->subgroup_vote = (sg.supportedOperations & VK_SUBGROUP_FEATURE_VOTE_BIT) != 0;
     d->storage16 = s16.storageBuffer16BitAccess != VK_FALSE;
     d->coopmat = describe_coopmat(pd, d);
     d->max_alloc = m3.maxMemoryAllocationSize ? m3.maxMemoryAllocationSize : (1ull << 30);
@@ -465,6 +467,9 @@ ela_status vk_device_open(int device, vk_ctx **out) {
     ctx->coopmat = p->coopmat && ctx->storage16 && ctx->subgroup && !disabled("coopmat");
     ctx->decode = ctx->subgroup && !disabled("decode");
     ctx->cm_wide = !disabled("cm128");
+    const char *cm_keys = getenv("ELA_VK_CM_KEYS");
+    ctx->cm_keys = cm_keys && (!strcmp(cm_keys, "16") || !strcmp(cm_keys, "32") ||
+                               !strcmp(cm_keys, "64")) ? (uint32_t)atoi(cm_keys) : 0;
     const char *splits = getenv("ELA_VK_SPLITS");
     ctx->force_splits = splits && atoi(splits) > 0 ? (uint32_t)atoi(splits) : 0;
     /* Bindings start 16-byte aligned (or more, as the device asks): vector loads in shaders. */
@@ -533,7 +538,8 @@ ela_status vk_device_open(int device, vk_ctx **out) {
         (st = vk_buffer_create(ctx, STAGING_BYTES, ctx->mem_staging, 1, &ctx->staging)) != ELA_OK ||
         (st = vk_buffer_create(ctx, SCRATCH_BYTES, ctx->mem_device, 0, &ctx->scratch)) != ELA_OK ||
         (st = vk_buffer_create(ctx, 256, ctx->mem_device, 0, &ctx->dummy)) != ELA_OK ||
-        (st = vk_pipelines_init(ctx)) != ELA_OK || (st = vk_profile_open(ctx)) != ELA_OK)
+        (st = vk_pipelines_init(ctx)) != ELA_OK || (st = vk_profile_open(ctx)) != ELA_OK ||
+        (st = vk_cm_layout_check(ctx)) != ELA_OK)
         goto fail;
     if ((st = vk_validation_check(ctx, "opening the device")) != ELA_OK)
         goto fail;
