@@ -5,10 +5,11 @@
 // A workgroup is four or eight 32-lane subgroups over BR = 64 or 128 query rows of one KV head;
 // subgroup s owns rows 16 s .. 16 s + 15. Q is staged through shared memory once (in the K/V
 // room) and kept as D / 16 A matrices; O is D / 16 accumulator matrices. Per tile of BC keys the
-// workgroup stages K and V in shared memory (f16 pairs as 32-bit words); each subgroup forms
-// its 16 x BC scores S = Q K^T (K read column-major, i.e. as K^T) in accumulators and runs the
-// online softmax on them in registers: P = exp2(S * scale log2 e - m) in place, converted to f16
-// A matrices for O = alpha O + P V. No score or probability goes through shared memory.
+// workgroup stages K and V in shared memory (f16 pairs as 32-bit words); each subgroup takes
+// them 16 keys at a time: S = Q K^T (K read column-major, i.e. as K^T) in an accumulator, the
+// online softmax on it in registers (P = exp2(S * scale log2 e - m) in place, converted to an
+// f16 A matrix), O += P V. No score or probability goes through shared memory; the rare O
+// rescale (lazy: see cm_chunk) does.
 //
 // Which row and column an accumulator element holds is the implementation's layout: matrices
 // loaded from tables of row and column numbers, of the same type as S and O, say it for every
@@ -18,8 +19,8 @@
 // quad, which hold the same two rows; NVIDIA's mma fragments); the host uses these shaders only
 // where the check passed (vk_ctx.cm_quad).
 //
-// Shared memory: 2 BC (D / 2 + 4) words (K, V; the Q staging reuses them) and the 2 x 256
-// float tables. Rows are padded by 16 bytes so that the 16 rows a matrix load touches fall in
+// Shared memory: 2 BC (D / 2 + 4) words (K, V; the Q staging reuses them), the 2 x 256
+// float tables, and per subgroup a 16 x 20 float O staging and 16 rescale factors. Rows are padded by 16 bytes so that the 16 rows a matrix load touches fall in
 // different banks. Each invocation loads its share of the next K/V tile into registers before
 // the current tile's matrix work.
 //

@@ -43,13 +43,18 @@ uint cm_row_vis(uint r) {
     return row < pc.rows ? min(pc.q_pos0 + row / pc.G + 1u, pc.n) : 0u;
 }
 
+// Where the row's split partial starts in binding 5.
+uint part_elem(uint row) {
+    return pc.part_off +
+           ((gl_WorkGroupID.y * pc.rows + row) * pc.splits + gl_WorkGroupID.z) * (DP + 2u);
+}
+
 void cm_out(uint r, uint col, float x) {
     const uint row = wg_row0() + r;
     if (row >= pc.rows)
         return;
     if (SPLIT != 0u) {
-        part[pc.part_off + ((gl_WorkGroupID.y * pc.rows + row) * pc.splits + gl_WorkGroupID.z) *
-                               (DP + 2u) + col] = x;
+        part[part_elem(row) + col] = x;
     } else {
         const uint h = gl_WorkGroupID.y * pc.G + row % pc.G;
         store_o(pc.o_off + (row / pc.G) * pc.o_s0 + h * pc.o_s1 + col, x);
@@ -62,8 +67,7 @@ void cm_out_stats(uint r, float m, float l) {
         return;
     const uint i = row / pc.G, h = gl_WorkGroupID.y * pc.G + row % pc.G;
     if (SPLIT != 0u) {
-        const uint pe = pc.part_off + ((gl_WorkGroupID.y * pc.rows + row) * pc.splits +
-                                       gl_WorkGroupID.z) * (DP + 2u);
+        const uint pe = part_elem(row);
         part[pe + DP] = m;
         part[pe + DP + 1u] = l;
     } else if (pc.has_lse != 0u) {

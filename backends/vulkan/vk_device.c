@@ -124,8 +124,8 @@ static int has_device_ext(VkPhysicalDevice pd, const char *name) {
 
 /* The tensor-core attention path (shaders/attn_dense_cm.comp) needs NV cooperative matrices
  * of 16x16x16 with f16 A and B and f32 C and D at subgroup scope, 32-lane subgroups (its lane
- * layout) with vote operations, 16-bit storage, shaderFloat16 (f16 in shared memory) and the Vulkan memory model
- * at device scope (the extension's GLSL requires the model; enabling it without device scope
+ * layout) with vote operations, 16-bit storage, shaderFloat16 (f16 in shared memory) and the
+ * Vulkan memory model at device scope (the extension's GLSL requires the model; enabling it without device scope
  * makes every other shader's device-scope barrier invalid); Vulkan 1.2 for the feature
  * structures. */
 static int describe_coopmat(VkPhysicalDevice pd, const vk_physical *d) {
